@@ -1,0 +1,302 @@
+// Package cassandra is the production channel-group store on Apache
+// Cassandra through gocql: LOCAL_QUORUM reads and writes, a DC-aware
+// token-aware host policy, and every write stamped USING TIMESTAMP with the
+// edit's timetoken so Cassandra's own last-write-wins resolution is the
+// group's membership rule.
+//
+// Schema (created idempotently by New):
+//
+//	members ((account, grp), channel) → state tinyint
+//	    add: INSERT state=1 USING TIMESTAMP tt
+//	    remove: INSERT state=0 USING TIMESTAMP tt AND TTL RemoveTTL
+//	    delete group: DELETE partition USING TIMESTAMP tt
+//	groups (account, grp) → version bigint, cleared bigint
+//	    every edit: version=tt USING TIMESTAMP tt (the cell keeps the highest)
+//	    delete group: also cleared=tt
+//
+// Reads return (channel, state, WRITETIME(state)). On a timestamp tie
+// Cassandra prefers an expiring cell over a plain one, so a remove beats an
+// add, exactly channelgroups.Entry.Supersedes (TestTieRule proves it); a
+// partition deletion beats a write at its own timestamp, as Snapshot.Apply.
+package cassandra
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gocql/gocql"
+
+	"github.com/groupcast/groupcast/channelgroups"
+)
+
+// Config selects and tunes the cluster.
+type Config struct {
+	// Hosts are contact points; required.
+	Hosts []string
+	// Port is the native transport port; zero means 9042.
+	Port int
+	// LocalDC is this region's datacenter; empty means "dc1".
+	LocalDC string
+	// Keyspace is created if missing; empty means "groupcast".
+	Keyspace string
+	// Replication is the replication factor per datacenter used when the
+	// keyspace is created; nil means {LocalDC: 1}.
+	Replication map[string]int
+	// RemoveTTL is how long remove rows live; zero means 24h. It must be
+	// positive: the TTL is what makes a remove win a timestamp tie.
+	RemoveTTL time.Duration
+	// Timeout bounds each query; zero means 5s.
+	Timeout time.Duration
+	// ConnectTimeout bounds session creation, retried until it passes; zero means 60s.
+	ConnectTimeout time.Duration
+	// Logger receives driver and schema messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is a channelgroups.Store on Cassandra.
+type Store struct {
+	s   *gocql.Session
+	cfg Config
+
+	qAdd, qRemove, qClear, qVersion, qClearGroup string
+	qMembers, qGroup, qGroups                    string
+}
+
+var identifier = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
+
+func (c *Config) fill() error {
+	if len(c.Hosts) == 0 {
+		return errors.New("cassandra: Hosts is required")
+	}
+	if c.Port == 0 {
+		c.Port = 9042
+	}
+	if c.LocalDC == "" {
+		c.LocalDC = "dc1"
+	}
+	if c.Keyspace == "" {
+		c.Keyspace = "groupcast"
+	}
+	if !identifier.MatchString(c.Keyspace) {
+		return fmt.Errorf("cassandra: keyspace %q must match %s", c.Keyspace, identifier)
+	}
+	if c.Replication == nil {
+		c.Replication = map[string]int{c.LocalDC: 1}
+	}
+	for dc, rf := range c.Replication {
+		if rf < 1 || strings.ContainsAny(dc, "'\"") || dc == "" {
+			return fmt.Errorf("cassandra: bad replication %q: %d", dc, rf)
+		}
+	}
+	if c.RemoveTTL < 0 {
+		return errors.New("cassandra: RemoveTTL must be > 0")
+	}
+	if c.RemoveTTL == 0 {
+		c.RemoveTTL = 24 * time.Hour
+	}
+	if c.RemoveTTL < time.Second {
+		return errors.New("cassandra: RemoveTTL must be at least 1s")
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 60 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (c *Config) cluster() *gocql.ClusterConfig {
+	cl := gocql.NewCluster(c.Hosts...)
+	cl.Port = c.Port
+	cl.ProtoVersion = 4
+	cl.Consistency = gocql.LocalQuorum
+	cl.SerialConsistency = gocql.LocalSerial
+	cl.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(gocql.DCAwareRoundRobinPolicy(c.LocalDC))
+	cl.Timeout = c.Timeout
+	cl.ConnectTimeout = c.Timeout
+	cl.ReconnectInterval = time.Second
+	cl.RetryPolicy = &gocql.ExponentialBackoffRetryPolicy{NumRetries: 2, Min: 50 * time.Millisecond, Max: time.Second}
+	cl.MaxWaitSchemaAgreement = 30 * time.Second
+	cl.Logger = log.New(io.Discard, "", 0)
+	return cl
+}
+
+// New connects, retrying until cfg.ConnectTimeout, and creates the keyspace
+// and tables if they are missing.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	var (
+		sess *gocql.Session
+		err  error
+	)
+	for {
+		// A fresh ClusterConfig each attempt: gocql panics when a token-aware
+		// policy is reused after a failed CreateSession.
+		if sess, err = cfg.cluster().CreateSession(); err == nil {
+			break
+		}
+		cfg.Logger.Warn("cassandra: connect failed, retrying", "hosts", cfg.Hosts, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cassandra: connect to %v: %w", cfg.Hosts, errors.Join(err, ctx.Err()))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	s := &Store{s: sess, cfg: cfg}
+	if err := s.createSchema(ctx); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	ks := cfg.Keyspace
+	s.qAdd = `INSERT INTO ` + ks + `.members (account, grp, channel, state) VALUES (?, ?, ?, 1) USING TIMESTAMP ?`
+	s.qRemove = `INSERT INTO ` + ks + `.members (account, grp, channel, state) VALUES (?, ?, ?, 0) USING TIMESTAMP ? AND TTL ?`
+	s.qClear = `DELETE FROM ` + ks + `.members USING TIMESTAMP ? WHERE account = ? AND grp = ?`
+	s.qVersion = `UPDATE ` + ks + `.groups USING TIMESTAMP ? SET version = ? WHERE account = ? AND grp = ?`
+	s.qClearGroup = `UPDATE ` + ks + `.groups USING TIMESTAMP ? SET version = ?, cleared = ? WHERE account = ? AND grp = ?`
+	s.qMembers = `SELECT channel, state, WRITETIME(state) FROM ` + ks + `.members WHERE account = ? AND grp = ?`
+	s.qGroup = `SELECT version, cleared FROM ` + ks + `.groups WHERE account = ? AND grp = ?`
+	s.qGroups = `SELECT grp, version, cleared FROM ` + ks + `.groups WHERE account = ?`
+	return s, nil
+}
+
+func (s *Store) createSchema(ctx context.Context) error {
+	var repl strings.Builder
+	repl.WriteString(`{'class': 'NetworkTopologyStrategy'`)
+	for _, dc := range slices.Sorted(maps.Keys(s.cfg.Replication)) {
+		fmt.Fprintf(&repl, ", '%s': %d", dc, s.cfg.Replication[dc])
+	}
+	repl.WriteString("}")
+	ks := s.cfg.Keyspace
+	stmts := []string{
+		`CREATE KEYSPACE IF NOT EXISTS ` + ks + ` WITH replication = ` + repl.String(),
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.members (account text, grp text, channel text, state tinyint,
+			PRIMARY KEY ((account, grp), channel))`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.groups (account text, grp text, version bigint, cleared bigint,
+			PRIMARY KEY (account, grp))`,
+	}
+	for _, q := range stmts {
+		if err := s.s.Query(q).WithContext(ctx).Exec(); err != nil {
+			return fmt.Errorf("cassandra: schema: %w", err)
+		}
+	}
+	if err := s.s.AwaitSchemaAgreement(ctx); err != nil {
+		return fmt.Errorf("cassandra: schema agreement: %w", err)
+	}
+	return nil
+}
+
+// Close closes the session.
+func (s *Store) Close() error {
+	s.s.Close()
+	return nil
+}
+
+// Ping runs a trivial query at LOCAL_ONE.
+func (s *Store) Ping(ctx context.Context) error {
+	var v string
+	err := s.s.Query(`SELECT release_version FROM system.local`).WithContext(ctx).Consistency(gocql.LocalOne).Scan(&v)
+	return wrap("ping", err)
+}
+
+// wrap translates driver errors: everything a retry may cure becomes
+// channelgroups.ErrUnavailable; a cancelled context stays itself.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("cassandra: %s: %w", op, err)
+	}
+	return fmt.Errorf("cassandra: %s: %w: %w", op, channelgroups.ErrUnavailable, err)
+}
+
+// Write applies e in one logged batch at LOCAL_QUORUM, every statement at the
+// edit's timetoken.
+func (s *Store) Write(ctx context.Context, e channelgroups.Edit) error {
+	ts := e.At.Micros()
+	a, g := string(e.Account), string(e.Group)
+	b := s.s.NewBatch(gocql.LoggedBatch).WithContext(ctx)
+	switch e.Op {
+	case channelgroups.OpAdd:
+		for _, c := range e.Channels {
+			b.Query(s.qAdd, a, g, string(c), ts)
+		}
+		b.Query(s.qVersion, ts, int64(e.At), a, g)
+	case channelgroups.OpRemove:
+		ttl := int(s.cfg.RemoveTTL / time.Second)
+		for _, c := range e.Channels {
+			b.Query(s.qRemove, a, g, string(c), ts, ttl)
+		}
+		b.Query(s.qVersion, ts, int64(e.At), a, g)
+	case channelgroups.OpClear:
+		b.Query(s.qClear, ts, a, g)
+		b.Query(s.qClearGroup, ts, int64(e.At), int64(e.At), a, g)
+	default:
+		return fmt.Errorf("cassandra: unknown op %d", e.Op)
+	}
+	b.SetConsistency(gocql.LocalQuorum)
+	return wrap("write", s.s.ExecuteBatch(b))
+}
+
+// Read returns the group's snapshot at LOCAL_QUORUM.
+func (s *Store) Read(ctx context.Context, acct channelgroups.Account, g channelgroups.Group) (channelgroups.Snapshot, error) {
+	var snap channelgroups.Snapshot
+	a, gs := string(acct), string(g)
+	var version, cleared int64
+	err := s.s.Query(s.qGroup, a, gs).WithContext(ctx).Scan(&version, &cleared)
+	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
+		return snap, wrap("read group", err)
+	}
+	snap.Version, snap.Cleared = channelgroups.Timetoken(version), channelgroups.Timetoken(cleared)
+	iter := s.s.Query(s.qMembers, a, gs).WithContext(ctx).Iter()
+	var (
+		ch    string
+		state int8
+		wt    int64
+	)
+	for iter.Scan(&ch, &state, &wt) {
+		snap.Entries = append(snap.Entries, channelgroups.Entry{
+			Channel: channelgroups.Channel(ch), State: channelgroups.State(state), At: channelgroups.TimetokenFromMicros(wt),
+		})
+	}
+	if err := iter.Close(); err != nil {
+		return channelgroups.Snapshot{}, wrap("read members", err)
+	}
+	return snap, nil
+}
+
+// Groups lists the account's existing groups in name order.
+func (s *Store) Groups(ctx context.Context, acct channelgroups.Account) ([]channelgroups.Group, error) {
+	iter := s.s.Query(s.qGroups, string(acct)).WithContext(ctx).Iter()
+	var (
+		out              []channelgroups.Group
+		g                string
+		version, cleared int64
+	)
+	for iter.Scan(&g, &version, &cleared) {
+		if version > cleared {
+			out = append(out, channelgroups.Group(g))
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return nil, wrap("list groups", err)
+	}
+	return out, nil
+}

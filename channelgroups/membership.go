@@ -1,0 +1,152 @@
+package channelgroups
+
+import (
+	"slices"
+	"strings"
+)
+
+// State is whether a channel is in a group.
+type State int8
+
+// The stored values of State. Removed is the zero value.
+const (
+	Removed State = 0
+	Added   State = 1
+)
+
+func (s State) String() string {
+	if s == Added {
+		return "added"
+	}
+	return "removed"
+}
+
+// Entry is the last write of one channel of a group: its state and the
+// timetoken it was written at.
+type Entry struct {
+	Channel Channel
+	State   State
+	At      Timetoken
+}
+
+// Supersedes reports whether e wins over o for the same channel: the later
+// timetoken wins, and on equal timetokens a remove beats an add. This is the
+// rule Cassandra applies to the cells groupcast writes (an add is a plain
+// cell, a remove a cell with a TTL, and Cassandra prefers the expiring cell
+// on a timestamp tie); TestTieRule in channelgroups/cassandra proves it
+// against a real server.
+func (e Entry) Supersedes(o Entry) bool {
+	if e.At != o.At {
+		return e.At > o.At
+	}
+	return e.State == Removed && o.State == Added
+}
+
+// Op is the kind of an Edit.
+type Op uint8
+
+// The edits a group supports.
+const (
+	OpAdd    Op = iota + 1 // add Channels
+	OpRemove               // remove Channels
+	OpClear                // remove every channel written at or before At (delete group)
+)
+
+func (op Op) String() string {
+	switch op {
+	case OpAdd:
+		return "add"
+	case OpRemove:
+		return "remove"
+	case OpClear:
+		return "clear"
+	}
+	return "op?"
+}
+
+// Edit is one acknowledged change to one group, written at one timetoken.
+type Edit struct {
+	Account  Account
+	Group    Group
+	Op       Op
+	Channels []Channel // empty for OpClear
+	At       Timetoken
+}
+
+// Snapshot is a group's membership as storage holds it.
+type Snapshot struct {
+	// Version is the highest timetoken of any edit of the group; 0 if never edited.
+	Version Timetoken
+	// Cleared is the timetoken of the last delete of the group: every channel
+	// written at or before it is gone. 0 if never deleted.
+	Cleared Timetoken
+	// Entries holds the last write of each channel written after Cleared,
+	// removes included (until storage ages them out), sorted by channel.
+	Entries []Entry
+}
+
+// Exists reports whether the group has been edited since it was last deleted.
+func (s Snapshot) Exists() bool { return s.Version > s.Cleared }
+
+// Channels returns the channels currently in the group, in name order.
+func (s Snapshot) Channels() []Channel {
+	out := make([]Channel, 0, len(s.Entries))
+	for _, e := range s.Entries {
+		if e.State == Added {
+			out = append(out, e.Channel)
+		}
+	}
+	return out
+}
+
+// Count returns how many channels are in the group.
+func (s Snapshot) Count() int {
+	n := 0
+	for _, e := range s.Entries {
+		if e.State == Added {
+			n++
+		}
+	}
+	return n
+}
+
+// Lookup returns the entry for channel c.
+func (s Snapshot) Lookup(c Channel) (Entry, bool) {
+	i, ok := slices.BinarySearchFunc(s.Entries, c, func(e Entry, c Channel) int { return strings.Compare(string(e.Channel), string(c)) })
+	if !ok {
+		return Entry{}, false
+	}
+	return s.Entries[i], true
+}
+
+// Apply merges an edit into the snapshot with last-writer-wins semantics. It
+// is the reference model of what the stores keep: applying the same edits in
+// any order gives the same snapshot, and the same snapshot Cassandra returns.
+func (s *Snapshot) Apply(e Edit) {
+	s.Version = max(s.Version, e.At)
+	if e.Op == OpClear {
+		if e.At <= s.Cleared {
+			return
+		}
+		s.Cleared = e.At
+		s.Entries = slices.DeleteFunc(s.Entries, func(x Entry) bool { return x.At <= e.At })
+		return
+	}
+	if e.At <= s.Cleared { // shadowed by a delete at the same or a later timetoken
+		return
+	}
+	state := Added
+	if e.Op == OpRemove {
+		state = Removed
+	}
+	for _, c := range e.Channels {
+		n := Entry{Channel: c, State: state, At: e.At}
+		i, ok := slices.BinarySearchFunc(s.Entries, c, func(x Entry, c Channel) int { return strings.Compare(string(x.Channel), string(c)) })
+		switch {
+		case !ok:
+			s.Entries = slices.Insert(s.Entries, i, n)
+		case n.Supersedes(s.Entries[i]):
+			s.Entries[i] = n
+		}
+	}
+}
