@@ -1,0 +1,88 @@
+package channelgroups_test
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"github.com/groupcast/groupcast/channelgroups"
+)
+
+func TestSupersedes(t *testing.T) {
+	add := func(at channelgroups.Timetoken) channelgroups.Entry {
+		return channelgroups.Entry{Channel: "c", State: channelgroups.Added, At: at}
+	}
+	rm := func(at channelgroups.Timetoken) channelgroups.Entry {
+		return channelgroups.Entry{Channel: "c", State: channelgroups.Removed, At: at}
+	}
+	for _, tc := range []struct {
+		name string
+		a, b channelgroups.Entry
+		want bool
+	}{
+		{"later add beats remove", add(20), rm(10), true},
+		{"earlier add loses", add(10), rm(20), false},
+		{"remove wins a tie", rm(10), add(10), true},
+		{"add loses a tie", add(10), rm(10), false},
+		{"equal entries: no change", add(10), add(10), false},
+	} {
+		if got := tc.a.Supersedes(tc.b); got != tc.want {
+			t.Errorf("%s: %+v.Supersedes(%+v) = %v, want %v", tc.name, tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+// TestApplyOrderIndependent: the model gives one answer for every order of
+// the same edits, which is what lets nodes apply changes as they arrive.
+func TestApplyOrderIndependent(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	pool := []channelgroups.Channel{"a", "b", "c", "d", "e"}
+	for trial := range 2000 {
+		var edits []channelgroups.Edit
+		for range 1 + r.IntN(10) {
+			e := channelgroups.Edit{Op: channelgroups.Op(1 + r.IntN(3)), At: channelgroups.Timetoken(10 * (1 + r.IntN(5)))}
+			if e.Op != channelgroups.OpClear {
+				e.Channels = []channelgroups.Channel{pool[r.IntN(len(pool))], pool[r.IntN(len(pool))]}
+			}
+			edits = append(edits, e)
+		}
+		var first channelgroups.Snapshot
+		for _, e := range edits {
+			first.Apply(e)
+		}
+		for range 5 {
+			r.Shuffle(len(edits), func(i, j int) { edits[i], edits[j] = edits[j], edits[i] })
+			var again channelgroups.Snapshot
+			for _, e := range edits {
+				again.Apply(e)
+			}
+			if !sameSnapshot(first, again) {
+				t.Fatalf("trial %d: order changed the result:\n%+v\n%+v", trial, first, again)
+			}
+		}
+	}
+}
+
+func TestSnapshotQueries(t *testing.T) {
+	var s channelgroups.Snapshot
+	s.Apply(channelgroups.Edit{Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"b", "a", "c"}, At: 10})
+	s.Apply(channelgroups.Edit{Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"b"}, At: 20})
+	if got := s.Channels(); !reflect.DeepEqual(got, []channelgroups.Channel{"a", "c"}) {
+		t.Fatalf("Channels = %v", got)
+	}
+	if s.Count() != 2 || !s.Exists() || s.Version != 20 {
+		t.Fatalf("Count %d Exists %v Version %v", s.Count(), s.Exists(), s.Version)
+	}
+	if e, ok := s.Lookup("b"); !ok || e.State != channelgroups.Removed {
+		t.Fatalf("Lookup(b) = %+v, %v", e, ok)
+	}
+	s.Apply(channelgroups.Edit{Op: channelgroups.OpClear, At: 30})
+	if s.Exists() || len(s.Entries) != 0 {
+		t.Fatalf("after delete: %+v", s)
+	}
+}
+
+func sameSnapshot(a, b channelgroups.Snapshot) bool {
+	return a.Version == b.Version && a.Cleared == b.Cleared && len(a.Entries) == len(b.Entries) &&
+		(len(a.Entries) == 0 || reflect.DeepEqual(a.Entries, b.Entries))
+}

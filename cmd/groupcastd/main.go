@@ -1,0 +1,233 @@
+// Command groupcastd is the groupcast server. With no flags it runs one node
+// on an embedded store (bbolt under ./data) on 127.0.0.1:8080; --cassandra
+// and --redis switch to the production back ends. Every flag can also be set
+// with the environment variable GROUPCAST_<NAME> (upper case, "-" → "_");
+// a flag on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/channelgroups/cassandra"
+	"github.com/groupcast/groupcast/channelgroups/observe"
+	"github.com/groupcast/groupcast/subscriber/httpapi"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal now ends the process at once
+	}()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "groupcastd:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	listen, data                 string
+	cassandra, cassandraDC       string
+	replication, keyspace, redis string
+	region                       int
+	node, logLevel               string
+	shutdownTimeout              time.Duration
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	var o options
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("groupcastd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
+	fs.StringVar(&o.data, "data", "./data", "directory of the embedded store")
+	fs.StringVar(&o.cassandra, "cassandra", "", "comma-separated Cassandra hosts; empty = embedded store under --data")
+	fs.StringVar(&o.cassandraDC, "cassandra-dc", "dc1", "this region's Cassandra datacenter")
+	fs.StringVar(&o.replication, "cassandra-replication", "", "replication per DC used when creating the keyspace, e.g. dc1:3,dc2:3; empty = <cassandra-dc>:1")
+	fs.StringVar(&o.keyspace, "keyspace", "groupcast", "Cassandra keyspace")
+	fs.StringVar(&o.redis, "redis", "", "Redis address (host:port); empty = in-process")
+	fs.IntVar(&o.region, "region", 1, "this region's number (>= 1)")
+	fs.StringVar(&o.node, "node", host, "this node's name")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "GROUPCAST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return o, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.region < 1 {
+		return o, fmt.Errorf("--region must be >= 1, got %d", o.region)
+	}
+	if o.node == "" {
+		return o, errors.New("--node must not be empty")
+	}
+	return o, nil
+}
+
+func parseReplication(s, localDC string) (map[string]int, error) {
+	if s == "" {
+		return map[string]int{localDC: 1}, nil
+	}
+	out := map[string]int{}
+	for part := range strings.SplitSeq(s, ",") {
+		dc, n, ok := strings.Cut(part, ":")
+		rf, err := strconv.Atoi(n)
+		if !ok || err != nil || rf < 1 || dc == "" {
+			return nil, fmt.Errorf("--cassandra-replication: %q is not dc:factor", part)
+		}
+		out[dc] = rf
+	}
+	return out, nil
+}
+
+type closer func() error
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	o, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("node", o.node, "region", o.region)
+
+	// Closed in reverse order of construction, errors collected.
+	var closers []closer
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, closers[i]())
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var (
+		store     channelgroups.Store
+		storeDesc string
+	)
+	if o.cassandra == "" {
+		path := filepath.Join(o.data, "groups.db")
+		b, err := bolt.Open(path, bolt.Config{})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, b.Close)
+		store, storeDesc = b, "embedded bbolt "+path
+	} else {
+		repl, err := parseReplication(o.replication, o.cassandraDC)
+		if err != nil {
+			return err
+		}
+		c, err := cassandra.New(ctx, cassandra.Config{
+			Hosts:       strings.Split(o.cassandra, ","),
+			LocalDC:     o.cassandraDC,
+			Keyspace:    o.keyspace,
+			Replication: repl,
+			Logger:      logger,
+		})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, c.Close)
+		store, storeDesc = c, fmt.Sprintf("cassandra %s (dc %s, keyspace %s)", o.cassandra, o.cassandraDC, o.keyspace)
+	}
+	observed, err := observe.New(store, reg)
+	if err != nil {
+		return err
+	}
+	pingers := []func(context.Context) error{observed.Ping}
+
+	logDesc := "in-process"
+	if o.redis != "" {
+		rdb := redis.NewClient(&redis.Options{Addr: o.redis})
+		closers = append(closers, rdb.Close)
+		pingers = append(pingers, func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+		logDesc = "redis " + o.redis
+	}
+
+	svc, err := channelgroups.NewService(observed, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
+	if err != nil {
+		return err
+	}
+	api, err := httpapi.New(httpapi.Config{
+		Groups:     svc,
+		Registerer: reg,
+		Gatherer:   reg,
+		Logger:     logger,
+		Ready: func(ctx context.Context) error {
+			for _, p := range pingers {
+				if err := p(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	srv := httpapi.NewServer(api)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	url := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "groupcastd serving %s (store: %s; log: %s; region %d; node %s)\n", url, storeDesc, logDesc, o.region, o.node)
+	logger.Info("serving", "url", url, "store", storeDesc, "log", logDesc)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", o.shutdownTimeout)
+	api.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	<-served
+	logger.Info("stopped")
+	return nil
+}
