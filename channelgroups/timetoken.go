@@ -29,7 +29,9 @@ func (tt Timetoken) Time() time.Time { return time.UnixMicro(tt.Micros()) }
 func (tt Timetoken) String() string { return strconv.FormatInt(int64(tt), 10) }
 
 // AppendText appends the decimal form without allocating.
-func (tt Timetoken) AppendText(b []byte) ([]byte, error) { return strconv.AppendInt(b, int64(tt), 10), nil }
+func (tt Timetoken) AppendText(b []byte) ([]byte, error) {
+	return strconv.AppendInt(b, int64(tt), 10), nil
+}
 
 // ErrInvalidTimetoken is wrapped by ParseTimetoken's errors.
 var ErrInvalidTimetoken = errors.New("channelgroups: invalid timetoken")

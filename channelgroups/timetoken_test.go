@@ -49,7 +49,7 @@ type fakeWall struct {
 	t  time.Time
 }
 
-func (w *fakeWall) now() time.Time { w.mu.Lock(); defer w.mu.Unlock(); return w.t }
+func (w *fakeWall) now() time.Time  { w.mu.Lock(); defer w.mu.Unlock(); return w.t }
 func (w *fakeWall) set(t time.Time) { w.mu.Lock(); w.t = t; w.mu.Unlock() }
 
 func TestClockMonotonic(t *testing.T) {

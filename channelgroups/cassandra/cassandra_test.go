@@ -1,9 +1,6 @@
 package cassandra
 
 import (
-	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -14,23 +11,15 @@ import (
 	"github.com/groupcast/groupcast/internal/testenv"
 )
 
-// newStore opens a store on the real Cassandra in a keyspace private to this
-// test binary's run, dropped when the test ends.
+// newStore opens a store on the real Cassandra in a keyspace private to the
+// test, dropped when the test ends.
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	ks := fmt.Sprintf("gctest_%d_%d", time.Now().UnixNano(), os.Getpid())
-	s, err := New(t.Context(), Config{Hosts: testenv.CassandraHosts(t), Keyspace: ks})
+	s, err := New(t.Context(), Config{Hosts: testenv.CassandraHosts(t), Keyspace: testenv.Keyspace(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := s.s.Query(`DROP KEYSPACE IF EXISTS ` + ks).WithContext(ctx).Exec(); err != nil {
-			t.Errorf("drop keyspace %s: %v", ks, err)
-		}
-		s.Close()
-	})
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -107,7 +96,7 @@ func TestTieRule(t *testing.T) {
 			}
 		}
 		var state int8
-		if err := s.s.Query(`SELECT state FROM `+s.cfg.Keyspace+`.members WHERE account = 'tie' AND grp = 'nottl' AND channel = 'c'`).
+		if err := s.s.Query(`SELECT state FROM ` + s.cfg.Keyspace + `.members WHERE account = 'tie' AND grp = 'nottl' AND channel = 'c'`).
 			WithContext(ctx).Scan(&state); err != nil {
 			t.Fatal(err)
 		}

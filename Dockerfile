@@ -1,0 +1,15 @@
+# Multi-stage build: a static groupcastd on a distroless base, running as non-root.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/groupcastd ./cmd/groupcastd
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/groupcastd /usr/local/bin/groupcastd
+USER 65532:65532
+WORKDIR /var/lib/groupcast
+ENV GROUPCAST_LISTEN=0.0.0.0:8080 GROUPCAST_DATA=/var/lib/groupcast
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/groupcastd"]

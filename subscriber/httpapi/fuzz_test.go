@@ -1,0 +1,50 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/subscriber/httpapi"
+)
+
+// FuzzRequest sends arbitrary paths and queries through the router: every
+// answer is JSON with a content type, and nothing but a server fault may
+// give a 5xx.
+func FuzzRequest(f *testing.F) {
+	for _, s := range []string{
+		cg + "/g?add=a%2Cb", cg + "/g?remove=a", cg + "/g", cg, cg + "/g/remove",
+		"/time/0", "/%", "/v1/channel-registration/sub-key/%zz/channel-group", cg + "/g?add=%2C",
+	} {
+		f.Add(s)
+	}
+	st, err := bolt.Open(filepath.Join(f.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	svc, _ := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
+	api, err := httpapi.New(httpapi.Config{Groups: svc})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, uri string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.SetRequestURI(uri)
+		api.Handle(&ctx)
+		status := ctx.Response.StatusCode()
+		if status >= 500 {
+			t.Fatalf("%q: status %d: %s", uri, status, ctx.Response.Body())
+		}
+		if string(ctx.Response.Header.ContentType()) != "application/json" {
+			t.Fatalf("%q: content type %q", uri, ctx.Response.Header.ContentType())
+		}
+		if !json.Valid(ctx.Response.Body()) {
+			t.Fatalf("%q: body is not JSON: %q", uri, ctx.Response.Body())
+		}
+	})
+}
