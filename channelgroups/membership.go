@@ -68,6 +68,7 @@ func (op Op) String() string {
 type Edit struct {
 	Account  Account
 	Group    Group
+	Shard    int // ShardOf(Account): the log the edit is announced in
 	Op       Op
 	Channels []Channel // empty for OpClear
 	At       Timetoken

@@ -10,14 +10,26 @@ import (
 // conformance suite in channelgroups/storetest checks it. All methods are
 // safe for concurrent use.
 type Store interface {
-	// Write applies an edit durably: when it returns nil the edit survives
-	// the crash of any one process.
+	// Write applies an edit durably, together with an outbox record of it
+	// (see Outbox): when it returns nil both survive the crash of any one
+	// process.
 	Write(ctx context.Context, e Edit) error
 	// Read returns the group's snapshot; a group never written reads as the
 	// zero Snapshot.
 	Read(ctx context.Context, a Account, g Group) (Snapshot, error)
 	// Groups lists the account's groups that exist (Snapshot.Exists), in name order.
 	Groups(ctx context.Context, a Account) ([]Group, error)
+}
+
+// Outbox holds the durable edits that may not have been announced in their
+// shard's log yet. Every Store.Write records one; it is removed once the
+// edit's log append succeeded. A node that failed to append, or that takes
+// over after a crash, announces what is pending, oldest first.
+type Outbox interface {
+	// Pending returns up to limit outbox records of shard, oldest first.
+	Pending(ctx context.Context, shard, limit int) ([]Edit, error)
+	// Announced removes e's outbox record.
+	Announced(ctx context.Context, e Edit) error
 }
 
 // Pinger is implemented by stores that can tell whether their back end answers.

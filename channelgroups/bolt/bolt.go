@@ -40,6 +40,7 @@ type Store struct {
 var (
 	bucketMembers = []byte("members") // account 0 group 0 channel → state(1) at(8) expires(8)
 	bucketGroups  = []byte("groups")  // account 0 group → version(8) cleared(8)
+	bucketOutbox  = []byte("outbox")  // shard(4) at(8) account 0 group → op(1) channels joined by 0
 )
 
 // Open opens or creates the store in file path, creating its directory.
@@ -64,7 +65,7 @@ func Open(path string, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketMembers, bucketGroups} {
+		for _, b := range [][]byte{bucketMembers, bucketGroups, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -148,6 +149,9 @@ func (s *Store) Write(ctx context.Context, e channelgroups.Edit) error {
 		return err
 	}
 	return s.db.Update(func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketOutbox).Put(outboxKey(e), outboxValue(e)); err != nil {
+			return err
+		}
 		groups, members := tx.Bucket(bucketGroups), tx.Bucket(bucketMembers)
 		gk := groupKey(e.Account, e.Group)
 		row := decodeGroup(groups.Get(gk))
@@ -261,4 +265,60 @@ func (s *Store) Groups(ctx context.Context, a channelgroups.Account) ([]channelg
 		return nil
 	})
 	return out, err
+}
+
+func outboxKey(e channelgroups.Edit) []byte {
+	k := make([]byte, 12, 12+len(e.Account)+len(e.Group)+1)
+	binary.BigEndian.PutUint32(k, uint32(e.Shard))
+	binary.BigEndian.PutUint64(k[4:], uint64(e.At))
+	return append(k, groupKey(e.Account, e.Group)...)
+}
+
+func outboxValue(e channelgroups.Edit) []byte {
+	v := []byte{byte(e.Op)}
+	for i, c := range e.Channels {
+		if i > 0 {
+			v = append(v, 0)
+		}
+		v = append(v, c...)
+	}
+	return v
+}
+
+// Pending implements channelgroups.Outbox.
+func (s *Store) Pending(ctx context.Context, shard, limit int) ([]channelgroups.Edit, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []channelgroups.Edit
+	prefix := binary.BigEndian.AppendUint32(nil, uint32(shard))
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Next() {
+			a, g, ok := bytes.Cut(k[12:], []byte{0})
+			if !ok || len(v) == 0 {
+				return fmt.Errorf("bolt: corrupt outbox record %q", k)
+			}
+			e := channelgroups.Edit{
+				Account: channelgroups.Account(a), Group: channelgroups.Group(g), Shard: shard,
+				Op: channelgroups.Op(v[0]), At: channelgroups.Timetoken(binary.BigEndian.Uint64(k[4:12])),
+			}
+			if len(v) > 1 {
+				for c := range bytes.SplitSeq(v[1:], []byte{0}) {
+					e.Channels = append(e.Channels, channelgroups.Channel(c))
+				}
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Announced implements channelgroups.Outbox.
+func (s *Store) Announced(ctx context.Context, e channelgroups.Edit) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketOutbox).Delete(outboxKey(e)) })
 }

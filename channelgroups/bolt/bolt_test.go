@@ -25,7 +25,7 @@ func open(t *testing.T, cfg bolt.Config) *bolt.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) channelgroups.Store { return open(t, bolt.Config{}) }, storetest.Options{})
+	storetest.Run(t, func(t *testing.T) storetest.Store { return open(t, bolt.Config{}) }, storetest.Options{})
 }
 
 func TestRemovesAgeOut(t *testing.T) {

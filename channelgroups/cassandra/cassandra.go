@@ -13,6 +13,8 @@
 //	groups (account, grp) → version bigint, cleared bigint
 //	    every edit: version=tt USING TIMESTAMP tt (the cell keeps the highest)
 //	    delete group: also cleared=tt
+//	outbox ((shard), at, account, grp) → op tinyint, channels list<text>
+//	    every edit, in the same logged batch; deleted once announced
 //
 // Reads return (channel, state, WRITETIME(state)). On a timestamp tie
 // Cassandra prefers an expiring cell over a plain one, so a remove beats an
@@ -69,6 +71,7 @@ type Store struct {
 
 	qAdd, qRemove, qClear, qVersion, qClearGroup string
 	qMembers, qGroup, qGroups                    string
+	qOutbox, qPending, qAnnounced                string
 }
 
 var identifier = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
@@ -173,6 +176,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	s.qMembers = `SELECT channel, state, WRITETIME(state) FROM ` + ks + `.members WHERE account = ? AND grp = ?`
 	s.qGroup = `SELECT version, cleared FROM ` + ks + `.groups WHERE account = ? AND grp = ?`
 	s.qGroups = `SELECT grp, version, cleared FROM ` + ks + `.groups WHERE account = ?`
+	s.qOutbox = `INSERT INTO ` + ks + `.outbox (shard, at, account, grp, op, channels) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`
+	s.qPending = `SELECT at, account, grp, op, channels FROM ` + ks + `.outbox WHERE shard = ? LIMIT ?`
+	s.qAnnounced = `DELETE FROM ` + ks + `.outbox WHERE shard = ? AND at = ? AND account = ? AND grp = ?`
 	return s, nil
 }
 
@@ -190,6 +196,11 @@ func (s *Store) createSchema(ctx context.Context) error {
 			PRIMARY KEY ((account, grp), channel))`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `.groups (account text, grp text, version bigint, cleared bigint,
 			PRIMARY KEY (account, grp))`,
+		// A re-announced edit is harmless (changes are idempotent), so a
+		// resurrected outbox row costs nothing: short gc_grace keeps the
+		// queue's tombstones few.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.outbox (shard int, at bigint, account text, grp text, op tinyint, channels list<text>,
+			PRIMARY KEY (shard, at, account, grp)) WITH gc_grace_seconds = 600`,
 	}
 	for _, q := range stmts {
 		if err := s.s.Query(q).WithContext(ctx).Exec(); err != nil {
@@ -251,6 +262,11 @@ func (s *Store) Write(ctx context.Context, e channelgroups.Edit) error {
 	default:
 		return fmt.Errorf("cassandra: unknown op %d", e.Op)
 	}
+	names := make([]string, len(e.Channels))
+	for i, c := range e.Channels {
+		names[i] = string(c)
+	}
+	b.Query(s.qOutbox, e.Shard, int64(e.At), a, g, int8(e.Op), names, ts)
 	b.SetConsistency(gocql.LocalQuorum)
 	return wrap("write", s.s.ExecuteBatch(b))
 }
@@ -299,4 +315,35 @@ func (s *Store) Groups(ctx context.Context, acct channelgroups.Account) ([]chann
 		return nil, wrap("list groups", err)
 	}
 	return out, nil
+}
+
+// Pending implements channelgroups.Outbox.
+func (s *Store) Pending(ctx context.Context, shard, limit int) ([]channelgroups.Edit, error) {
+	iter := s.s.Query(s.qPending, shard, limit).WithContext(ctx).Iter()
+	var (
+		out   []channelgroups.Edit
+		at    int64
+		a, g  string
+		op    int8
+		names []string
+	)
+	for iter.Scan(&at, &a, &g, &op, &names) {
+		e := channelgroups.Edit{Account: channelgroups.Account(a), Group: channelgroups.Group(g), Shard: shard,
+			Op: channelgroups.Op(op), At: channelgroups.Timetoken(at)}
+		for _, n := range names {
+			e.Channels = append(e.Channels, channelgroups.Channel(n))
+		}
+		out = append(out, e)
+		names = nil
+	}
+	if err := iter.Close(); err != nil {
+		return nil, wrap("outbox pending", err)
+	}
+	return out, nil
+}
+
+// Announced implements channelgroups.Outbox.
+func (s *Store) Announced(ctx context.Context, e channelgroups.Edit) error {
+	err := s.s.Query(s.qAnnounced, e.Shard, int64(e.At), string(e.Account), string(e.Group)).WithContext(ctx).Exec()
+	return wrap("outbox announced", err)
 }

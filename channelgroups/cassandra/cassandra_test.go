@@ -25,7 +25,7 @@ func newStore(t *testing.T) *Store {
 
 func TestConformance(t *testing.T) {
 	s := newStore(t) // one keyspace for the suite: each test uses its own accounts
-	storetest.Run(t, func(*testing.T) channelgroups.Store { return s }, storetest.Options{Interleavings: 1000})
+	storetest.Run(t, func(*testing.T) storetest.Store { return s }, storetest.Options{Interleavings: 1000})
 }
 
 // TestTieRule proves, against a real server, the rule Entry.Supersedes and

@@ -11,15 +11,15 @@ import (
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
-// Store wraps a store; it implements channelgroups.Store and passes Ping through.
+// Store wraps a store with its outbox; it implements both and passes Ping through.
 type Store struct {
-	next    channelgroups.Store
+	next    Outbox
 	latency *prometheus.HistogramVec
 }
 
 // New wraps next, registering groupcast_store_duration_seconds{op,outcome}
 // with reg.
-func New(next channelgroups.Store, reg prometheus.Registerer) (*Store, error) {
+func New(next Outbox, reg prometheus.Registerer) (*Store, error) {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "groupcast_store_duration_seconds",
 		Help:    "Latency of channel-group store calls by operation and outcome (ok, error).",
@@ -63,4 +63,22 @@ func (s *Store) Ping(ctx context.Context) error {
 		return p.Ping(ctx)
 	}
 	return nil
+}
+
+// Outbox is the outbox side of a store that has one.
+type Outbox interface {
+	channelgroups.Store
+	channelgroups.Outbox
+}
+
+// Pending implements channelgroups.Outbox.
+func (s *Store) Pending(ctx context.Context, shard, limit int) (es []channelgroups.Edit, err error) {
+	defer func(start time.Time) { s.observe("outbox_pending", start, err) }(time.Now())
+	return s.next.Pending(ctx, shard, limit)
+}
+
+// Announced implements channelgroups.Outbox.
+func (s *Store) Announced(ctx context.Context, e channelgroups.Edit) (err error) {
+	defer func(start time.Time) { s.observe("outbox_announced", start, err) }(time.Now())
+	return s.next.Announced(ctx, e)
 }

@@ -23,16 +23,21 @@ type Options struct {
 	Interleavings int
 }
 
-// Run runs the suite. newStore returns a store whose accounts are private to
-// the calling test (a fresh file, or a unique account prefix on a shared
-// cluster is enough: the suite names its own accounts from t.Name()).
-func Run(t *testing.T, newStore func(t *testing.T) channelgroups.Store, opt Options) {
+// Store is what the suite checks: a channel-group store with its outbox.
+type Store interface {
+	channelgroups.Store
+	channelgroups.Outbox
+}
+
+// Run runs the suite. newStore may return a store shared between tests: the
+// suite makes its own unique accounts and shards.
+func Run(t *testing.T, newStore func(t *testing.T) Store, opt Options) {
 	if opt.Interleavings == 0 {
 		opt.Interleavings = 1000
 	}
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s channelgroups.Store)
+		fn   func(t *testing.T, s Store)
 	}{
 		{"EmptyGroup", testEmptyGroup},
 		{"AddRemove", testAddRemove},
@@ -44,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) channelgroups.Store, opt Opti
 		{"Isolation", testIsolation},
 		{"NamesRoundTrip", testNamesRoundTrip},
 		{"CanceledContext", testCanceledContext},
+		{"Outbox", testOutbox},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,14 +128,14 @@ func check(t *testing.T, s channelgroups.Store, a channelgroups.Account, g chann
 	}
 }
 
-func testEmptyGroup(t *testing.T, s channelgroups.Store) {
+func testEmptyGroup(t *testing.T, s Store) {
 	got := read(t, s, account(t), "nothing")
 	if !equal(got, channelgroups.Snapshot{}) || got.Exists() {
 		t.Fatalf("Read of a never-written group = %+v, want the zero snapshot", got)
 	}
 }
 
-func testAddRemove(t *testing.T, s channelgroups.Store) {
+func testAddRemove(t *testing.T, s Store) {
 	a := account(t)
 	e1, e2 := add(a, "g", tt(1), "b", "a", "c"), remove(a, "g", tt(2), "b", "zz")
 	write(t, s, e1)
@@ -146,7 +152,7 @@ func testAddRemove(t *testing.T, s channelgroups.Store) {
 	}
 }
 
-func testLaterWins(t *testing.T, s channelgroups.Store) {
+func testLaterWins(t *testing.T, s Store) {
 	a := account(t)
 	// Written out of order: the remove at 5 arrives before the add at 3.
 	e1, e2 := remove(a, "g", tt(5), "x"), add(a, "g", tt(3), "x", "y")
@@ -159,7 +165,7 @@ func testLaterWins(t *testing.T, s channelgroups.Store) {
 	check(t, s, a, "g", model(e1, e2))
 }
 
-func testRemoveWinsTie(t *testing.T, s channelgroups.Store) {
+func testRemoveWinsTie(t *testing.T, s Store) {
 	a := account(t)
 	for i, order := range [][]channelgroups.Edit{
 		{add(a, "g1", tt(7), "c"), remove(a, "g1", tt(7), "c")},
@@ -177,7 +183,7 @@ func testRemoveWinsTie(t *testing.T, s channelgroups.Store) {
 	}
 }
 
-func testClear(t *testing.T, s channelgroups.Store) {
+func testClear(t *testing.T, s Store) {
 	a := account(t)
 	edits := []channelgroups.Edit{
 		add(a, "g", tt(1), "a", "b"),
@@ -198,7 +204,7 @@ func testClear(t *testing.T, s channelgroups.Store) {
 	check(t, s, a, "g", model(append(edits, del(a, "g", tt(4)))...))
 }
 
-func testClearTieAndShadow(t *testing.T, s channelgroups.Store) {
+func testClearTieAndShadow(t *testing.T, s Store) {
 	a := account(t)
 	edits := []channelgroups.Edit{
 		del(a, "g", tt(10)),
@@ -216,7 +222,7 @@ func testClearTieAndShadow(t *testing.T, s channelgroups.Store) {
 	check(t, s, a, "g", model(edits...))
 }
 
-func testGroupsListing(t *testing.T, s channelgroups.Store) {
+func testGroupsListing(t *testing.T, s Store) {
 	a := account(t)
 	write(t, s, add(a, "beta", tt(1), "x"))
 	write(t, s, add(a, "alpha", tt(2), "x"))
@@ -237,7 +243,7 @@ func testGroupsListing(t *testing.T, s channelgroups.Store) {
 	}
 }
 
-func testIsolation(t *testing.T, s channelgroups.Store) {
+func testIsolation(t *testing.T, s Store) {
 	a, b := account(t), account(t)
 	write(t, s, add(a, "g", tt(1), "a-only"))
 	write(t, s, add(b, "g", tt(1), "b-only"))
@@ -247,7 +253,7 @@ func testIsolation(t *testing.T, s channelgroups.Store) {
 	check(t, s, b, "g", model(add(b, "g", tt(1), "b-only")))
 }
 
-func testNamesRoundTrip(t *testing.T, s channelgroups.Store) {
+func testNamesRoundTrip(t *testing.T, s Store) {
 	a := account(t)
 	long := ""
 	for range channelgroups.MaxNameRunes {
@@ -269,7 +275,7 @@ func testNamesRoundTrip(t *testing.T, s channelgroups.Store) {
 	}
 }
 
-func testCanceledContext(t *testing.T, s channelgroups.Store) {
+func testCanceledContext(t *testing.T, s Store) {
 	a := account(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -392,4 +398,56 @@ func interleaving(ctx context.Context, s channelgroups.Store, a channelgroups.Ac
 		return fmt.Sprintf("interleaving %d: store %+v, model %+v, edits %+v", i, got, want, all), tied, nil
 	}
 	return "", tied, nil
+}
+
+func testOutbox(t *testing.T, s Store) {
+	a := account(t)
+	shard := 1000 + rand.IntN(1<<16) // private to this run
+	edits := []channelgroups.Edit{
+		{Account: a, Group: "g", Shard: shard, Op: channelgroups.OpAdd, Channels: chs("x", "y"), At: tt(3)},
+		{Account: a, Group: "g", Shard: shard, Op: channelgroups.OpClear, At: tt(5)},
+		{Account: a, Group: "h", Shard: shard, Op: channelgroups.OpRemove, Channels: chs("z"), At: tt(1)},
+		{Account: a, Group: "g", Shard: shard + 1, Op: channelgroups.OpAdd, Channels: chs("other-shard"), At: tt(2)},
+	}
+	for _, e := range edits {
+		write(t, s, e)
+	}
+	got, err := s.Pending(t.Context(), shard, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []channelgroups.Edit{edits[2], edits[0], edits[1]} // oldest first
+	if !sameEdits(got, want) {
+		t.Fatalf("Pending = %+v, want %+v", got, want)
+	}
+	if got, _ := s.Pending(t.Context(), shard, 2); len(got) != 2 {
+		t.Fatalf("Pending(limit 2) returned %d", len(got))
+	}
+	if err := s.Announced(t.Context(), edits[0]); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Pending(t.Context(), shard, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameEdits(got, []channelgroups.Edit{edits[2], edits[1]}) {
+		t.Fatalf("after Announced: %+v", got)
+	}
+	// Announcing is idempotent.
+	if err := s.Announced(t.Context(), edits[0]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sameEdits(a, b []channelgroups.Edit) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Account != y.Account || x.Group != y.Group || x.Shard != y.Shard || x.Op != y.Op || x.At != y.At || !slices.Equal(x.Channels, y.Channels) {
+			return false
+		}
+	}
+	return true
 }

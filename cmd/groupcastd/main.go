@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var (
-		store     channelgroups.Store
+		store     observe.Outbox
 		storeDesc string
 	)
 	if o.cassandra == "" {
