@@ -1,0 +1,168 @@
+// Package logtest is the conformance suite every subscriber.Log must pass;
+// it runs against the in-process log and against a real Redis.
+package logtest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber"
+)
+
+// Run runs the suite. newLog returns an empty log with the given number of
+// shards, private to the calling test.
+func Run(t *testing.T, newLog func(t *testing.T, shards int) subscriber.Log) {
+	t.Run("AppendOrder", func(t *testing.T) { t.Parallel(); testAppendOrder(t, newLog(t, 4)) })
+	t.Run("ReadAfterCursor", func(t *testing.T) { t.Parallel(); testReadAfterCursor(t, newLog(t, 4)) })
+	t.Run("ReadWaitsForAppend", func(t *testing.T) { t.Parallel(); testReadWaits(t, newLog(t, 4)) })
+	t.Run("ReadTimesOut", func(t *testing.T) { t.Parallel(); testReadTimesOut(t, newLog(t, 4)) })
+	t.Run("ConcurrentAppends", func(t *testing.T) { t.Parallel(); testConcurrentAppends(t, newLog(t, 2)) })
+	t.Run("BadShard", func(t *testing.T) { t.Parallel(); testBadShard(t, newLog(t, 2)) })
+}
+
+func appendN(t *testing.T, l subscriber.Log, shard, n int, prefix string) []channelgroups.Position {
+	t.Helper()
+	var out []channelgroups.Position
+	for i := range n {
+		p, err := l.Append(t.Context(), shard, fmt.Appendf(nil, "%s%d", prefix, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// readAll reads until it has want entries, failing after a deadline.
+func readAll(t *testing.T, l subscriber.Log, cursors []channelgroups.Position, want int) []subscriber.LogEntry {
+	t.Helper()
+	var out []subscriber.LogEntry
+	deadline := time.Now().Add(10 * time.Second)
+	cur := append([]channelgroups.Position(nil), cursors...)
+	for len(out) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %d of %d entries before the deadline", len(out), want)
+		}
+		es, err := l.Read(t.Context(), cur, 100, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			cur[e.Shard] = e.Pos
+		}
+		out = append(out, es...)
+	}
+	return out
+}
+
+func testAppendOrder(t *testing.T, l subscriber.Log) {
+	ps := appendN(t, l, 1, 50, "m")
+	for i := 1; i < len(ps); i++ {
+		if !ps[i-1].Less(ps[i]) {
+			t.Fatalf("position %d (%v) not after %d (%v)", i, ps[i], i-1, ps[i-1])
+		}
+	}
+	last, err := l.Last(t.Context(), 1)
+	if err != nil || last != ps[len(ps)-1] {
+		t.Fatalf("Last = %v, %v; want %v", last, err, ps[len(ps)-1])
+	}
+	if empty, err := l.Last(t.Context(), 0); err != nil || !empty.IsZero() {
+		t.Fatalf("Last of an empty shard = %v, %v", empty, err)
+	}
+	es := readAll(t, l, make([]channelgroups.Position, 4), 50)
+	for i, e := range es {
+		if e.Shard != 1 || e.Pos != ps[i] || string(e.Data) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("entry %d = %+v, want shard 1 %v m%d", i, e, ps[i], i)
+		}
+	}
+}
+
+func testReadAfterCursor(t *testing.T, l subscriber.Log) {
+	a := appendN(t, l, 0, 5, "a")
+	b := appendN(t, l, 3, 3, "b")
+	cursors := make([]channelgroups.Position, 4)
+	cursors[0] = a[2]
+	cursors[3] = b[2] // nothing after it
+	es := readAll(t, l, cursors, 2)
+	if len(es) != 2 || es[0].Pos != a[3] || es[1].Pos != a[4] || string(es[1].Data) != "a4" {
+		t.Fatalf("after cursor: %+v", es)
+	}
+}
+
+func testReadWaits(t *testing.T, l subscriber.Log) {
+	got := make(chan []subscriber.LogEntry, 1)
+	errs := make(chan error, 1)
+	go func() {
+		es, err := l.Read(t.Context(), make([]channelgroups.Position, 4), 10, 10*time.Second)
+		errs <- err
+		got <- es
+	}()
+	// Appends until the blocked reader returns: it must see the first one
+	// that lands after it started, long before its 10 s block ends.
+	start := time.Now()
+	for i := 0; ; i++ {
+		appendN(t, l, 2, 1, fmt.Sprint("w", i))
+		select {
+		case err := <-errs:
+			es := <-got
+			if err != nil || len(es) == 0 || es[0].Shard != 2 {
+				t.Fatalf("blocked Read returned %+v, %v", es, err)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("blocked Read took %v to see an append", time.Since(start))
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func testReadTimesOut(t *testing.T, l subscriber.Log) {
+	es, err := l.Read(t.Context(), make([]channelgroups.Position, 4), 10, 50*time.Millisecond)
+	if err != nil || len(es) != 0 {
+		t.Fatalf("Read of empty logs = %+v, %v; want nothing", es, err)
+	}
+}
+
+func testConcurrentAppends(t *testing.T, l subscriber.Log) {
+	const writers, each = 8, 25
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := l.Append(t.Context(), w%2, fmt.Appendf(nil, "%d-%d", w, i)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	es := readAll(t, l, make([]channelgroups.Position, 2), writers*each)
+	seen := map[string]bool{}
+	last := make([]channelgroups.Position, 2)
+	for _, e := range es {
+		if seen[string(e.Data)] {
+			t.Fatalf("%s read twice", e.Data)
+		}
+		seen[string(e.Data)] = true
+		if !last[e.Shard].Less(e.Pos) {
+			t.Fatalf("shard %d out of order: %v after %v", e.Shard, e.Pos, last[e.Shard])
+		}
+		last[e.Shard] = e.Pos
+	}
+	if len(seen) != writers*each {
+		t.Fatalf("read %d distinct entries, want %d", len(seen), writers*each)
+	}
+}
+
+func testBadShard(t *testing.T, l subscriber.Log) {
+	if _, err := l.Append(t.Context(), 2, []byte("x")); err == nil {
+		t.Fatal("Append to shard 2 of 2 succeeded")
+	}
+	if _, err := l.Read(t.Context(), make([]channelgroups.Position, 3), 1, time.Millisecond); err == nil {
+		t.Fatal("Read with 3 cursors for 2 shards succeeded")
+	}
+}

@@ -1,0 +1,171 @@
+// Package redislog is the production shard log on Redis Streams: one stream
+// per (region, shard); XADD returns the position, XREAD follows every shard
+// in order. It is the only package that imports go-redis.
+package redislog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber"
+)
+
+// Config selects and tunes the log.
+type Config struct {
+	// Addr is the Redis address; required.
+	Addr string
+	// Prefix starts every key; empty means "groupcast".
+	Prefix string
+	// Region is this region's number; streams are per region. Zero means 1.
+	Region int
+	// Shards is the number of shard logs; zero means channelgroups.DefaultShards.
+	Shards int
+	// MaxLen is the approximate number of entries a stream keeps; zero means 100,000.
+	MaxLen int64
+	// Timeout bounds one command (not a blocking read); zero means 1s.
+	Timeout time.Duration
+}
+
+// Log is a subscriber.Log on Redis Streams.
+type Log struct {
+	cfg  Config
+	rdb  *redis.Client
+	keys []string
+}
+
+// New returns a log over a new client; it does not connect yet.
+func New(cfg Config) (*Log, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("redislog: Addr is required")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "groupcast"
+	}
+	if cfg.Region == 0 {
+		cfg.Region = 1
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = channelgroups.DefaultShards
+	}
+	if cfg.MaxLen == 0 {
+		cfg.MaxLen = 100_000
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = time.Second
+	}
+	if cfg.Shards < 0 || cfg.MaxLen < 0 || cfg.Region < 0 || cfg.Timeout < 0 {
+		return nil, errors.New("redislog: Shards, MaxLen, Region and Timeout must be >= 0")
+	}
+	l := &Log{cfg: cfg, rdb: redis.NewClient(&redis.Options{
+		Addr:         cfg.Addr,
+		DialTimeout:  cfg.Timeout,
+		ReadTimeout:  cfg.Timeout,
+		WriteTimeout: cfg.Timeout,
+		// An XADD retried after a lost reply could append twice; the node
+		// retries through its outbox instead.
+		MaxRetries: -1,
+	})}
+	for s := range cfg.Shards {
+		l.keys = append(l.keys, fmt.Sprintf("%s:r%d:s%d", cfg.Prefix, cfg.Region, s))
+	}
+	return l, nil
+}
+
+// Close closes the client.
+func (l *Log) Close() error { return l.rdb.Close() }
+
+// Ping checks that Redis answers.
+func (l *Log) Ping(ctx context.Context) error { return l.rdb.Ping(ctx).Err() }
+
+func (l *Log) key(shard int) (string, error) {
+	if shard < 0 || shard >= len(l.keys) {
+		return "", fmt.Errorf("redislog: shard %d out of range", shard)
+	}
+	return l.keys[shard], nil
+}
+
+// Append implements subscriber.Log with XADD MAXLEN ~.
+func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.Position, error) {
+	key, err := l.key(shard)
+	if err != nil {
+		return channelgroups.Position{}, err
+	}
+	id, err := l.rdb.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: l.cfg.MaxLen, Approx: true, Values: []any{"r", rec}}).Result()
+	if err != nil {
+		return channelgroups.Position{}, fmt.Errorf("redislog: append: %w", err)
+	}
+	return channelgroups.ParsePosition(id)
+}
+
+// Read implements subscriber.Log with one XREAD over every shard's stream.
+func (l *Log) Read(ctx context.Context, cursors []channelgroups.Position, max int, block time.Duration) ([]subscriber.LogEntry, error) {
+	if len(cursors) != len(l.keys) {
+		return nil, fmt.Errorf("redislog: %d cursors for %d shards", len(cursors), len(l.keys))
+	}
+	streams := make([]string, 0, 2*len(l.keys))
+	streams = append(streams, l.keys...)
+	for _, c := range cursors {
+		streams = append(streams, c.String())
+	}
+	if block < time.Millisecond {
+		block = time.Millisecond // 0 would block forever
+	}
+	res, err := l.rdb.XRead(ctx, &redis.XReadArgs{Streams: streams, Count: int64(max), Block: block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redislog: read: %w", err)
+	}
+	var out []subscriber.LogEntry
+	for _, st := range res {
+		shard, err := l.shardOf(st.Stream)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range st.Messages {
+			p, err := channelgroups.ParsePosition(m.ID)
+			if err != nil {
+				return nil, err
+			}
+			v, _ := m.Values["r"].(string)
+			out = append(out, subscriber.LogEntry{Shard: shard, Pos: p, Data: []byte(v)})
+		}
+	}
+	return out, nil
+}
+
+func (l *Log) shardOf(key string) (int, error) {
+	for i := len(key) - 1; i >= 0; i-- {
+		if key[i] == 's' {
+			n, err := strconv.Atoi(key[i+1:])
+			if err == nil && n < len(l.keys) && l.keys[n] == key {
+				return n, nil
+			}
+			break
+		}
+	}
+	return 0, fmt.Errorf("redislog: unexpected stream %q", key)
+}
+
+// Last implements subscriber.Log.
+func (l *Log) Last(ctx context.Context, shard int) (channelgroups.Position, error) {
+	key, err := l.key(shard)
+	if err != nil {
+		return channelgroups.Position{}, err
+	}
+	msgs, err := l.rdb.XRevRangeN(ctx, key, "+", "-", 1).Result()
+	if err != nil {
+		return channelgroups.Position{}, fmt.Errorf("redislog: last: %w", err)
+	}
+	if len(msgs) == 0 {
+		return channelgroups.Position{}, nil
+	}
+	return channelgroups.ParsePosition(msgs[0].ID)
+}
