@@ -2,21 +2,51 @@ package channelgroups
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
+// Announcer puts a durable edit into its shard's log and returns the
+// position it was appended at. It fails with ErrUnannounced when the edit
+// could not be appended (it stays in the outbox and is announced later).
+type Announcer interface {
+	Announce(ctx context.Context, e Edit) (Position, error)
+}
+
+// ErrUnannounced wraps an Announcer's failure: the edit is durable, but not
+// in the log yet.
+var ErrUnannounced = errors.New("channelgroups: edit not announced yet")
+
 // Service carries out channel-group edits and reads: it assigns each edit
-// its timetoken, enforces the group limits and writes through the Store.
+// its timetoken, enforces the group limits, writes through the Store,
+// announces the edit in its shard's log and hands back a causal token.
 type Service struct {
-	store Store
-	clock *Clock
-	cfg   ServiceConfig
+	store     Store
+	clock     *Clock
+	announcer Announcer
+	cfg       ServiceConfig
 }
 
 // ServiceConfig tunes a Service. The zero value is usable.
 type ServiceConfig struct {
 	// MaxChannelsPerGroup caps a group's size; zero means MaxChannelsPerGroup.
 	MaxChannelsPerGroup int
+	// Shards is the number of account shards; zero means DefaultShards.
+	Shards int
+	// Region is this region's number, recorded in tokens; zero means 1.
+	Region int
+	// Announcer puts edits into the shard logs; nil means edits are only
+	// stored (and their tokens are marked unannounced).
+	Announcer Announcer
+}
+
+// Result is the outcome of an edit.
+type Result struct {
+	// At is the timetoken the edit was written at.
+	At Timetoken
+	// Token covers the edit (and nothing else yet: merge the client's
+	// previous token into it).
+	Token Token
 }
 
 // NewService returns a service writing to store with timetokens from clock.
@@ -33,21 +63,33 @@ func NewService(store Store, clock *Clock, cfg ServiceConfig) (*Service, error) 
 	if cfg.MaxChannelsPerGroup == 0 {
 		cfg.MaxChannelsPerGroup = MaxChannelsPerGroup
 	}
-	return &Service{store: store, clock: clock, cfg: cfg}, nil
+	if cfg.Shards == 0 {
+		cfg.Shards = DefaultShards
+	}
+	if cfg.Region == 0 {
+		cfg.Region = 1
+	}
+	if cfg.Shards < 0 || cfg.Region < 0 {
+		return nil, fmt.Errorf("channelgroups: Shards and Region must be >= 0")
+	}
+	return &Service{store: store, clock: clock, announcer: cfg.Announcer, cfg: cfg}, nil
 }
 
 // Clock returns the service's clock.
 func (s *Service) Clock() *Clock { return s.clock }
 
+// Shard returns the shard of account a.
+func (s *Service) Shard(a Account) int { return ShardOf(a, s.cfg.Shards) }
+
 // Add adds channels to group g, creating it, and returns the edit's timetoken.
 // It fails with ErrTooManyChannels when the group would exceed its limit.
-func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel) (Timetoken, error) {
+func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel) (Result, error) {
 	if len(chs) == 0 {
-		return 0, ErrNoChannels
+		return Result{}, ErrNoChannels
 	}
 	snap, err := s.store.Read(ctx, a, g)
 	if err != nil {
-		return 0, err
+		return Result{}, err
 	}
 	n := snap.Count()
 	for _, c := range chs {
@@ -56,21 +98,21 @@ func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel) (T
 		}
 	}
 	if n > s.cfg.MaxChannelsPerGroup {
-		return 0, fmt.Errorf("group %q would hold %d channels, at most %d: %w", g, n, s.cfg.MaxChannelsPerGroup, ErrTooManyChannels)
+		return Result{}, fmt.Errorf("group %q would hold %d channels, at most %d: %w", g, n, s.cfg.MaxChannelsPerGroup, ErrTooManyChannels)
 	}
 	return s.write(ctx, Edit{Account: a, Group: g, Op: OpAdd, Channels: chs})
 }
 
 // Remove removes channels from group g and returns the edit's timetoken.
-func (s *Service) Remove(ctx context.Context, a Account, g Group, chs []Channel) (Timetoken, error) {
+func (s *Service) Remove(ctx context.Context, a Account, g Group, chs []Channel) (Result, error) {
 	if len(chs) == 0 {
-		return 0, ErrNoChannels
+		return Result{}, ErrNoChannels
 	}
 	return s.write(ctx, Edit{Account: a, Group: g, Op: OpRemove, Channels: chs})
 }
 
 // Delete removes every channel of group g and the group itself.
-func (s *Service) Delete(ctx context.Context, a Account, g Group) (Timetoken, error) {
+func (s *Service) Delete(ctx context.Context, a Account, g Group) (Result, error) {
 	return s.write(ctx, Edit{Account: a, Group: g, Op: OpClear})
 }
 
@@ -84,10 +126,28 @@ func (s *Service) Groups(ctx context.Context, a Account) ([]Group, error) {
 	return s.store.Groups(ctx, a)
 }
 
-func (s *Service) write(ctx context.Context, e Edit) (Timetoken, error) {
+// write is the edit path: timetoken → durable write (with its outbox
+// record) → append to the shard log → token. A failed append does not fail
+// the edit, which is durable: the token is marked unannounced instead, so
+// readers holding it go to storage.
+func (s *Service) write(ctx context.Context, e Edit) (Result, error) {
 	e.At = s.clock.Now()
+	e.Shard = ShardOf(e.Account, s.cfg.Shards)
 	if err := s.store.Write(ctx, e); err != nil {
-		return 0, err
+		return Result{}, err
 	}
-	return e.At, nil
+	r := Result{At: e.At, Token: Token{Shard: e.Shard, At: e.At, Origin: s.cfg.Region, Unannounced: true}}
+	if s.announcer == nil {
+		return r, nil
+	}
+	pos, err := s.announcer.Announce(ctx, e)
+	if err != nil {
+		if errors.Is(err, ErrUnannounced) {
+			return r, nil
+		}
+		return Result{}, err
+	}
+	r.Token.Unannounced = false
+	r.Token.Positions = []RegionPosition{{Region: s.cfg.Region, Pos: pos}}
+	return r, nil
 }

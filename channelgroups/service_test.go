@@ -1,6 +1,7 @@
 package channelgroups_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -72,14 +73,68 @@ func TestServiceTimetokensIncrease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !(t1 < t2 && t2 < t3) {
-		t.Fatalf("timetokens %v %v %v not increasing", t1, t2, t3)
+	if !(t1.At < t2.At && t2.At < t3.At) {
+		t.Fatalf("timetokens %v %v %v not increasing", t1.At, t2.At, t3.At)
+	}
+	// Without an announcer the edit is stored but its token says so.
+	if !t3.Token.Unannounced || t3.Token.At != t3.At || t3.Token.Shard != channelgroups.ShardOf("a", channelgroups.DefaultShards) {
+		t.Fatalf("token %+v", t3.Token)
 	}
 	snap, _ := s.Read(ctx, "a", "g")
-	if snap.Version != t3 || snap.Exists() {
+	if snap.Version != t3.At || snap.Exists() {
 		t.Fatalf("after delete: version %v exists %v", snap.Version, snap.Exists())
 	}
 	if _, err := s.Add(ctx, "a", "g", nil); !errors.Is(err, channelgroups.ErrNoChannels) {
 		t.Fatalf("empty add: %v", err)
+	}
+}
+
+type fakeAnnouncer struct {
+	err  error
+	seen []channelgroups.Edit
+}
+
+func (f *fakeAnnouncer) Announce(_ context.Context, e channelgroups.Edit) (channelgroups.Position, error) {
+	f.seen = append(f.seen, e)
+	return channelgroups.Position{Ms: 42, Seq: uint64(len(f.seen))}, f.err
+}
+
+func TestServiceAnnounces(t *testing.T) {
+	ann := &fakeAnnouncer{}
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{Region: 3, Shards: 8, Announcer: ann})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Add(t.Context(), "acct", "g", names("c", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := channelgroups.Token{Shard: channelgroups.ShardOf("acct", 8), At: r.At, Origin: 3,
+		Positions: []channelgroups.RegionPosition{{Region: 3, Pos: channelgroups.Position{Ms: 42, Seq: 1}}}}
+	if r.Token.Unannounced || r.Token.Shard != want.Shard || r.Token.Position(3) != want.Positions[0].Pos || r.Token.Origin != 3 {
+		t.Fatalf("token %+v, want %+v", r.Token, want)
+	}
+	if len(ann.seen) != 1 || ann.seen[0].At != r.At || ann.seen[0].Shard != want.Shard {
+		t.Fatalf("announced %+v", ann.seen)
+	}
+	// The log is down: the edit still succeeds (it is durable), with an unannounced token.
+	ann.err = fmt.Errorf("redis down: %w", channelgroups.ErrUnannounced)
+	r, err = s.Remove(t.Context(), "acct", "g", names("c", 1))
+	if err != nil || !r.Token.Unannounced || len(r.Token.Positions) != 0 {
+		t.Fatalf("with the log down: %+v, %v", r, err)
+	}
+	pending, _ := st.Pending(t.Context(), want.Shard, 10)
+	if len(pending) != 2 {
+		t.Fatalf("outbox holds %d edits, want both (nothing marked announced yet)", len(pending))
+	}
+	// Any other announcer error fails the edit.
+	ann.err = errors.New("boom")
+	if _, err := s.Delete(t.Context(), "acct", "g"); err == nil {
+		t.Fatal("edit succeeded despite an unexpected announcer error")
 	}
 }

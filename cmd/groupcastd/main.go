@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,13 +25,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/channelgroups/cassandra"
 	"github.com/groupcast/groupcast/channelgroups/observe"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
+	"github.com/groupcast/groupcast/subscriber/memlog"
+	"github.com/groupcast/groupcast/subscriber/redislog"
+	"github.com/groupcast/groupcast/volatile"
 )
 
 func main() {
@@ -48,8 +54,10 @@ type options struct {
 	listen, data                 string
 	cassandra, cassandraDC       string
 	replication, keyspace, redis string
-	region                       int
-	node, logLevel               string
+	region, shards               int
+	node, logLevel, secret       string
+	volatileAccounts             string
+	volatileTTL, freshWait       time.Duration
 	shutdownTimeout              time.Duration
 }
 
@@ -68,6 +76,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.region, "region", 1, "this region's number (>= 1)")
 	fs.StringVar(&o.node, "node", host, "this node's name")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.secret, "secret", "", "cluster secret that signs causal tokens (at least 16 bytes; every node of a cluster needs the same); empty = generated once into <data>/secret")
+	fs.IntVar(&o.shards, "shards", channelgroups.DefaultShards, "number of account shards (every node of a region needs the same)")
+	fs.StringVar(&o.volatileAccounts, "volatile-accounts", "all", "accounts that use the volatile overlay: all, none, or a comma-separated list")
+	fs.DurationVar(&o.volatileTTL, "volatile-ttl", 4*time.Second, "how long an overlay entry waits for storage to confirm it")
+	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -93,6 +106,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.node == "" {
 		return o, errors.New("--node must not be empty")
 	}
+	if o.shards < 1 || o.shards > 1<<16 {
+		return o, fmt.Errorf("--shards must be between 1 and 65536, got %d", o.shards)
+	}
+	if o.secret != "" && len(o.secret) < 16 {
+		return o, errors.New("--secret must be at least 16 bytes")
+	}
 	return o, nil
 }
 
@@ -113,6 +132,50 @@ func parseReplication(s, localDC string) (map[string]int, error) {
 }
 
 type closer func() error
+
+// loadSecret returns the configured secret, or the one kept in dir/secret,
+// generating it on first use.
+func loadSecret(configured, dir string) ([]byte, error) {
+	if configured != "" {
+		return []byte(configured), nil
+	}
+	path := filepath.Join(dir, "secret")
+	if b, err := os.ReadFile(path); err == nil {
+		if s := strings.TrimSpace(string(b)); len(s) >= 32 {
+			return []byte(s), nil
+		}
+		return nil, fmt.Errorf("%s holds no usable secret (want at least 32 hex characters)", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	s := hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return []byte(s), nil
+}
+
+// accountFilter parses --volatile-accounts.
+func accountFilter(spec string) func(channelgroups.Account) bool {
+	switch spec {
+	case "", "all":
+		return nil
+	case "none":
+		return func(channelgroups.Account) bool { return false }
+	}
+	set := map[channelgroups.Account]bool{}
+	for a := range strings.SplitSeq(spec, ",") {
+		set[channelgroups.Account(a)] = true
+	}
+	return func(a channelgroups.Account) bool { return set[a] }
+}
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, getenv, stderr)
@@ -175,20 +238,72 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	pingers := []func(context.Context) error{observed.Ping}
 
-	logDesc := "in-process"
-	if o.redis != "" {
-		rdb := redis.NewClient(&redis.Options{Addr: o.redis})
-		closers = append(closers, rdb.Close)
-		pingers = append(pingers, func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-		logDesc = "redis " + o.redis
+	var (
+		shardLog subscriber.Log
+		logDesc  = "in-process"
+	)
+	if o.redis == "" {
+		if shardLog, err = memlog.New(memlog.Config{Shards: o.shards}); err != nil {
+			return err
+		}
+	} else {
+		rl, err := redislog.New(redislog.Config{Addr: o.redis, Region: o.region, Shards: o.shards})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, rl.Close)
+		pingers = append(pingers, rl.Ping)
+		shardLog, logDesc = rl, "redis "+o.redis
 	}
 
-	svc, err := channelgroups.NewService(observed, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
+	secret, err := loadSecret(o.secret, o.data)
+	if err != nil {
+		return err
+	}
+	if o.secret == "" && o.cassandra != "" {
+		logger.Warn("no --secret: using one generated under --data; every node of the cluster must share one", "file", filepath.Join(o.data, "secret"))
+	}
+	tokens, err := channelgroups.NewTokenKey(secret, 0)
+	if err != nil {
+		return err
+	}
+	cache, err := storagecache.New(observed, storagecache.Config{Registerer: reg})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() error { cache.Close(); return nil })
+	overlay, err := volatile.New(volatile.Config{
+		TTL:        o.volatileTTL,
+		Enabled:    accountFilter(o.volatileAccounts),
+		OnEvict:    cache.Invalidate,
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	clock := channelgroups.NewClock(nil, 0)
+	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
+		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, Logger: logger, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := node.Start(ctx); err != nil {
+		return err
+	}
+	nodeCtx, stopNode := context.WithCancel(context.Background())
+	nodeDone := make(chan error, 1)
+	go func() { nodeDone <- node.Run(nodeCtx) }()
+	closers = append(closers, func() error { stopNode(); return <-nodeDone })
+
+	svc, err := channelgroups.NewService(observed, clock, channelgroups.ServiceConfig{Shards: o.shards, Region: o.region, Announcer: node})
 	if err != nil {
 		return err
 	}
 	api, err := httpapi.New(httpapi.Config{
 		Groups:     svc,
+		Views:      node,
+		Tokens:     tokens,
 		Registerer: reg,
 		Gatherer:   reg,
 		Logger:     logger,

@@ -2,13 +2,10 @@ package httpapi_test
 
 import (
 	"encoding/json"
-	"path/filepath"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/groupcast/groupcast/channelgroups"
-	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
 )
 
@@ -22,13 +19,8 @@ func FuzzRequest(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	st, err := bolt.Open(filepath.Join(f.TempDir(), "g.db"), bolt.Config{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
-	svc, _ := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
-	api, err := httpapi.New(httpapi.Config{Groups: svc})
+	_, cfg := embedded(f, nil)
+	api, err := httpapi.New(cfg)
 	if err != nil {
 		f.Fatal(err)
 	}

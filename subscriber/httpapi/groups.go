@@ -1,9 +1,13 @@
 package httpapi
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/valyala/fasthttp"
 
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber"
 )
 
 const registry = "channel-registry"
@@ -24,6 +28,39 @@ type editBody struct {
 	Service   string `json:"service"`
 	Error     bool   `json:"error"`
 	Timetoken string `json:"timetoken"`
+	Token     string `json:"token"`
+}
+
+// TokenHeader carries the causal token on edit responses.
+const TokenHeader = "Groupcast-Token"
+
+// requestToken decodes the token= parameter, if any, for account a.
+func (a *API) requestToken(ctx *fasthttp.RequestCtx, acct channelgroups.Account) (*channelgroups.Token, error) {
+	raw := ctx.QueryArgs().Peek("token")
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	tok, err := a.cfg.Tokens.Decode(acct, string(raw), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if tok.Shard != a.cfg.Groups.Shard(acct) {
+		return nil, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken)
+	}
+	return &tok, nil
+}
+
+// answerEdit writes an edit's answer: PubNub's status fields, the timetoken
+// and the causal token (merged with the client's previous one), also as a
+// header.
+func (a *API) answerEdit(ctx *fasthttp.RequestCtx, acct channelgroups.Account, prev *channelgroups.Token, r channelgroups.Result) {
+	tok := r.Token
+	if prev != nil {
+		tok = tok.Merge(*prev)
+	}
+	s := a.cfg.Tokens.Encode(acct, tok)
+	ctx.Response.Header.Set(TokenHeader, s)
+	writeJSON(ctx, editBody{Status: 200, Message: "OK", Service: registry, Timetoken: r.At.String(), Token: s})
 }
 
 func (a *API) serveEdit(ctx *fasthttp.RequestCtx, parts []string) {
@@ -44,17 +81,22 @@ func (a *API) serveEdit(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
-	var tt channelgroups.Timetoken
+	prev, err := a.requestToken(ctx, acct)
+	if err != nil {
+		a.writeDomainError(ctx, registry, err)
+		return
+	}
+	var r channelgroups.Result
 	if op == channelgroups.OpAdd {
-		tt, err = a.cfg.Groups.Add(c, acct, g, chs)
+		r, err = a.cfg.Groups.Add(c, acct, g, chs)
 	} else {
-		tt, err = a.cfg.Groups.Remove(c, acct, g, chs)
+		r, err = a.cfg.Groups.Remove(c, acct, g, chs)
 	}
 	if err != nil {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
-	writeJSON(ctx, editBody{Status: 200, Message: "OK", Service: registry, Timetoken: tt.String()})
+	a.answerEdit(ctx, acct, prev, r)
 }
 
 func (a *API) serveDelete(ctx *fasthttp.RequestCtx, parts []string) {
@@ -65,12 +107,17 @@ func (a *API) serveDelete(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
-	tt, err := a.cfg.Groups.Delete(c, acct, g)
+	prev, err := a.requestToken(ctx, acct)
 	if err != nil {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
-	writeJSON(ctx, editBody{Status: 200, Message: "OK", Service: registry, Timetoken: tt.String()})
+	r, err := a.cfg.Groups.Delete(c, acct, g)
+	if err != nil {
+		a.writeDomainError(ctx, registry, err)
+		return
+	}
+	a.answerEdit(ctx, acct, prev, r)
 }
 
 type listChannelsBody struct {
@@ -95,14 +142,28 @@ func (a *API) serveListChannels(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
-	snap, err := a.cfg.Groups.Read(c, acct, g)
+	tok, err := a.requestToken(ctx, acct)
 	if err != nil {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
+	mode, err := subscriber.ParseConsistency(string(ctx.QueryArgs().Peek("consistency")), tok != nil)
+	if err != nil {
+		a.writeDomainError(ctx, registry, err)
+		return
+	}
+	v, err := a.cfg.Views.View(c, channelgroups.GroupKey{Account: acct, Group: g}, tok, mode)
+	if err != nil {
+		a.writeDomainError(ctx, registry, err)
+		return
+	}
+	chs := v.Channels
+	if chs == nil {
+		chs = []channelgroups.Channel{}
+	}
 	writeJSON(ctx, listChannelsBody{
 		Status:  200,
-		Payload: channelsPayload{Channels: snap.Channels(), Group: g, Version: snap.Version.String()},
+		Payload: channelsPayload{Channels: chs, Group: g, Version: v.Version.String()},
 		Service: registry,
 		Message: "OK",
 	})

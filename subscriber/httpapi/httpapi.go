@@ -23,12 +23,17 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber"
 )
 
 // Config wires the API to its domain services.
 type Config struct {
-	// Groups carries out channel-group edits and reads; required.
+	// Groups carries out channel-group edits; required.
 	Groups *channelgroups.Service
+	// Views serves group reads at a consistency; required.
+	Views Viewer
+	// Tokens signs and verifies causal tokens; required.
+	Tokens *channelgroups.TokenKey
 	// Ready reports whether the back ends answer; nil means always ready.
 	Ready func(ctx context.Context) error
 	// Registerer receives the HTTP metrics; nil means no metrics.
@@ -54,8 +59,8 @@ type API struct {
 
 // New validates cfg and returns the API.
 func New(cfg Config) (*API, error) {
-	if cfg.Groups == nil {
-		return nil, errors.New("httpapi: Config.Groups is required")
+	if cfg.Groups == nil || cfg.Views == nil || cfg.Tokens == nil {
+		return nil, errors.New("httpapi: Config.Groups, Views and Tokens are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -87,6 +92,11 @@ func New(cfg Config) (*API, error) {
 		}
 	}
 	return a, nil
+}
+
+// Viewer serves group views; *subscriber.Node is one.
+type Viewer interface {
+	View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode subscriber.Consistency) (*channelgroups.View, error)
 }
 
 // Drain turns readiness off, so load balancers stop sending new requests.
@@ -249,7 +259,9 @@ func (a *API) writeDomainError(ctx *fasthttp.RequestCtx, service string, err err
 	case errors.Is(err, channelgroups.ErrInvalidName),
 		errors.Is(err, channelgroups.ErrTooManyChannels),
 		errors.Is(err, channelgroups.ErrNoChannels),
-		errors.Is(err, channelgroups.ErrInvalidTimetoken):
+		errors.Is(err, channelgroups.ErrInvalidTimetoken),
+		errors.Is(err, channelgroups.ErrInvalidToken),
+		errors.Is(err, subscriber.ErrBadRequest):
 		writeError(ctx, fasthttp.StatusBadRequest, service, err.Error())
 	case errors.Is(err, channelgroups.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		a.cfg.Logger.Warn("storage unavailable", "path", string(ctx.Path()), "err", err)

@@ -17,7 +17,11 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
+	"github.com/groupcast/groupcast/subscriber/memlog"
+	"github.com/groupcast/groupcast/volatile"
 )
 
 type harness struct {
@@ -26,18 +30,59 @@ type harness struct {
 	store  channelgroups.Store
 }
 
-func newHarness(t *testing.T) *harness {
+// embedded wires a single embedded node (bbolt, in-process log) the way
+// groupcastd does without flags, and runs it until the test ends.
+func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Config) {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
+	t.Cleanup(func() { st.Close() })
+	lg, err := memlog.New(memlog.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	api, err := httpapi.New(httpapi.Config{Groups: svc, Registerer: reg, Gatherer: reg})
+	cache, err := storagecache.New(st, storagecache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := channelgroups.NewClock(nil, 0)
+	node, err := subscriber.NewNode(lg, st, cache, ov, clock, subscriber.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- node.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := channelgroups.NewTokenKey([]byte("test-secret-0123456789"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := httpapi.Config{Groups: svc, Views: node, Tokens: tokens}
+	if reg != nil {
+		cfg.Registerer, cfg.Gatherer = reg, reg
+	}
+	return st, cfg
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	st, cfg := embedded(t, prometheus.NewRegistry())
+	api, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +95,6 @@ func newHarness(t *testing.T) *harness {
 			t.Error(err)
 		}
 		<-done
-		st.Close()
 	})
 	return &harness{
 		t:     t,
@@ -306,12 +350,22 @@ func (unavailable) Groups(context.Context, channelgroups.Account) ([]channelgrou
 	return nil, channelgroups.ErrUnavailable
 }
 
+// downViews is a read path whose storage is down.
+type downViews struct{}
+
+func (downViews) View(context.Context, channelgroups.GroupKey, *channelgroups.Token, subscriber.Consistency) (*channelgroups.View, error) {
+	return nil, channelgroups.ErrUnavailable
+}
+
 func TestStoreUnavailable(t *testing.T) {
 	svc, err := channelgroups.NewService(unavailable{}, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := httpapi.New(httpapi.Config{Groups: svc, Ready: func(context.Context) error { return errors.New("cassandra down") }})
+	_, cfg := embedded(t, nil)
+	cfg.Groups, cfg.Views = svc, downViews{}
+	cfg.Ready = func(context.Context) error { return errors.New("cassandra down") }
+	api, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,13 +383,8 @@ func TestStoreUnavailable(t *testing.T) {
 }
 
 func TestDrainTurnsReadinessOff(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	svc, _ := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
-	api, err := httpapi.New(httpapi.Config{Groups: svc})
+	_, cfg := embedded(t, nil)
+	api, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

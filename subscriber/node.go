@@ -1,0 +1,428 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/volatile"
+)
+
+// Store is the channel-group storage a node needs: groups and the outbox.
+type Store interface {
+	channelgroups.Store
+	channelgroups.Outbox
+}
+
+// Config tunes a Node.
+type Config struct {
+	// Region is this region's number; zero means 1.
+	Region int
+	// Shards is the number of account shards; zero means channelgroups.DefaultShards.
+	Shards int
+	// FreshWait bounds how long a read whose token is ahead of this node
+	// waits for the log before it reads storage; zero means 250ms.
+	FreshWait time.Duration
+	// SweepEvery is how often every shard's outbox is checked for edits a
+	// crashed node left unannounced; zero means 30s.
+	SweepEvery time.Duration
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the node's metrics; nil means none.
+	Registerer prometheus.Registerer
+}
+
+// Consistency is what a read asks of the node (SpiceDB's modes).
+type Consistency int
+
+// The read consistency modes.
+const (
+	// MinimizeLatency serves from memory: the default without a token.
+	MinimizeLatency Consistency = iota
+	// AtLeastAsFresh reflects everything the request's token covers.
+	AtLeastAsFresh
+	// FullyConsistent always reads storage.
+	FullyConsistent
+)
+
+// ParseConsistency reads the consistency query parameter ("" is the default
+// for the presence of a token).
+func ParseConsistency(s string, hasToken bool) (Consistency, error) {
+	switch s {
+	case "":
+		if hasToken {
+			return AtLeastAsFresh, nil
+		}
+		return MinimizeLatency, nil
+	case "minimize_latency":
+		return MinimizeLatency, nil
+	case "at_least_as_fresh":
+		if !hasToken {
+			return 0, fmt.Errorf("consistency=at_least_as_fresh needs a token: %w", ErrBadRequest)
+		}
+		return AtLeastAsFresh, nil
+	case "fully_consistent":
+		return FullyConsistent, nil
+	}
+	return 0, fmt.Errorf("unknown consistency %q (minimize_latency, at_least_as_fresh, fully_consistent): %w", s, ErrBadRequest)
+}
+
+// ErrBadRequest wraps request errors the HTTP layer answers with 400.
+var ErrBadRequest = errors.New("subscriber: bad request")
+
+// Node is one groupcast node: it applies its region's shard logs in order,
+// keeps group views (storage cache ⊕ volatile overlay) current, announces
+// edits, and serves reads at the consistency they ask for.
+type Node struct {
+	cfg     Config
+	log     Log
+	store   Store
+	cache   *storagecache.Cache
+	overlay *volatile.Overlay
+	clock   *channelgroups.Clock
+
+	viewMu sync.Mutex // serialises view rebuilds with overlay changes and snapshot installs
+	shards []*shard
+	kick   chan struct{}
+	m      nodeMetrics
+}
+
+type shard struct {
+	mu      sync.Mutex
+	applied channelgroups.Position
+	changed chan struct{} // closed and replaced when applied advances
+
+	announceMu sync.Mutex
+	blocked    bool // an edit of this shard is not announced yet: append nothing new
+}
+
+type nodeMetrics struct {
+	lag       prometheus.Histogram
+	reads     *prometheus.CounterVec
+	applied   prometheus.Counter
+	announced *prometheus.CounterVec
+}
+
+// NewNode wires a node. It starts nothing: call Start, then Run.
+func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.Overlay, clock *channelgroups.Clock, cfg Config) (*Node, error) {
+	if log == nil || store == nil || cache == nil || overlay == nil || clock == nil {
+		return nil, errors.New("subscriber: NewNode needs a log, store, cache, overlay and clock")
+	}
+	if cfg.Region == 0 {
+		cfg.Region = 1
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = channelgroups.DefaultShards
+	}
+	if cfg.FreshWait == 0 {
+		cfg.FreshWait = 250 * time.Millisecond
+	}
+	if cfg.SweepEvery == 0 {
+		cfg.SweepEvery = 30 * time.Second
+	}
+	if cfg.Region < 0 || cfg.Shards < 0 || cfg.FreshWait < 0 || cfg.SweepEvery < 0 {
+		return nil, errors.New("subscriber: Region, Shards, FreshWait and SweepEvery must be >= 0")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1)}
+	for range cfg.Shards {
+		n.shards = append(n.shards, &shard{changed: make(chan struct{})})
+	}
+	n.m = nodeMetrics{
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "groupcast_propagation_lag_seconds",
+			Help:    "Age of a log entry (from its append) when this node applied it.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_group_reads_total",
+			Help: "Group reads by path: fast (memory), waited (memory after waiting for the log), slow (storage), failed.",
+		}, []string{"path"}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_log_entries_applied_total", Help: "Shard log entries applied by this node.",
+		}),
+		announced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_edits_announced_total",
+			Help: "Edits appended to their shard log, by how: direct, or later from the outbox; and edits left unannounced.",
+		}, []string{"how"}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("subscriber: %w", err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// Start sets every shard's applied position to the end of its log: what is
+// before it is already in storage (an edit is stored before it is appended),
+// what follows is applied by Run. Call it once, before serving reads.
+func (n *Node) Start(ctx context.Context) error {
+	for i, s := range n.shards {
+		p, err := n.log.Last(ctx, i)
+		if err != nil {
+			return fmt.Errorf("subscriber: start: %w", err)
+		}
+		s.applied = p
+	}
+	return nil
+}
+
+// Run applies the shard logs, re-reads storage for unconfirmed overlay
+// entries and announces outbox edits, until ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { n.consume(ctx) })
+	wg.Go(func() { n.janitor(ctx) })
+	wg.Go(func() { n.dispatch(ctx) })
+	wg.Wait()
+	return nil
+}
+
+func (n *Node) cursors() []channelgroups.Position {
+	out := make([]channelgroups.Position, len(n.shards))
+	for i, s := range n.shards {
+		s.mu.Lock()
+		out[i] = s.applied
+		s.mu.Unlock()
+	}
+	return out
+}
+
+func (n *Node) consume(ctx context.Context) {
+	cursors := n.cursors()
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		entries, err := n.log.Read(ctx, cursors, 512, time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			n.cfg.Logger.Warn("reading the shard logs failed; retrying", "err", err, "backoff", backoff)
+			wait(ctx, backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for _, e := range entries {
+			n.apply(e)
+			cursors[e.Shard] = e.Pos
+		}
+	}
+}
+
+func wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// apply applies one log entry: the overlay first (so the view has the change
+// before anyone can learn the position is applied), then the position.
+func (n *Node) apply(le LogEntry) {
+	e, err := decodeRecord(le.Data, le.Shard)
+	if err != nil {
+		n.cfg.Logger.Error("skipping a log entry", "shard", le.Shard, "pos", le.Pos, "err", err)
+	} else {
+		_ = n.clock.Witness(e.At) // a far-future timetoken is not witnessed; the change still applies
+		key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
+		n.viewMu.Lock()
+		if n.overlay.Apply(e) {
+			if g, ok := n.cache.Peek(key); ok {
+				n.buildLocked(key, g)
+			}
+		}
+		n.viewMu.Unlock()
+		// Storage already has the change: refresh the snapshot so the
+		// overlay entry is confirmed and dropped.
+		n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
+	}
+	s := n.shards[le.Shard]
+	s.mu.Lock()
+	if s.applied.Less(le.Pos) {
+		s.applied = le.Pos
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+	s.mu.Unlock()
+	n.m.applied.Inc()
+	n.m.lag.Observe(time.Since(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
+}
+
+// rebuild re-merges a group's view after its snapshot was refreshed.
+func (n *Node) rebuild(key channelgroups.GroupKey, err error) {
+	if err != nil {
+		n.cfg.Logger.Warn("refreshing a group from storage failed", "account", key.Account, "group", key.Group, "err", err)
+		return
+	}
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	if g, ok := n.cache.Peek(key); ok {
+		n.buildLocked(key, g)
+	}
+}
+
+// buildLocked merges the overlay into g's snapshot, dropping the overlay
+// entries the snapshot confirms, and installs the view. viewMu is held.
+func (n *Node) buildLocked(key channelgroups.GroupKey, g *storagecache.Group) *channelgroups.View {
+	n.overlay.Confirm(key, g.Snapshot)
+	entries, cleared := n.overlay.Entries(key)
+	v := channelgroups.Merge(g.Snapshot, entries, cleared)
+	g.SetView(v)
+	return v
+}
+
+// janitor re-reads the groups whose overlay entries outlived the TTL
+// unconfirmed.
+func (n *Node) janitor(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, key := range n.overlay.Expired() {
+				if _, ok := n.cache.Peek(key); ok {
+					n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
+					continue
+				}
+				// Not cached: confirm against a fresh read directly.
+				if g, err := n.cache.Get(ctx, key); err == nil {
+					n.rebuild(key, nil)
+					_ = g
+				}
+			}
+		}
+	}
+}
+
+// View returns the group's view at the requested consistency. With
+// AtLeastAsFresh the view reflects every change tok covers, or the read
+// fails with channelgroups.ErrUnavailable; it is never silently stale.
+func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode Consistency) (*channelgroups.View, error) {
+	switch {
+	case mode == FullyConsistent:
+		return n.slow(ctx, key)
+	case mode == MinimizeLatency || tok == nil:
+		n.m.reads.WithLabelValues("fast").Inc()
+		return n.fast(ctx, key)
+	case !n.overlay.Enabled(key.Account) || tok.Unannounced:
+		return n.slow(ctx, key)
+	}
+	if n.covers(tok) {
+		n.m.reads.WithLabelValues("fast").Inc()
+		return n.fast(ctx, key)
+	}
+	if n.await(ctx, tok) {
+		n.m.reads.WithLabelValues("waited").Inc()
+		return n.fast(ctx, key)
+	}
+	return n.slow(ctx, key)
+}
+
+// fast serves from memory: one cache lookup on a hit.
+func (n *Node) fast(ctx context.Context, key channelgroups.GroupKey) (*channelgroups.View, error) {
+	if g, ok := n.cache.Peek(key); ok {
+		if v := g.View(); v != nil {
+			return v, nil
+		}
+	}
+	g, err := n.cache.Get(ctx, key)
+	if err != nil {
+		n.m.reads.WithLabelValues("failed").Inc()
+		return nil, err
+	}
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	if v := g.View(); v != nil {
+		return v, nil
+	}
+	return n.buildLocked(key, g), nil
+}
+
+// slow reads the group from storage (LOCAL_QUORUM), merges the overlay and
+// offers the snapshot to the cache.
+func (n *Node) slow(ctx context.Context, key channelgroups.GroupKey) (*channelgroups.View, error) {
+	snap, err := n.store.Read(ctx, key.Account, key.Group)
+	if err != nil {
+		n.m.reads.WithLabelValues("failed").Inc()
+		return nil, err
+	}
+	n.m.reads.WithLabelValues("slow").Inc()
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	g := n.cache.Offer(key, &snap)
+	v := n.buildLocked(key, g)
+	if g.Snapshot != &snap { // the cache held a newer snapshot: serve the merge of ours too
+		entries, cleared := n.overlay.Entries(key)
+		mine := channelgroups.Merge(&snap, entries, cleared)
+		if mine.Version > v.Version {
+			return mine, nil
+		}
+	}
+	return v, nil
+}
+
+// covers reports whether this node has applied everything tok covers in
+// this region. Positions in other regions are not followed here yet: a token
+// carrying one is not covered.
+func (n *Node) covers(tok *channelgroups.Token) bool {
+	if tok.Shard < 0 || tok.Shard >= len(n.shards) {
+		return false
+	}
+	s := n.shards[tok.Shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rp := range tok.Positions {
+		if rp.Region != n.cfg.Region || s.applied.Less(rp.Pos) {
+			return false
+		}
+	}
+	return true
+}
+
+// await waits, on the shard's signal and never longer than FreshWait, until
+// the node covers tok.
+func (n *Node) await(ctx context.Context, tok *channelgroups.Token) bool {
+	if tok.Shard < 0 || tok.Shard >= len(n.shards) {
+		return false
+	}
+	for _, rp := range tok.Positions {
+		if rp.Region != n.cfg.Region {
+			return false // another region's log: not followed here
+		}
+	}
+	s := n.shards[tok.Shard]
+	timer := time.NewTimer(n.cfg.FreshWait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		changed := s.changed
+		s.mu.Unlock()
+		if n.covers(tok) {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
