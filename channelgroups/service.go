@@ -128,15 +128,15 @@ func (s *Service) Groups(ctx context.Context, a Account) ([]Group, error) {
 
 // write is the edit path: timetoken → durable write (with its outbox
 // record) → append to the shard log → token. A failed append does not fail
-// the edit, which is durable: the token is marked unannounced instead, so
-// readers holding it go to storage.
+// the edit, which is durable: the token records it as pending instead, and
+// readers holding it go to storage until the shard's outbox is drained.
 func (s *Service) write(ctx context.Context, e Edit) (Result, error) {
 	e.At = s.clock.Now()
 	e.Shard = ShardOf(e.Account, s.cfg.Shards)
 	if err := s.store.Write(ctx, e); err != nil {
 		return Result{}, err
 	}
-	r := Result{At: e.At, Token: Token{Shard: e.Shard, At: e.At, Origin: s.cfg.Region, Unannounced: true}}
+	r := Result{At: e.At, Token: Token{Shard: e.Shard, At: e.At, Origin: s.cfg.Region, Pending: e.At}}
 	if s.announcer == nil {
 		return r, nil
 	}
@@ -147,7 +147,7 @@ func (s *Service) write(ctx context.Context, e Edit) (Result, error) {
 		}
 		return Result{}, err
 	}
-	r.Token.Unannounced = false
+	r.Token.Pending = 0
 	r.Token.Positions = []RegionPosition{{Region: s.cfg.Region, Pos: pos}}
 	return r, nil
 }

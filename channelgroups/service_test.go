@@ -77,7 +77,7 @@ func TestServiceTimetokensIncrease(t *testing.T) {
 		t.Fatalf("timetokens %v %v %v not increasing", t1.At, t2.At, t3.At)
 	}
 	// Without an announcer the edit is stored but its token says so.
-	if !t3.Token.Unannounced || t3.Token.At != t3.At || t3.Token.Shard != channelgroups.ShardOf("a", channelgroups.DefaultShards) {
+	if t3.Token.Pending != t3.At || t3.Token.At != t3.At || t3.Token.Shard != channelgroups.ShardOf("a", channelgroups.DefaultShards) {
 		t.Fatalf("token %+v", t3.Token)
 	}
 	snap, _ := s.Read(ctx, "a", "g")
@@ -116,7 +116,7 @@ func TestServiceAnnounces(t *testing.T) {
 	}
 	want := channelgroups.Token{Shard: channelgroups.ShardOf("acct", 8), At: r.At, Origin: 3,
 		Positions: []channelgroups.RegionPosition{{Region: 3, Pos: channelgroups.Position{Ms: 42, Seq: 1}}}}
-	if r.Token.Unannounced || r.Token.Shard != want.Shard || r.Token.Position(3) != want.Positions[0].Pos || r.Token.Origin != 3 {
+	if r.Token.Pending != 0 || r.Token.Shard != want.Shard || r.Token.Position(3) != want.Positions[0].Pos || r.Token.Origin != 3 {
 		t.Fatalf("token %+v, want %+v", r.Token, want)
 	}
 	if len(ann.seen) != 1 || ann.seen[0].At != r.At || ann.seen[0].Shard != want.Shard {
@@ -125,7 +125,7 @@ func TestServiceAnnounces(t *testing.T) {
 	// The log is down: the edit still succeeds (it is durable), with an unannounced token.
 	ann.err = fmt.Errorf("redis down: %w", channelgroups.ErrUnannounced)
 	r, err = s.Remove(t.Context(), "acct", "g", names("c", 1))
-	if err != nil || !r.Token.Unannounced || len(r.Token.Positions) != 0 {
+	if err != nil || r.Token.Pending != r.At || len(r.Token.Positions) != 0 {
 		t.Fatalf("with the log down: %+v, %v", r, err)
 	}
 	pending, _ := st.Pending(t.Context(), want.Shard, 10)

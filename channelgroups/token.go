@@ -20,9 +20,11 @@ type Token struct {
 	Shard int
 	// Positions holds, per region, the log position the token covers.
 	Positions []RegionPosition
-	// Unannounced marks a token of an edit that is durable but not yet in
-	// the log: readers must take the slow path (a storage read) to honour it.
-	Unannounced bool
+	// Pending is the timetoken of the newest covered edit that was durable
+	// but not yet in the log when the token was issued (0 if none). A reader
+	// honours it from memory only once it knows every edit of the shard up to
+	// Pending has been announced and applied; otherwise it reads storage.
+	Pending Timetoken
 	// At is the timetoken of the newest edit the token covers.
 	At Timetoken
 	// Origin is the region where that edit was written (its storage DC).
@@ -51,7 +53,7 @@ func (t Token) Merge(u Token) Token {
 	if t.Shard != u.Shard {
 		return t
 	}
-	out := Token{Shard: t.Shard, Unannounced: t.Unannounced || u.Unannounced, At: max(t.At, u.At), Origin: t.Origin}
+	out := Token{Shard: t.Shard, Pending: max(t.Pending, u.Pending), At: max(t.At, u.At), Origin: t.Origin}
 	if u.At > t.At {
 		out.Origin = u.Origin
 	}
@@ -109,12 +111,8 @@ func (k *TokenKey) mac(a Account, payload []byte) []byte {
 func (k *TokenKey) Encode(a Account, t Token) string {
 	b := make([]byte, 0, 32+len(t.Positions)*24)
 	b = append(b, tokenVersion)
-	var flags byte
-	if t.Unannounced {
-		flags |= 1
-	}
-	b = append(b, flags)
 	b = binary.AppendUvarint(b, uint64(t.Shard))
+	b = binary.AppendUvarint(b, uint64(t.Pending))
 	b = binary.AppendUvarint(b, uint64(t.At))
 	b = binary.AppendUvarint(b, uint64(t.Origin))
 	b = binary.AppendUvarint(b, uint64(len(t.Positions)))
@@ -139,7 +137,7 @@ func (k *TokenKey) Decode(a Account, s string, now time.Time) (Token, error) {
 	if err != nil {
 		return bad("not base64url")
 	}
-	if len(b) < 2+tokenMACLen {
+	if len(b) < 1+tokenMACLen {
 		return bad("truncated")
 	}
 	payload, sum := b[:len(b)-tokenMACLen], b[len(b)-tokenMACLen:]
@@ -149,8 +147,8 @@ func (k *TokenKey) Decode(a Account, s string, now time.Time) (Token, error) {
 	if payload[0] != tokenVersion {
 		return bad(fmt.Sprintf("unknown version %d", payload[0]))
 	}
-	t := Token{Unannounced: payload[1]&1 != 0}
-	r := payload[2:]
+	var t Token
+	r := payload[1:]
 	next := func() (uint64, bool) {
 		v, n := binary.Uvarint(r)
 		if n <= 0 {
@@ -160,13 +158,14 @@ func (k *TokenKey) Decode(a Account, s string, now time.Time) (Token, error) {
 		return v, true
 	}
 	shard, ok1 := next()
+	pending, ok0 := next()
 	at, ok2 := next()
 	origin, ok3 := next()
 	n, ok4 := next()
-	if !ok1 || !ok2 || !ok3 || !ok4 || n > maxRegions || shard > 1<<20 || origin > 1<<20 || at > 1<<62 {
+	if !ok0 || !ok1 || !ok2 || !ok3 || !ok4 || n > maxRegions || shard > 1<<20 || origin > 1<<20 || at > 1<<62 || pending > 1<<62 {
 		return bad("malformed")
 	}
-	t.Shard, t.At, t.Origin = int(shard), Timetoken(at), int(origin)
+	t.Shard, t.Pending, t.At, t.Origin = int(shard), Timetoken(pending), Timetoken(at), int(origin)
 	limit := now.Add(k.maxSkew)
 	for range n {
 		region, ok1 := next()
@@ -183,7 +182,7 @@ func (k *TokenKey) Decode(a Account, s string, now time.Time) (Token, error) {
 	if len(r) != 0 {
 		return bad("trailing bytes")
 	}
-	if t.At.Micros() > limit.UnixMicro() {
+	if t.At.Micros() > limit.UnixMicro() || t.Pending.Micros() > limit.UnixMicro() {
 		return bad("timetoken in the future")
 	}
 	return t, nil

@@ -35,7 +35,7 @@ func TestTokenRoundTrip(t *testing.T) {
 	k := tokenKey(t, "0123456789abcdef-secret")
 	for _, tok := range []channelgroups.Token{
 		sampleToken(),
-		{Shard: 3, Unannounced: true, At: channelgroups.TimetokenOf(tokenNow), Origin: 2},
+		{Shard: 3, Pending: channelgroups.TimetokenOf(tokenNow), At: channelgroups.TimetokenOf(tokenNow), Origin: 2},
 		{},
 	} {
 		s := k.Encode("acct", tok)
@@ -44,7 +44,7 @@ func TestTokenRoundTrip(t *testing.T) {
 			t.Fatalf("Decode(Encode(%+v)): %v", tok, err)
 		}
 		if !reflect.DeepEqual(got.Positions, tok.Positions) && !(len(got.Positions) == 0 && len(tok.Positions) == 0) ||
-			got.Shard != tok.Shard || got.At != tok.At || got.Unannounced != tok.Unannounced || got.Origin != tok.Origin {
+			got.Shard != tok.Shard || got.At != tok.At || got.Pending != tok.Pending || got.Origin != tok.Origin {
 			t.Fatalf("round trip: got %+v, want %+v", got, tok)
 		}
 	}
@@ -90,10 +90,10 @@ func TestTokenRejects(t *testing.T) {
 func TestTokenMerge(t *testing.T) {
 	p := func(ms, seq uint64) channelgroups.Position { return channelgroups.Position{Ms: ms, Seq: seq} }
 	a := channelgroups.Token{Shard: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: p(10, 5)}, {Region: 2, Pos: p(3, 0)}}, At: 100, Origin: 1}
-	b := channelgroups.Token{Shard: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: p(10, 2)}, {Region: 3, Pos: p(7, 1)}}, At: 200, Origin: 3, Unannounced: true}
+	b := channelgroups.Token{Shard: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: p(10, 2)}, {Region: 3, Pos: p(7, 1)}}, At: 200, Origin: 3, Pending: 150}
 	m := a.Merge(b)
 	want := []channelgroups.RegionPosition{{Region: 1, Pos: p(10, 5)}, {Region: 2, Pos: p(3, 0)}, {Region: 3, Pos: p(7, 1)}}
-	if !reflect.DeepEqual(m.Positions, want) || m.At != 200 || m.Origin != 3 || !m.Unannounced {
+	if !reflect.DeepEqual(m.Positions, want) || m.At != 200 || m.Origin != 3 || m.Pending != 150 {
 		t.Fatalf("Merge = %+v", m)
 	}
 	if !reflect.DeepEqual(a.Positions, []channelgroups.RegionPosition{{Region: 1, Pos: p(10, 5)}, {Region: 2, Pos: p(3, 0)}}) {

@@ -101,6 +101,13 @@ type shard struct {
 
 	announceMu sync.Mutex
 	blocked    bool // an edit of this shard is not announced yet: append nothing new
+
+	// cleanMu guards the announced-through watermark: every edit of the
+	// shard at or before cleanThrough was appended at or before cleanLast.
+	cleanMu      sync.Mutex
+	cleanThrough channelgroups.Timetoken
+	cleanLast    channelgroups.Position
+	cleanTried   time.Time
 }
 
 type nodeMetrics struct {
@@ -321,8 +328,15 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 	case mode == MinimizeLatency || tok == nil:
 		n.m.reads.WithLabelValues("fast").Inc()
 		return n.fast(ctx, key)
-	case !n.overlay.Enabled(key.Account) || tok.Unannounced:
+	case !n.overlay.Enabled(key.Account):
 		return n.slow(ctx, key)
+	case tok.Pending != 0:
+		last, ok := n.announcedThrough(ctx, tok.Shard, tok.Pending)
+		if !ok {
+			return n.slow(ctx, key)
+		}
+		t := tok.Merge(channelgroups.Token{Shard: tok.Shard, Positions: []channelgroups.RegionPosition{{Region: n.cfg.Region, Pos: last}}})
+		tok = &t
 	}
 	if n.covers(tok) {
 		n.m.reads.WithLabelValues("fast").Inc()
@@ -376,6 +390,48 @@ func (n *Node) slow(ctx context.Context, key channelgroups.GroupKey) (*channelgr
 		}
 	}
 	return v, nil
+}
+
+// announcedThrough tells whether every edit of the shard up to t is known to
+// be in the log, and up to which position: then covering that position
+// honours a token's pending edit from memory. The proof: read the shard's
+// oldest outbox record first (records are removed only after their append),
+// then the log's last position. If no record is at or before t, every such
+// edit was appended before the second read. Checks are shared per shard and
+// not retried within 100ms of a failed one.
+func (n *Node) announcedThrough(ctx context.Context, shard int, t channelgroups.Timetoken) (channelgroups.Position, bool) {
+	if shard < 0 || shard >= len(n.shards) {
+		return channelgroups.Position{}, false
+	}
+	s := n.shards[shard]
+	if !s.cleanMu.TryLock() {
+		return channelgroups.Position{}, false // another reader is checking: do not queue behind it
+	}
+	defer s.cleanMu.Unlock()
+	if s.cleanThrough >= t {
+		return s.cleanLast, true
+	}
+	if time.Since(s.cleanTried) < 100*time.Millisecond {
+		return channelgroups.Position{}, false
+	}
+	s.cleanTried = time.Now()
+	start := n.clock.Now()
+	oldest, err := n.store.Pending(ctx, shard, 1)
+	if err != nil {
+		return channelgroups.Position{}, false
+	}
+	through := start
+	if len(oldest) > 0 {
+		through = min(through, oldest[0].At-1)
+	}
+	last, err := n.log.Last(ctx, shard)
+	if err != nil {
+		return channelgroups.Position{}, false
+	}
+	if through > s.cleanThrough {
+		s.cleanThrough, s.cleanLast = through, last
+	}
+	return s.cleanLast, s.cleanThrough >= t
 }
 
 // covers reports whether this node has applied everything tok covers in

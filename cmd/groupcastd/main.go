@@ -54,6 +54,7 @@ type options struct {
 	listen, data                 string
 	cassandra, cassandraDC       string
 	replication, keyspace, redis string
+	redisPrefix                  string
 	region, shards               int
 	node, logLevel, secret       string
 	volatileAccounts             string
@@ -73,6 +74,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.replication, "cassandra-replication", "", "replication per DC used when creating the keyspace, e.g. dc1:3,dc2:3; empty = <cassandra-dc>:1")
 	fs.StringVar(&o.keyspace, "keyspace", "groupcast", "Cassandra keyspace")
 	fs.StringVar(&o.redis, "redis", "", "Redis address (host:port); empty = in-process")
+	fs.StringVar(&o.redisPrefix, "redis-prefix", "groupcast", "prefix of this cluster's Redis keys")
 	fs.IntVar(&o.region, "region", 1, "this region's number (>= 1)")
 	fs.StringVar(&o.node, "node", host, "this node's name")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -247,7 +249,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	} else {
-		rl, err := redislog.New(redislog.Config{Addr: o.redis, Region: o.region, Shards: o.shards})
+		rl, err := redislog.New(redislog.Config{Addr: o.redis, Prefix: o.redisPrefix, Region: o.region, Shards: o.shards})
 		if err != nil {
 			return err
 		}
