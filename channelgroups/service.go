@@ -81,14 +81,58 @@ func (s *Service) Clock() *Clock { return s.clock }
 // Shard returns the shard of account a.
 func (s *Service) Shard(a Account) int { return ShardOf(a, s.cfg.Shards) }
 
+// ErrVersionMismatch is wrapped by *VersionMismatchError.
+var ErrVersionMismatch = errors.New("channelgroups: group version does not match")
+
+// VersionMismatchError reports a failed If-Match: the group's version is not
+// the one the client based its edit on.
+type VersionMismatchError struct {
+	Want, Current Timetoken
+}
+
+func (e *VersionMismatchError) Error() string {
+	return fmt.Sprintf("group version is %s, not %s", e.Current, e.Want)
+}
+
+func (e *VersionMismatchError) Unwrap() error { return ErrVersionMismatch }
+
+// IfMatch makes an edit conditional on the group's current version (its
+// Snapshot.Version as storage holds it). The check and the write are not
+// atomic: two conditional edits racing within one storage round trip can
+// both pass.
+type IfMatch struct {
+	Version Timetoken
+	Set     bool
+}
+
+func (s *Service) check(ctx context.Context, a Account, g Group, pre IfMatch, snap *Snapshot) error {
+	if !pre.Set {
+		return nil
+	}
+	if snap == nil {
+		got, err := s.store.Read(ctx, a, g)
+		if err != nil {
+			return err
+		}
+		snap = &got
+	}
+	if snap.Version != pre.Version {
+		return &VersionMismatchError{Want: pre.Version, Current: snap.Version}
+	}
+	return nil
+}
+
 // Add adds channels to group g, creating it, and returns the edit's timetoken.
 // It fails with ErrTooManyChannels when the group would exceed its limit.
-func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel) (Result, error) {
+func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel, pre IfMatch) (Result, error) {
 	if len(chs) == 0 {
 		return Result{}, ErrNoChannels
 	}
 	snap, err := s.store.Read(ctx, a, g)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := s.check(ctx, a, g, pre, &snap); err != nil {
 		return Result{}, err
 	}
 	n := snap.Count()
@@ -104,15 +148,21 @@ func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel) (R
 }
 
 // Remove removes channels from group g and returns the edit's timetoken.
-func (s *Service) Remove(ctx context.Context, a Account, g Group, chs []Channel) (Result, error) {
+func (s *Service) Remove(ctx context.Context, a Account, g Group, chs []Channel, pre IfMatch) (Result, error) {
 	if len(chs) == 0 {
 		return Result{}, ErrNoChannels
+	}
+	if err := s.check(ctx, a, g, pre, nil); err != nil {
+		return Result{}, err
 	}
 	return s.write(ctx, Edit{Account: a, Group: g, Op: OpRemove, Channels: chs})
 }
 
 // Delete removes every channel of group g and the group itself.
-func (s *Service) Delete(ctx context.Context, a Account, g Group) (Result, error) {
+func (s *Service) Delete(ctx context.Context, a Account, g Group, pre IfMatch) (Result, error) {
+	if err := s.check(ctx, a, g, pre, nil); err != nil {
+		return Result{}, err
+	}
 	return s.write(ctx, Edit{Account: a, Group: g, Op: OpClear})
 }
 

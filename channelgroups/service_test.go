@@ -36,24 +36,24 @@ func names(prefix string, n int) []channelgroups.Channel {
 func TestServiceGroupLimit(t *testing.T) {
 	s := newService(t, channelgroups.ServiceConfig{MaxChannelsPerGroup: 5})
 	ctx := t.Context()
-	if _, err := s.Add(ctx, "a", "g", names("c", 4)); err != nil {
+	if _, err := s.Add(ctx, "a", "g", names("c", 4), channelgroups.IfMatch{}); err != nil {
 		t.Fatal(err)
 	}
 	// Re-adding present channels does not count against the limit.
-	if _, err := s.Add(ctx, "a", "g", append(names("c", 4), "x")); err != nil {
+	if _, err := s.Add(ctx, "a", "g", append(names("c", 4), "x"), channelgroups.IfMatch{}); err != nil {
 		t.Fatalf("adding up to the limit: %v", err)
 	}
-	if _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y"}); !errors.Is(err, channelgroups.ErrTooManyChannels) {
+	if _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y"}, channelgroups.IfMatch{}); !errors.Is(err, channelgroups.ErrTooManyChannels) {
 		t.Fatalf("adding past the limit: %v, want ErrTooManyChannels", err)
 	}
 	snap, _ := s.Read(ctx, "a", "g")
 	if snap.Count() != 5 {
 		t.Fatalf("refused add changed the group: %d channels", snap.Count())
 	}
-	if _, err := s.Remove(ctx, "a", "g", []channelgroups.Channel{"x"}); err != nil {
+	if _, err := s.Remove(ctx, "a", "g", []channelgroups.Channel{"x"}, channelgroups.IfMatch{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y"}); err != nil {
+	if _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y"}, channelgroups.IfMatch{}); err != nil {
 		t.Fatalf("adding after a remove freed a place: %v", err)
 	}
 }
@@ -61,15 +61,15 @@ func TestServiceGroupLimit(t *testing.T) {
 func TestServiceTimetokensIncrease(t *testing.T) {
 	s := newService(t, channelgroups.ServiceConfig{})
 	ctx := t.Context()
-	t1, err := s.Add(ctx, "a", "g", names("c", 2))
+	t1, err := s.Add(ctx, "a", "g", names("c", 2), channelgroups.IfMatch{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t2, err := s.Remove(ctx, "a", "g", names("c", 1))
+	t2, err := s.Remove(ctx, "a", "g", names("c", 1), channelgroups.IfMatch{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t3, err := s.Delete(ctx, "a", "g")
+	t3, err := s.Delete(ctx, "a", "g", channelgroups.IfMatch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestServiceTimetokensIncrease(t *testing.T) {
 	if snap.Version != t3.At || snap.Exists() {
 		t.Fatalf("after delete: version %v exists %v", snap.Version, snap.Exists())
 	}
-	if _, err := s.Add(ctx, "a", "g", nil); !errors.Is(err, channelgroups.ErrNoChannels) {
+	if _, err := s.Add(ctx, "a", "g", nil, channelgroups.IfMatch{}); !errors.Is(err, channelgroups.ErrNoChannels) {
 		t.Fatalf("empty add: %v", err)
 	}
 }
@@ -110,7 +110,7 @@ func TestServiceAnnounces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := s.Add(t.Context(), "acct", "g", names("c", 2))
+	r, err := s.Add(t.Context(), "acct", "g", names("c", 2), channelgroups.IfMatch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestServiceAnnounces(t *testing.T) {
 	}
 	// The log is down: the edit still succeeds (it is durable), with an unannounced token.
 	ann.err = fmt.Errorf("redis down: %w", channelgroups.ErrUnannounced)
-	r, err = s.Remove(t.Context(), "acct", "g", names("c", 1))
+	r, err = s.Remove(t.Context(), "acct", "g", names("c", 1), channelgroups.IfMatch{})
 	if err != nil || r.Token.Pending != r.At || len(r.Token.Positions) != 0 {
 		t.Fatalf("with the log down: %+v, %v", r, err)
 	}
@@ -134,7 +134,28 @@ func TestServiceAnnounces(t *testing.T) {
 	}
 	// Any other announcer error fails the edit.
 	ann.err = errors.New("boom")
-	if _, err := s.Delete(t.Context(), "acct", "g"); err == nil {
+	if _, err := s.Delete(t.Context(), "acct", "g", channelgroups.IfMatch{}); err == nil {
 		t.Fatal("edit succeeded despite an unexpected announcer error")
+	}
+}
+
+func TestServiceIfMatch(t *testing.T) {
+	s := newService(t, channelgroups.ServiceConfig{})
+	ctx := t.Context()
+	r1, err := s.Add(ctx, "a", "g", names("c", 1), channelgroups.IfMatch{Version: 0, Set: true}) // "the group does not exist yet"
+	if err != nil {
+		t.Fatalf("If-Match 0 on a new group: %v", err)
+	}
+	_, err = s.Remove(ctx, "a", "g", names("c", 1), channelgroups.IfMatch{Version: r1.At - 10, Set: true})
+	var mismatch *channelgroups.VersionMismatchError
+	if !errors.As(err, &mismatch) || mismatch.Current != r1.At || !errors.Is(err, channelgroups.ErrVersionMismatch) {
+		t.Fatalf("stale If-Match: %v, want a mismatch reporting version %v", err, r1.At)
+	}
+	snap, _ := s.Read(ctx, "a", "g")
+	if snap.Count() != 1 {
+		t.Fatal("a failed If-Match changed the group")
+	}
+	if _, err := s.Delete(ctx, "a", "g", channelgroups.IfMatch{Version: r1.At, Set: true}); err != nil {
+		t.Fatalf("matching If-Match: %v", err)
 	}
 }

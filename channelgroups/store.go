@@ -3,6 +3,7 @@ package channelgroups
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Store keeps group membership durably. Implementations must give exactly
@@ -40,3 +41,13 @@ type Pinger interface {
 // ErrUnavailable wraps a store failure that a retry may cure (timeouts,
 // unreachable replicas). The HTTP layer answers 503 with Retry-After.
 var ErrUnavailable = errors.New("channelgroups: storage unavailable")
+
+// Replays remembers the answers to edits sent with an Idempotency-Key, so
+// that a retry within the retention gets the first answer and writes nothing
+// twice.
+type Replays interface {
+	// Recall returns the remembered fingerprint and answer for the account's key.
+	Recall(ctx context.Context, a Account, key string) (fingerprint string, answer []byte, found bool, err error)
+	// Remember stores an answer for ttl.
+	Remember(ctx context.Context, a Account, key, fingerprint string, answer []byte, ttl time.Duration) error
+}

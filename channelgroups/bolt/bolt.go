@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -41,6 +42,7 @@ var (
 	bucketMembers = []byte("members") // account 0 group 0 channel → state(1) at(8) expires(8)
 	bucketGroups  = []byte("groups")  // account 0 group → version(8) cleared(8)
 	bucketOutbox  = []byte("outbox")  // shard(4) at(8) account 0 group → op(1) channels joined by 0
+	bucketReplays = []byte("replays") // account 0 key → JSON replay
 )
 
 // Open opens or creates the store in file path, creating its directory.
@@ -65,7 +67,7 @@ func Open(path string, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketMembers, bucketGroups, bucketOutbox} {
+		for _, b := range [][]byte{bucketMembers, bucketGroups, bucketOutbox, bucketReplays} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -321,4 +323,63 @@ func (s *Store) Announced(ctx context.Context, e channelgroups.Edit) error {
 		return err
 	}
 	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketOutbox).Delete(outboxKey(e)) })
+}
+
+type replay struct {
+	Fingerprint string `json:"f"`
+	Answer      []byte `json:"a"`
+	Expires     int64  `json:"e"` // unix µs
+}
+
+func replayKey(a channelgroups.Account, key string) []byte {
+	return append(append([]byte(a), 0), key...)
+}
+
+// Recall implements channelgroups.Replays.
+func (s *Store) Recall(ctx context.Context, a channelgroups.Account, key string) (string, []byte, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return "", nil, false, err
+	}
+	var r replay
+	found := false
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketReplays).Get(replayKey(a, key))
+		if v == nil {
+			return nil
+		}
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("bolt: corrupt replay: %w", err)
+		}
+		found = r.Expires > s.cfg.Now().UnixMicro()
+		return nil
+	})
+	return r.Fingerprint, r.Answer, found, err
+}
+
+// Remember implements channelgroups.Replays. Expired replays are pruned as
+// new ones are written.
+func (s *Store) Remember(ctx context.Context, a channelgroups.Account, key, fingerprint string, answer []byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	v, err := json.Marshal(replay{Fingerprint: fingerprint, Answer: answer, Expires: now.Add(ttl).UnixMicro()})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketReplays)
+		c := b.Cursor()
+		pruned := 0
+		for k, old := c.First(); k != nil && pruned < 16; k, old = c.Next() {
+			var r replay
+			if json.Unmarshal(old, &r) == nil && r.Expires <= now.UnixMicro() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				pruned++
+			}
+		}
+		return b.Put(replayKey(a, key), v)
+	})
 }

@@ -90,3 +90,19 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Fatalf("after reopen: %v, want [x]", ch)
 	}
 }
+
+func TestReplaysExpire(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := open(t, bolt.Config{Now: func() time.Time { return now }})
+	if err := s.Remember(t.Context(), "a", "k", "fp", []byte("answer"), 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(9 * time.Minute)
+	if _, _, found, _ := s.Recall(t.Context(), "a", "k"); !found {
+		t.Fatal("replay gone before its TTL")
+	}
+	now = now.Add(time.Minute)
+	if _, _, found, _ := s.Recall(t.Context(), "a", "k"); found {
+		t.Fatal("replay still there after its TTL")
+	}
+}

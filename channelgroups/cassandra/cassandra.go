@@ -15,6 +15,8 @@
 //	    delete group: also cleared=tt
 //	outbox ((shard), at, account, grp) → op tinyint, channels list<text>
 //	    every edit, in the same logged batch; deleted once announced
+//	replays ((account, key)) → fingerprint text, answer blob, with a TTL
+//	    answers to edits sent with an Idempotency-Key
 //
 // Reads return (channel, state, WRITETIME(state)). On a timestamp tie
 // Cassandra prefers an expiring cell over a plain one, so a remove beats an
@@ -72,6 +74,7 @@ type Store struct {
 	qAdd, qRemove, qClear, qVersion, qClearGroup string
 	qMembers, qGroup, qGroups                    string
 	qOutbox, qPending, qAnnounced                string
+	qRecall, qRemember                           string
 }
 
 var identifier = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
@@ -179,6 +182,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	s.qOutbox = `INSERT INTO ` + ks + `.outbox (shard, at, account, grp, op, channels) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`
 	s.qPending = `SELECT at, account, grp, op, channels FROM ` + ks + `.outbox WHERE shard = ? LIMIT ?`
 	s.qAnnounced = `DELETE FROM ` + ks + `.outbox WHERE shard = ? AND at = ? AND account = ? AND grp = ?`
+	s.qRecall = `SELECT fingerprint, answer FROM ` + ks + `.replays WHERE account = ? AND key = ?`
+	s.qRemember = `INSERT INTO ` + ks + `.replays (account, key, fingerprint, answer) VALUES (?, ?, ?, ?) USING TTL ?`
 	return s, nil
 }
 
@@ -201,6 +206,8 @@ func (s *Store) createSchema(ctx context.Context) error {
 		// queue's tombstones few.
 		`CREATE TABLE IF NOT EXISTS ` + ks + `.outbox (shard int, at bigint, account text, grp text, op tinyint, channels list<text>,
 			PRIMARY KEY (shard, at, account, grp)) WITH gc_grace_seconds = 600`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.replays (account text, key text, fingerprint text, answer blob,
+			PRIMARY KEY ((account, key)))`,
 	}
 	for _, q := range stmts {
 		if err := s.s.Query(q).WithContext(ctx).Exec(); err != nil {
@@ -346,4 +353,26 @@ func (s *Store) Pending(ctx context.Context, shard, limit int) ([]channelgroups.
 func (s *Store) Announced(ctx context.Context, e channelgroups.Edit) error {
 	err := s.s.Query(s.qAnnounced, e.Shard, int64(e.At), string(e.Account), string(e.Group)).WithContext(ctx).Exec()
 	return wrap("outbox announced", err)
+}
+
+// Recall implements channelgroups.Replays.
+func (s *Store) Recall(ctx context.Context, a channelgroups.Account, key string) (string, []byte, bool, error) {
+	var (
+		fp     string
+		answer []byte
+	)
+	err := s.s.Query(s.qRecall, string(a), key).WithContext(ctx).Scan(&fp, &answer)
+	if errors.Is(err, gocql.ErrNotFound) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, wrap("recall", err)
+	}
+	return fp, answer, true, nil
+}
+
+// Remember implements channelgroups.Replays.
+func (s *Store) Remember(ctx context.Context, a channelgroups.Account, key, fingerprint string, answer []byte, ttl time.Duration) error {
+	secs := max(1, int(ttl/time.Second))
+	return wrap("remember", s.s.Query(s.qRemember, string(a), key, fingerprint, answer, secs).WithContext(ctx).Exec())
 }

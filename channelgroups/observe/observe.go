@@ -65,10 +65,23 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Outbox is the outbox side of a store that has one.
+// Outbox is a store with its outbox and replays, as the node needs it.
 type Outbox interface {
 	channelgroups.Store
 	channelgroups.Outbox
+	channelgroups.Replays
+}
+
+// Recall implements channelgroups.Replays.
+func (s *Store) Recall(ctx context.Context, a channelgroups.Account, key string) (fp string, answer []byte, found bool, err error) {
+	defer func(start time.Time) { s.observe("recall", start, err) }(time.Now())
+	return s.next.Recall(ctx, a, key)
+}
+
+// Remember implements channelgroups.Replays.
+func (s *Store) Remember(ctx context.Context, a channelgroups.Account, key, fp string, answer []byte, ttl time.Duration) (err error) {
+	defer func(start time.Time) { s.observe("remember", start, err) }(time.Now())
+	return s.next.Remember(ctx, a, key, fp, answer, ttl)
 }
 
 // Pending implements channelgroups.Outbox.

@@ -27,6 +27,7 @@ type Options struct {
 type Store interface {
 	channelgroups.Store
 	channelgroups.Outbox
+	channelgroups.Replays
 }
 
 // Run runs the suite. newStore may return a store shared between tests: the
@@ -50,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store, opt Options) {
 		{"NamesRoundTrip", testNamesRoundTrip},
 		{"CanceledContext", testCanceledContext},
 		{"Outbox", testOutbox},
+		{"Replays", testReplays},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -450,4 +452,21 @@ func sameEdits(a, b []channelgroups.Edit) bool {
 		}
 	}
 	return true
+}
+
+func testReplays(t *testing.T, s Store) {
+	a := account(t)
+	if _, _, found, err := s.Recall(t.Context(), a, "k1"); err != nil || found {
+		t.Fatalf("Recall of an unknown key: found=%v err=%v", found, err)
+	}
+	if err := s.Remember(t.Context(), a, "k1", "GET /x", []byte(`{"status":200}`), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	fp, answer, found, err := s.Recall(t.Context(), a, "k1")
+	if err != nil || !found || fp != "GET /x" || string(answer) != `{"status":200}` {
+		t.Fatalf("Recall = %q %q %v %v", fp, answer, found, err)
+	}
+	if _, _, found, _ := s.Recall(t.Context(), account(t), "k1"); found {
+		t.Fatal("another account recalled the key")
+	}
 }

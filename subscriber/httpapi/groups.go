@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -50,19 +52,11 @@ func (a *API) requestToken(ctx *fasthttp.RequestCtx, acct channelgroups.Account)
 	return &tok, nil
 }
 
-// answerEdit writes an edit's answer: PubNub's status fields, the timetoken
-// and the causal token (merged with the client's previous one), also as a
-// header.
-func (a *API) answerEdit(ctx *fasthttp.RequestCtx, acct channelgroups.Account, prev *channelgroups.Token, r channelgroups.Result) {
-	tok := r.Token
-	if prev != nil {
-		tok = tok.Merge(*prev)
-	}
-	s := a.cfg.Tokens.Encode(acct, tok)
-	ctx.Response.Header.Set(TokenHeader, s)
-	writeJSON(ctx, editBody{Status: 200, Message: "OK", Service: registry, Timetoken: r.At.String(), Token: s})
-}
+// ReplayTTL is how long an edit's answer is kept for retries with the same
+// Idempotency-Key.
+const ReplayTTL = 10 * time.Minute
 
+// serveEdit serves add (?add=), remove (?remove=) and delete (.../remove).
 func (a *API) serveEdit(ctx *fasthttp.RequestCtx, parts []string) {
 	c, cancel := a.work()
 	defer cancel()
@@ -72,11 +66,20 @@ func (a *API) serveEdit(ctx *fasthttp.RequestCtx, parts []string) {
 		return
 	}
 	args := ctx.QueryArgs()
-	op, list := channelgroups.OpAdd, args.Peek("add")
-	if !args.Has("add") {
-		op, list = channelgroups.OpRemove, args.Peek("remove")
+	op := channelgroups.OpClear
+	var chs []channelgroups.Channel
+	if len(parts) == 6 { // not the delete path
+		list := args.Peek("add")
+		op = channelgroups.OpAdd
+		if !args.Has("add") {
+			op, list = channelgroups.OpRemove, args.Peek("remove")
+		}
+		if chs, err = channelgroups.ParseChannelList(string(list), channelgroups.MaxChannelsPerEdit); err != nil {
+			a.writeDomainError(ctx, registry, err)
+			return
+		}
 	}
-	chs, err := channelgroups.ParseChannelList(string(list), channelgroups.MaxChannelsPerEdit)
+	pre, err := parseIfMatch(ctx.Request.Header.Peek("If-Match"))
 	if err != nil {
 		a.writeDomainError(ctx, registry, err)
 		return
@@ -85,39 +88,90 @@ func (a *API) serveEdit(ctx *fasthttp.RequestCtx, parts []string) {
 	if err != nil {
 		a.writeDomainError(ctx, registry, err)
 		return
+	}
+	key := string(ctx.Request.Header.Peek("Idempotency-Key"))
+	fingerprint := fmt.Sprintf("%s %s %q %v", op, g, chs, pre)
+	if key != "" {
+		if err := checkIdempotencyKey(key); err != nil {
+			a.writeDomainError(ctx, registry, err)
+			return
+		}
+		fp, answer, found, err := a.cfg.Replays.Recall(c, acct, key)
+		if err != nil {
+			a.writeDomainError(ctx, registry, err)
+			return
+		}
+		if found {
+			if fp != fingerprint {
+				writeError(ctx, fasthttp.StatusUnprocessableEntity, registry, "Idempotency-Key was used for a different request")
+				return
+			}
+			a.replay(ctx, answer)
+			return
+		}
 	}
 	var r channelgroups.Result
-	if op == channelgroups.OpAdd {
-		r, err = a.cfg.Groups.Add(c, acct, g, chs)
-	} else {
-		r, err = a.cfg.Groups.Remove(c, acct, g, chs)
+	switch op {
+	case channelgroups.OpAdd:
+		r, err = a.cfg.Groups.Add(c, acct, g, chs, pre)
+	case channelgroups.OpRemove:
+		r, err = a.cfg.Groups.Remove(c, acct, g, chs, pre)
+	default:
+		r, err = a.cfg.Groups.Delete(c, acct, g, pre)
 	}
 	if err != nil {
 		a.writeDomainError(ctx, registry, err)
 		return
 	}
-	a.answerEdit(ctx, acct, prev, r)
+	tok := r.Token
+	if prev != nil {
+		tok = tok.Merge(*prev)
+	}
+	s := a.cfg.Tokens.Encode(acct, tok)
+	answer, _ := json.Marshal(editBody{Status: 200, Message: "OK", Service: registry, Timetoken: r.At.String(), Token: s})
+	if key != "" {
+		if err := a.cfg.Replays.Remember(c, acct, key, fingerprint, answer, ReplayTTL); err != nil {
+			// The edit is done; only a retry could repeat it.
+			a.cfg.Logger.Warn("remembering an idempotent answer failed", "err", err)
+		}
+	}
+	a.replay(ctx, answer)
 }
 
-func (a *API) serveDelete(ctx *fasthttp.RequestCtx, parts []string) {
-	c, cancel := a.work()
-	defer cancel()
-	acct, g, err := parseAccountGroup(parts, true)
-	if err != nil {
-		a.writeDomainError(ctx, registry, err)
-		return
+// replay writes an edit's answer, with its token also as a header.
+func (a *API) replay(ctx *fasthttp.RequestCtx, answer []byte) {
+	var b editBody
+	if err := json.Unmarshal(answer, &b); err == nil && b.Token != "" {
+		ctx.Response.Header.Set(TokenHeader, b.Token)
 	}
-	prev, err := a.requestToken(ctx, acct)
-	if err != nil {
-		a.writeDomainError(ctx, registry, err)
-		return
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetBody(answer)
+}
+
+// parseIfMatch reads an If-Match header: a group version, optionally
+// quoted as an ETag; "0" means "the group was never edited".
+func parseIfMatch(h []byte) (channelgroups.IfMatch, error) {
+	if len(h) == 0 {
+		return channelgroups.IfMatch{}, nil
 	}
-	r, err := a.cfg.Groups.Delete(c, acct, g)
+	v := strings.Trim(strings.TrimPrefix(string(h), "W/"), `"`)
+	tt, err := channelgroups.ParseTimetoken(v)
 	if err != nil {
-		a.writeDomainError(ctx, registry, err)
-		return
+		return channelgroups.IfMatch{}, fmt.Errorf("If-Match: %w", err)
 	}
-	a.answerEdit(ctx, acct, prev, r)
+	return channelgroups.IfMatch{Version: tt, Set: true}, nil
+}
+
+func checkIdempotencyKey(k string) error {
+	if len(k) > 255 {
+		return fmt.Errorf("Idempotency-Key longer than 255 bytes: %w", subscriber.ErrBadRequest)
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return fmt.Errorf("Idempotency-Key must be printable ASCII: %w", subscriber.ErrBadRequest)
+		}
+	}
+	return nil
 }
 
 type listChannelsBody struct {
@@ -161,6 +215,7 @@ func (a *API) serveListChannels(ctx *fasthttp.RequestCtx, parts []string) {
 	if chs == nil {
 		chs = []channelgroups.Channel{}
 	}
+	ctx.Response.Header.Set("ETag", `"`+v.Version.String()+`"`)
 	writeJSON(ctx, listChannelsBody{
 		Status:  200,
 		Payload: channelsPayload{Channels: chs, Group: g, Version: v.Version.String()},

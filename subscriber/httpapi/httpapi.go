@@ -8,6 +8,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,8 @@ type Config struct {
 	Views Viewer
 	// Tokens signs and verifies causal tokens; required.
 	Tokens *channelgroups.TokenKey
+	// Replays keeps answers for Idempotency-Key retries; required.
+	Replays channelgroups.Replays
 	// Ready reports whether the back ends answer; nil means always ready.
 	Ready func(ctx context.Context) error
 	// Registerer receives the HTTP metrics; nil means no metrics.
@@ -59,8 +62,8 @@ type API struct {
 
 // New validates cfg and returns the API.
 func New(cfg Config) (*API, error) {
-	if cfg.Groups == nil || cfg.Views == nil || cfg.Tokens == nil {
-		return nil, errors.New("httpapi: Config.Groups, Views and Tokens are required")
+	if cfg.Groups == nil || cfg.Views == nil || cfg.Tokens == nil || cfg.Replays == nil {
+		return nil, errors.New("httpapi: Config.Groups, Views, Tokens and Replays are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -212,7 +215,7 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 			return get("cg_list", a.serveListChannels)
 		}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group", "*", "remove"):
-		return get("cg_delete", a.serveDelete)
+		return get("cg_delete", a.serveEdit)
 	}
 	writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+raw)
 	return "not_found"
@@ -263,6 +266,16 @@ func (a *API) writeDomainError(ctx *fasthttp.RequestCtx, service string, err err
 		errors.Is(err, channelgroups.ErrInvalidToken),
 		errors.Is(err, subscriber.ErrBadRequest):
 		writeError(ctx, fasthttp.StatusBadRequest, service, err.Error())
+	case errors.Is(err, channelgroups.ErrVersionMismatch):
+		var m *channelgroups.VersionMismatchError
+		errors.As(err, &m)
+		b, _ := json.Marshal(struct {
+			errorBody
+			Version string `json:"version"`
+		}{errorBody{Status: fasthttp.StatusPreconditionFailed, Error: true, Message: err.Error(), Service: service}, m.Current.String()})
+		ctx.Response.Header.Set("ETag", `"`+m.Current.String()+`"`)
+		ctx.SetStatusCode(fasthttp.StatusPreconditionFailed)
+		ctx.SetBody(b)
 	case errors.Is(err, channelgroups.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		a.cfg.Logger.Warn("storage unavailable", "path", string(ctx.Path()), "err", err)
 		ctx.Response.Header.Set("Retry-After", "1")

@@ -33,6 +33,10 @@ type harness struct {
 // embedded wires a single embedded node (bbolt, in-process log) the way
 // groupcastd does without flags, and runs it until the test ends.
 func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Config) {
+	return embeddedWith(t, reg, subscriber.Config{})
+}
+
+func embeddedWith(t testing.TB, reg *prometheus.Registry, ncfg subscriber.Config) (*bolt.Store, httpapi.Config) {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
 	if err != nil {
@@ -53,7 +57,7 @@ func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Conf
 		t.Fatal(err)
 	}
 	clock := channelgroups.NewClock(nil, 0)
-	node, err := subscriber.NewNode(lg, st, cache, ov, clock, subscriber.Config{})
+	node, err := subscriber.NewNode(lg, st, cache, ov, clock, ncfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +76,7 @@ func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := httpapi.Config{Groups: svc, Views: node, Tokens: tokens}
+	cfg := httpapi.Config{Groups: svc, Views: node, Tokens: tokens, Replays: st}
 	if reg != nil {
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
@@ -81,7 +85,12 @@ func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Conf
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	st, cfg := embedded(t, prometheus.NewRegistry())
+	return newHarnessWith(t, subscriber.Config{})
+}
+
+func newHarnessWith(t *testing.T, ncfg subscriber.Config) *harness {
+	t.Helper()
+	st, cfg := embeddedWith(t, prometheus.NewRegistry(), ncfg)
 	api, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
