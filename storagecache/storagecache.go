@@ -5,7 +5,13 @@
 //
 // Each cached Group carries its storage snapshot and, once the node has
 // merged the volatile overlay into it, the materialized View served to
-// readers, so a cache hit is one lookup and no allocation.
+// readers. Built groups are published in a lock-free index (xsync) in front
+// of otter, so a read hit is one hash lookup and no allocation; otter keeps
+// the bound, the loader and the expiry, and removing a group from otter
+// removes it from the index in the same atomic step. Reads through the index
+// mark the group touched; Touched lets the owner refresh (and so keep) the
+// groups read since the last round, which is expiry after access at the
+// granularity of that round.
 package storagecache
 
 import (
@@ -18,6 +24,7 @@ import (
 	"github.com/maypok86/otter/v2"
 	"github.com/maypok86/otter/v2/stats"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/puzpuzpuz/xsync/v4"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
@@ -26,6 +33,7 @@ import (
 type Group struct {
 	Snapshot *channelgroups.Snapshot
 	view     atomic.Pointer[channelgroups.View]
+	touched  atomic.Bool
 }
 
 // View returns the materialized view, or nil if none was built yet.
@@ -41,9 +49,6 @@ type Config struct {
 	MaxWeight uint64
 	// ExpireAfterAccess drops groups nobody read for this long; zero means 10m.
 	ExpireAfterAccess time.Duration
-	// RefreshAfter re-reads a group still being read this long after it was
-	// loaded, repairing any drift; zero means 30s.
-	RefreshAfter time.Duration
 	// Registerer receives hit/miss/load metrics; nil means none.
 	Registerer prometheus.Registerer
 }
@@ -52,6 +57,7 @@ type Config struct {
 type Cache struct {
 	store  channelgroups.Store
 	c      *otter.Cache[channelgroups.GroupKey, *Group]
+	index  *xsync.Map[channelgroups.GroupKey, *Group]
 	stats  *stats.Counter
 	loader otter.Loader[channelgroups.GroupKey, *Group]
 }
@@ -90,24 +96,26 @@ func New(store channelgroups.Store, cfg Config) (*Cache, error) {
 	if cfg.ExpireAfterAccess == 0 {
 		cfg.ExpireAfterAccess = 10 * time.Minute
 	}
-	if cfg.RefreshAfter == 0 {
-		cfg.RefreshAfter = 30 * time.Second
-	}
-	if cfg.ExpireAfterAccess < 0 || cfg.RefreshAfter < 0 {
+	if cfg.ExpireAfterAccess < 0 {
 		return nil, errors.New("storagecache: durations must be >= 0")
 	}
 	counter := stats.NewCounter()
+	index := xsync.NewMap[channelgroups.GroupKey, *Group]()
 	c, err := otter.New(&otter.Options[channelgroups.GroupKey, *Group]{
-		MaximumWeight:     cfg.MaxWeight,
-		Weigher:           func(_ channelgroups.GroupKey, g *Group) uint32 { return uint32(1 + len(g.Snapshot.Entries)) },
-		ExpiryCalculator:  otter.ExpiryAccessing[channelgroups.GroupKey, *Group](cfg.ExpireAfterAccess),
-		RefreshCalculator: otter.RefreshWriting[channelgroups.GroupKey, *Group](cfg.RefreshAfter),
-		StatsRecorder:     counter,
+		MaximumWeight:    cfg.MaxWeight,
+		Weigher:          func(_ channelgroups.GroupKey, g *Group) uint32 { return uint32(1 + len(g.Snapshot.Entries)) },
+		ExpiryCalculator: otter.ExpiryAccessing[channelgroups.GroupKey, *Group](cfg.ExpireAfterAccess),
+		StatsRecorder:    counter,
+		OnAtomicDeletion: func(e otter.DeletionEvent[channelgroups.GroupKey, *Group]) {
+			if e.Cause != otter.CauseReplacement {
+				index.Delete(e.Key)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storagecache: %w", err)
 	}
-	cache := &Cache{store: store, c: c, stats: counter, loader: loader{store: store}}
+	cache := &Cache{store: store, c: c, index: index, stats: counter, loader: loader{store: store}}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(collector{cache}); err != nil {
 			return nil, fmt.Errorf("storagecache: %w", err)
@@ -118,6 +126,33 @@ func New(store channelgroups.Store, cfg Config) (*Cache, error) {
 
 // Peek returns the cached group without loading it.
 func (c *Cache) Peek(k channelgroups.GroupKey) (*Group, bool) { return c.c.GetIfPresent(k) }
+
+// Published returns the group last published for k, marking it touched:
+// the read hit path, one lock-free lookup.
+func (c *Cache) Published(k channelgroups.GroupKey) (*Group, bool) {
+	g, ok := c.index.Load(k)
+	if ok && !g.touched.Load() {
+		g.touched.Store(true)
+	}
+	return g, ok
+}
+
+// Publish makes g (with its view built) what Published returns for k. The
+// caller serialises Publish and Unpublish per key with its view builds.
+func (c *Cache) Publish(k channelgroups.GroupKey, g *Group) { c.index.Store(k, g) }
+
+// Unpublish withdraws k from the index.
+func (c *Cache) Unpublish(k channelgroups.GroupKey) { c.index.Delete(k) }
+
+// Touched calls fn with every published group read since the previous call.
+func (c *Cache) Touched(fn func(channelgroups.GroupKey)) {
+	c.index.Range(func(k channelgroups.GroupKey, g *Group) bool {
+		if g.touched.Swap(false) {
+			fn(k)
+		}
+		return true
+	})
+}
 
 // Get returns the cached group, loading it from storage on a miss; loads of
 // the same key are shared.

@@ -23,7 +23,7 @@ func (n *Node) Announce(ctx context.Context, e channelgroups.Edit) (channelgroup
 		n.kickDispatcher()
 		return channelgroups.Position{}, channelgroups.ErrUnannounced
 	}
-	pos, err := n.log.Append(ctx, e.Shard, encodeEdit(e))
+	pos, err := n.log.Append(ctx, e.Shard, EncodeEdit(e))
 	if err != nil {
 		s.blocked = true
 		n.m.announced.WithLabelValues("deferred").Inc()
@@ -110,7 +110,7 @@ func (n *Node) drain(ctx context.Context, shard int, minAge time.Duration) {
 			if minAge > 0 && !s.blocked && e.At > cutoff {
 				break // young: its own node is announcing it right now
 			}
-			if _, err := n.log.Append(ctx, shard, encodeEdit(e)); err != nil {
+			if _, err := n.log.Append(ctx, shard, EncodeEdit(e)); err != nil {
 				s.blocked = true
 				return
 			}

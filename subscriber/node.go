@@ -33,6 +33,9 @@ type Config struct {
 	// SweepEvery is how often every shard's outbox is checked for edits a
 	// crashed node left unannounced; zero means 30s.
 	SweepEvery time.Duration
+	// RefreshEvery is how often the groups read since the last round are
+	// re-read from storage, repairing any drift; zero means 30s.
+	RefreshEvery time.Duration
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the node's metrics; nil means none.
@@ -113,6 +116,7 @@ type shard struct {
 type nodeMetrics struct {
 	lag       prometheus.Histogram
 	reads     *prometheus.CounterVec
+	fastReads prometheus.Counter // reads.WithLabelValues("fast"), resolved once: the hot path
 	applied   prometheus.Counter
 	announced *prometheus.CounterVec
 }
@@ -134,6 +138,9 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	if cfg.SweepEvery == 0 {
 		cfg.SweepEvery = 30 * time.Second
 	}
+	if cfg.RefreshEvery == 0 {
+		cfg.RefreshEvery = 30 * time.Second
+	}
 	if cfg.Region < 0 || cfg.Shards < 0 || cfg.FreshWait < 0 || cfg.SweepEvery < 0 {
 		return nil, errors.New("subscriber: Region, Shards, FreshWait and SweepEvery must be >= 0")
 	}
@@ -152,7 +159,7 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 		}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_group_reads_total",
-			Help: "Group reads by path: fast (memory), waited (memory after waiting for the log), slow (storage), failed.",
+			Help: "Token-carrying group reads by path: fast (memory), waited (memory after waiting for the log), slow (storage), failed; fully consistent reads count as slow.",
 		}, []string{"path"}),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "groupcast_log_entries_applied_total", Help: "Shard log entries applied by this node.",
@@ -162,6 +169,7 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 			Help: "Edits appended to their shard log, by how: direct, or later from the outbox; and edits left unannounced.",
 		}, []string{"how"}),
 	}
+	n.m.fastReads = n.m.reads.WithLabelValues("fast")
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced} {
 			if err := cfg.Registerer.Register(c); err != nil {
@@ -249,9 +257,9 @@ func (n *Node) apply(le LogEntry) {
 		key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
 		n.viewMu.Lock()
 		if n.overlay.Apply(e) {
-			if g, ok := n.cache.Peek(key); ok {
-				n.buildLocked(key, g)
-			}
+			n.buildLocked(key)
+		} else {
+			n.cache.Unpublish(key) // storage-only account: its view waits for the refresh
 		}
 		n.viewMu.Unlock()
 		// Storage already has the change: refresh the snapshot so the
@@ -278,40 +286,53 @@ func (n *Node) rebuild(key channelgroups.GroupKey, err error) {
 	}
 	n.viewMu.Lock()
 	defer n.viewMu.Unlock()
-	if g, ok := n.cache.Peek(key); ok {
-		n.buildLocked(key, g)
-	}
+	n.buildLocked(key)
 }
 
-// buildLocked merges the overlay into g's snapshot, dropping the overlay
-// entries the snapshot confirms, and installs the view. viewMu is held.
-func (n *Node) buildLocked(key channelgroups.GroupKey, g *storagecache.Group) *channelgroups.View {
+// buildLocked rebuilds the view of the group cached now: it drops the overlay
+// entries that group's snapshot confirms, merges the rest in and publishes
+// the group. If the group is no longer cached its published view is
+// withdrawn, so a view can never outlive the snapshot it was built on while
+// changes keep arriving. viewMu is held: confirmations, builds and publishes
+// happen in one order.
+func (n *Node) buildLocked(key channelgroups.GroupKey) *channelgroups.View {
+	g, ok := n.cache.Peek(key)
+	if !ok {
+		n.cache.Unpublish(key)
+		return nil
+	}
 	n.overlay.Confirm(key, g.Snapshot)
 	entries, cleared := n.overlay.Entries(key)
 	v := channelgroups.Merge(g.Snapshot, entries, cleared)
 	g.SetView(v)
+	n.cache.Publish(key, g)
 	return v
 }
 
 // janitor re-reads the groups whose overlay entries outlived the TTL
-// unconfirmed.
+// unconfirmed, and, every RefreshEvery, the groups read since the last round.
 func (n *Node) janitor(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	refresh := time.NewTicker(n.cfg.RefreshEvery)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-refresh.C:
+			n.cache.Touched(func(key channelgroups.GroupKey) {
+				n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
+			})
 		case <-t.C:
 			for _, key := range n.overlay.Expired() {
 				if _, ok := n.cache.Peek(key); ok {
 					n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
 					continue
 				}
-				// Not cached: confirm against a fresh read directly.
-				if g, err := n.cache.Get(ctx, key); err == nil {
+				// Not cached: load it, which confirms against a fresh read.
+				if _, err := n.cache.Get(ctx, key); err == nil {
 					n.rebuild(key, nil)
-					_ = g
 				}
 			}
 		}
@@ -326,7 +347,8 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 	case mode == FullyConsistent:
 		return n.slow(ctx, key)
 	case mode == MinimizeLatency || tok == nil:
-		n.m.reads.WithLabelValues("fast").Inc()
+		// Not counted: the path metric is about reads that carry a token,
+		// and this is the hot path (HTTP request metrics count every read).
 		return n.fast(ctx, key)
 	case !n.overlay.Enabled(key.Account):
 		return n.slow(ctx, key)
@@ -339,7 +361,7 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 		tok = &t
 	}
 	if n.covers(tok) {
-		n.m.reads.WithLabelValues("fast").Inc()
+		n.m.fastReads.Inc()
 		return n.fast(ctx, key)
 	}
 	if n.await(ctx, tok) {
@@ -349,9 +371,9 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 	return n.slow(ctx, key)
 }
 
-// fast serves from memory: one cache lookup on a hit.
+// fast serves from memory: one lock-free lookup on a hit.
 func (n *Node) fast(ctx context.Context, key channelgroups.GroupKey) (*channelgroups.View, error) {
-	if g, ok := n.cache.Peek(key); ok {
+	if g, ok := n.cache.Published(key); ok {
 		if v := g.View(); v != nil {
 			return v, nil
 		}
@@ -363,10 +385,12 @@ func (n *Node) fast(ctx context.Context, key channelgroups.GroupKey) (*channelgr
 	}
 	n.viewMu.Lock()
 	defer n.viewMu.Unlock()
-	if v := g.View(); v != nil {
+	if v := n.buildLocked(key); v != nil {
 		return v, nil
 	}
-	return n.buildLocked(key, g), nil
+	// Evicted between the load and now: serve a merge of what was loaded.
+	entries, cleared := n.overlay.Entries(key)
+	return channelgroups.Merge(g.Snapshot, entries, cleared), nil
 }
 
 // slow reads the group from storage (LOCAL_QUORUM), merges the overlay and
@@ -380,16 +404,12 @@ func (n *Node) slow(ctx context.Context, key channelgroups.GroupKey) (*channelgr
 	n.m.reads.WithLabelValues("slow").Inc()
 	n.viewMu.Lock()
 	defer n.viewMu.Unlock()
-	g := n.cache.Offer(key, &snap)
-	v := n.buildLocked(key, g)
-	if g.Snapshot != &snap { // the cache held a newer snapshot: serve the merge of ours too
-		entries, cleared := n.overlay.Entries(key)
-		mine := channelgroups.Merge(&snap, entries, cleared)
-		if mine.Version > v.Version {
-			return mine, nil
-		}
-	}
-	return v, nil
+	n.cache.Offer(key, &snap)
+	n.buildLocked(key)
+	// Serve the merge of the snapshot just read: whatever the cache keeps,
+	// this read reflects everything storage held when it was made.
+	entries, cleared := n.overlay.Entries(key)
+	return channelgroups.Merge(&snap, entries, cleared), nil
 }
 
 // announcedThrough tells whether every edit of the shard up to t is known to

@@ -18,7 +18,8 @@ type record struct {
 	At       channelgroups.Timetoken `json:"t"`
 }
 
-func encodeEdit(e channelgroups.Edit) []byte {
+// EncodeEdit is the log record of an edit, as Announce appends it.
+func EncodeEdit(e channelgroups.Edit) []byte {
 	b, _ := json.Marshal(record{Kind: "e", Account: e.Account, Group: e.Group, Op: e.Op, Channels: e.Channels, At: e.At})
 	return b
 }

@@ -213,8 +213,9 @@ func (o *Overlay) Entries(key channelgroups.GroupKey) ([]channelgroups.Entry, ch
 }
 
 // Confirm drops the group's entries the snapshot already reflects: its
-// stored write of the channel is at least as new, or a stored delete covers
-// it. It returns how many entries remain.
+// stored write of the channel is the same write or one that wins over it
+// (Entry.Supersedes), or a stored delete covers it. It returns how many
+// entries remain.
 func (o *Overlay) Confirm(key channelgroups.GroupKey, snap *channelgroups.Snapshot) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -247,7 +248,9 @@ func confirms(snap *channelgroups.Snapshot, e channelgroups.Entry) bool {
 		return true
 	}
 	s, ok := snap.Lookup(e.Channel)
-	return ok && s.At >= e.At
+	// Not merely s.At >= e.At: a stored add does not confirm a remove at
+	// the same timetoken, which wins over it.
+	return ok && !e.Supersedes(s)
 }
 
 // Expired returns the groups holding entries whose TTL has passed

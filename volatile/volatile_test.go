@@ -166,3 +166,23 @@ func TestDisabledAccount(t *testing.T) {
 		t.Fatalf("disabled account's change was kept")
 	}
 }
+
+// TestTieNotConfirmedByLoser: a snapshot holding an add at the same
+// timetoken as the overlay's remove does not confirm the remove (the remove
+// wins the tie; storage simply has not seen it yet).
+func TestTieNotConfirmedByLoser(t *testing.T) {
+	o, _, _ := newOverlay(t, volatile.Config{})
+	o.Apply(edit(channelgroups.OpRemove, 100, "x"))
+	loser := &channelgroups.Snapshot{Version: 100, Entries: []channelgroups.Entry{{Channel: "x", State: channelgroups.Added, At: 100}}}
+	if left := o.Confirm(key, loser); left != 1 {
+		t.Fatalf("a losing stored add confirmed the remove (left %d)", left)
+	}
+	entries, cleared := o.Entries(key)
+	if v := channelgroups.Merge(loser, entries, cleared); len(v.Channels) != 0 {
+		t.Fatalf("view %v, want x removed", v.Channels)
+	}
+	winner := &channelgroups.Snapshot{Version: 100, Entries: []channelgroups.Entry{{Channel: "x", State: channelgroups.Removed, At: 100}}}
+	if left := o.Confirm(key, winner); left != 0 {
+		t.Fatalf("the stored remove did not confirm (left %d)", left)
+	}
+}

@@ -1,0 +1,204 @@
+package subscriber_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/channelgroups/cassandra"
+	"github.com/groupcast/groupcast/internal/testenv"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/subscriber"
+	"github.com/groupcast/groupcast/subscriber/memlog"
+	"github.com/groupcast/groupcast/volatile"
+)
+
+// node runs a node over store with its own in-process log.
+func node(t testing.TB, store subscriber.Store, cfg subscriber.Config) (*subscriber.Node, *memlog.Log) {
+	t.Helper()
+	lg, err := memlog.New(memlog.Config{Shards: cfg.Shards})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := storagecache.New(store, storagecache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := subscriber.NewNode(lg, store, cache, ov, channelgroups.NewClock(nil, 0), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return n, lg
+}
+
+// encode is how the node's own Announce writes an edit; the test feeds logs
+// by announcing through a node whose log it then copies in another order.
+func randomEdits(r *rand.Rand, a channelgroups.Account, g channelgroups.Group, n int, base channelgroups.Timetoken) []channelgroups.Edit {
+	pool := []channelgroups.Channel{"a", "b", "c", "d", "e"}
+	var out []channelgroups.Edit
+	for range n {
+		e := channelgroups.Edit{Account: a, Group: g, At: base + channelgroups.Timetoken(10*(1+r.IntN(8)))}
+		switch x := r.IntN(10); {
+		case x < 5:
+			e.Op = channelgroups.OpAdd
+		case x < 9:
+			e.Op = channelgroups.OpRemove
+		default:
+			e.Op = channelgroups.OpClear
+		}
+		if e.Op != channelgroups.OpClear {
+			e.Channels = []channelgroups.Channel{pool[r.IntN(len(pool))], pool[r.IntN(len(pool))]}
+			slices.Sort(e.Channels)
+			e.Channels = slices.Compact(e.Channels)
+		}
+		e.Shard = channelgroups.ShardOf(a, 4)
+		out = append(out, e)
+	}
+	return out
+}
+
+// TestConvergence: two nodes receive the same concurrent edits in different
+// orders, each having loaded the group from storage at a different point of
+// the history; once they applied everything, both views equal what Cassandra
+// finally stores (G5), before and after their storage refreshes.
+func TestConvergence(t *testing.T) {
+	st, err := cassandra.New(t.Context(), cassandra.Config{Hosts: testenv.CassandraHosts(t), Keyspace: testenv.Keyspace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := subscriber.Config{Shards: 4, FreshWait: 10 * time.Second}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 1))
+	for trial := range 100 {
+		nodeA, logA := node(t, st, cfg)
+		nodeB, logB := node(t, st, cfg)
+		a := channelgroups.Account(fmt.Sprintf("conv%d-%d", seed%100000, trial))
+		key := channelgroups.GroupKey{Account: a, Group: "g"}
+		edits := randomEdits(r, a, "g", 12, channelgroups.TimetokenOf(time.Now()))
+		cutA, cutB := r.IntN(len(edits)+1), r.IntN(len(edits)+1)
+		for i, e := range edits {
+			if i == cutA {
+				if _, err := nodeA.View(t.Context(), key, nil, subscriber.MinimizeLatency); err != nil { // loads storage now
+					t.Fatal(err)
+				}
+			}
+			if i == cutB {
+				if _, err := nodeB.View(t.Context(), key, nil, subscriber.MinimizeLatency); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.Write(t.Context(), e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		final, err := st.Read(t.Context(), a, "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := final.Channels()
+		// Same edits, two orders, into the two nodes' logs.
+		orderB := slices.Clone(edits)
+		r.Shuffle(len(orderB), func(i, j int) { orderB[i], orderB[j] = orderB[j], orderB[i] })
+		for _, feed := range []struct {
+			n     *subscriber.Node
+			log   *memlog.Log
+			edits []channelgroups.Edit
+		}{{nodeA, logA, edits}, {nodeB, logB, orderB}} {
+			var tok channelgroups.Token
+			for _, e := range feed.edits {
+				p, err := feed.log.Append(t.Context(), e.Shard, subscriber.EncodeEdit(e))
+				if err != nil {
+					t.Fatal(err)
+				}
+				tok = channelgroups.Token{Shard: e.Shard, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: p}}}
+			}
+			v, err := feed.n.View(t.Context(), key, &tok, subscriber.AtLeastAsFresh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(v.Channels, want) {
+				t.Fatalf("trial %d: view %v, Cassandra %v (cuts %d/%d)\nedits %+v\nfinal %+v\norder %+v", trial, v.Channels, want, cutA, cutB, edits, final, feed.edits)
+			}
+			// And once storage has been re-read, still the same answer.
+			full, err := feed.n.View(t.Context(), key, nil, subscriber.FullyConsistent)
+			if err != nil || !slices.Equal(full.Channels, want) {
+				t.Fatalf("trial %d: after a storage read %v (%v), want %v", trial, full.Channels, err, want)
+			}
+		}
+	}
+}
+
+// BenchmarkViewHit reads a cached 100-channel group view; BenchmarkMapRead
+// reads the same channels from a plain map, the reference.
+func BenchmarkViewHit(b *testing.B) {
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	chs := make([]channelgroups.Channel, 100)
+	for i := range chs {
+		chs[i] = channelgroups.Channel(fmt.Sprintf("channel-%03d", i))
+	}
+	if err := st.Write(b.Context(), channelgroups.Edit{Account: "acct", Group: "g", Op: channelgroups.OpAdd, Channels: chs, At: channelgroups.TimetokenOf(time.Now())}); err != nil {
+		b.Fatal(err)
+	}
+	n, _ := node(b, st, subscriber.Config{})
+	key := channelgroups.GroupKey{Account: "acct", Group: "g"}
+	if v, err := n.View(b.Context(), key, nil, subscriber.MinimizeLatency); err != nil || len(v.Channels) != 100 {
+		b.Fatalf("warm-up: %v %v", v, err)
+	}
+	ctx := b.Context()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			v, _ := n.View(ctx, key, nil, subscriber.MinimizeLatency)
+			if len(v.Channels) != 100 {
+				b.Fatal("wrong view")
+			}
+		}
+	})
+}
+
+func BenchmarkMapRead(b *testing.B) {
+	chs := make([]channelgroups.Channel, 100)
+	for i := range chs {
+		chs[i] = channelgroups.Channel(fmt.Sprintf("channel-%03d", i))
+	}
+	m := map[channelgroups.GroupKey][]channelgroups.Channel{}
+	for i := range 1000 {
+		m[channelgroups.GroupKey{Account: "acct", Group: channelgroups.Group(fmt.Sprint("g", i))}] = chs
+	}
+	m[channelgroups.GroupKey{Account: "acct", Group: "g"}] = chs
+	key := channelgroups.GroupKey{Account: "acct", Group: "g"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if len(m[key]) != 100 {
+				b.Fatal("wrong")
+			}
+		}
+	})
+}
