@@ -105,7 +105,11 @@ func New(store channelgroups.Store, cfg Config) (*Cache, error) {
 		MaximumWeight:    cfg.MaxWeight,
 		Weigher:          func(_ channelgroups.GroupKey, g *Group) uint32 { return uint32(1 + len(g.Snapshot.Entries)) },
 		ExpiryCalculator: otter.ExpiryAccessing[channelgroups.GroupKey, *Group](cfg.ExpireAfterAccess),
-		StatsRecorder:    counter,
+		// Refreshes are requested by the node (on changes and for touched
+		// groups); otter only accepts Refresh calls when it has a refresh
+		// calculator, so give it one that never fires by itself.
+		RefreshCalculator: otter.RefreshWriting[channelgroups.GroupKey, *Group](100 * 365 * 24 * time.Hour),
+		StatsRecorder:     counter,
 		OnAtomicDeletion: func(e otter.DeletionEvent[channelgroups.GroupKey, *Group]) {
 			if e.Cause != otter.CauseReplacement {
 				index.Delete(e.Key)
