@@ -1,5 +1,5 @@
 # groupcast — the two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test vet infra-up infra-down build
+.PHONY: run test vet infra-up infra-down build bench-propagation bench-views
 
 run:
 	go run ./cmd/groupcastd
@@ -20,3 +20,11 @@ infra-up:
 
 infra-down:
 	scripts/infra down
+
+# Propagation A → B on real Cassandra and Redis: overlay on vs. the 1 s storage-polling baseline.
+bench-propagation:
+	scripts/bench-propagation
+
+# View reads on a cache hit vs. a plain map read.
+bench-views:
+	go test -run XXX -bench 'ViewHit|MapRead' -benchtime 1s -count 6 -cpu 1,2 ./subscriber/

@@ -256,15 +256,18 @@ func (n *Node) apply(le LogEntry) {
 		_ = n.clock.Witness(e.At) // a far-future timetoken is not witnessed; the change still applies
 		key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
 		n.viewMu.Lock()
-		if n.overlay.Apply(e) {
+		overlaid := n.overlay.Apply(e)
+		if overlaid {
 			n.buildLocked(key)
-		} else {
-			n.cache.Unpublish(key) // storage-only account: its view waits for the refresh
 		}
 		n.viewMu.Unlock()
-		// Storage already has the change: refresh the snapshot so the
-		// overlay entry is confirmed and dropped.
-		n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
+		if overlaid {
+			// Storage already has the change: refresh the snapshot so the
+			// overlay entry is confirmed and dropped.
+			n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
+		}
+		// A storage-only account (overlay off) sees the change at the next
+		// periodic refresh, as a cache polling storage would.
 	}
 	s := n.shards[le.Shard]
 	s.mu.Lock()

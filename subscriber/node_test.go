@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/channelgroups/cassandra"
@@ -201,4 +203,42 @@ func BenchmarkMapRead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestNodeStopsCleanly: Run returns when its context ends and leaves no
+// goroutine behind (the cache's included once closed).
+func TestNodeStopsCleanly(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lg, _ := memlog.New(memlog.Config{})
+	cache, _ := storagecache.New(st, storagecache.Config{})
+	ov, _ := volatile.New(volatile.Config{})
+	n, err := subscriber.NewNode(lg, st, cache, ov, channelgroups.NewClock(nil, 0), subscriber.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	svc, _ := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{Announcer: n})
+	r, err := svc.Add(t.Context(), "a", "g", []channelgroups.Channel{"x"}, channelgroups.IfMatch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := n.View(t.Context(), channelgroups.GroupKey{Account: "a", Group: "g"}, &r.Token, subscriber.AtLeastAsFresh)
+	if err != nil || !slices.Equal(v.Channels, []channelgroups.Channel{"x"}) {
+		t.Fatalf("view %v, %v", v, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	cache.Close()
 }

@@ -59,6 +59,7 @@ type options struct {
 	node, logLevel, secret       string
 	volatileAccounts             string
 	volatileTTL, freshWait       time.Duration
+	refreshEvery                 time.Duration
 	shutdownTimeout              time.Duration
 }
 
@@ -82,6 +83,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.shards, "shards", channelgroups.DefaultShards, "number of account shards (every node of a region needs the same)")
 	fs.StringVar(&o.volatileAccounts, "volatile-accounts", "all", "accounts that use the volatile overlay: all, none, or a comma-separated list")
 	fs.DurationVar(&o.volatileTTL, "volatile-ttl", 4*time.Second, "how long an overlay entry waits for storage to confirm it")
+	fs.DurationVar(&o.refreshEvery, "refresh-every", 30*time.Second, "how often groups read since the last round are re-read from storage")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	var envErr error
@@ -285,7 +287,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
-		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, Logger: logger, Registerer: reg,
+		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err
