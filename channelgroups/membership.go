@@ -151,3 +151,33 @@ func (s *Snapshot) Apply(e Edit) {
 		}
 	}
 }
+
+// MergeSnapshots combines two snapshots of the same group read from
+// different places (say, two datacenters): the result is what Apply would
+// give after every edit either of them reflects.
+func MergeSnapshots(a, b Snapshot) Snapshot {
+	out := Snapshot{Version: max(a.Version, b.Version), Cleared: max(a.Cleared, b.Cleared)}
+	i, j := 0, 0
+	for i < len(a.Entries) || j < len(b.Entries) {
+		var e Entry
+		switch {
+		case j == len(b.Entries) || (i < len(a.Entries) && a.Entries[i].Channel < b.Entries[j].Channel):
+			e = a.Entries[i]
+			i++
+		case i == len(a.Entries) || b.Entries[j].Channel < a.Entries[i].Channel:
+			e = b.Entries[j]
+			j++
+		default:
+			e = a.Entries[i]
+			if b.Entries[j].Supersedes(e) {
+				e = b.Entries[j]
+			}
+			i++
+			j++
+		}
+		if e.At > out.Cleared {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	return out
+}

@@ -86,3 +86,32 @@ func sameSnapshot(a, b channelgroups.Snapshot) bool {
 	return a.Version == b.Version && a.Cleared == b.Cleared && len(a.Entries) == len(b.Entries) &&
 		(len(a.Entries) == 0 || reflect.DeepEqual(a.Entries, b.Entries))
 }
+
+// TestMergeSnapshots: merging snapshots that each saw part of a history
+// gives the model of the whole history.
+func TestMergeSnapshots(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	pool := []channelgroups.Channel{"a", "b", "c", "d"}
+	for trial := range 3000 {
+		var all, left, right channelgroups.Snapshot
+		for range 1 + r.IntN(10) {
+			e := channelgroups.Edit{Op: channelgroups.Op(1 + r.IntN(3)), At: channelgroups.Timetoken(10 * (1 + r.IntN(5)))}
+			if e.Op != channelgroups.OpClear {
+				e.Channels = []channelgroups.Channel{pool[r.IntN(len(pool))]}
+			}
+			all.Apply(e)
+			switch r.IntN(3) {
+			case 0:
+				left.Apply(e)
+			case 1:
+				right.Apply(e)
+			default:
+				left.Apply(e)
+				right.Apply(e)
+			}
+		}
+		if got := channelgroups.MergeSnapshots(left, right); !sameSnapshot(got, all) {
+			t.Fatalf("trial %d: merge %+v, model %+v", trial, got, all)
+		}
+	}
+}

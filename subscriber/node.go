@@ -36,6 +36,11 @@ type Config struct {
 	// RefreshEvery is how often the groups read since the last round are
 	// re-read from storage, repairing any drift; zero means 30s.
 	RefreshEvery time.Duration
+	// RegionStores reads a group in another region's datacenter, by region
+	// number (LOCAL_QUORUM there). A token carrying an edit of a region not
+	// listed, other than this one, cannot be honoured: its reads fail with
+	// ErrUnavailable rather than risk a stale answer.
+	RegionStores map[int]channelgroups.Store
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the node's metrics; nil means none.
@@ -348,17 +353,17 @@ func (n *Node) janitor(ctx context.Context) {
 func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode Consistency) (*channelgroups.View, error) {
 	switch {
 	case mode == FullyConsistent:
-		return n.slow(ctx, key)
+		return n.slow(ctx, key, tok)
 	case mode == MinimizeLatency || tok == nil:
 		// Not counted: the path metric is about reads that carry a token,
 		// and this is the hot path (HTTP request metrics count every read).
 		return n.fast(ctx, key)
 	case !n.overlay.Enabled(key.Account):
-		return n.slow(ctx, key)
+		return n.slow(ctx, key, tok)
 	case tok.Pending != 0:
 		last, ok := n.announcedThrough(ctx, tok.Shard, tok.Pending)
 		if !ok {
-			return n.slow(ctx, key)
+			return n.slow(ctx, key, tok)
 		}
 		t := tok.Merge(channelgroups.Token{Shard: tok.Shard, Positions: []channelgroups.RegionPosition{{Region: n.cfg.Region, Pos: last}}})
 		tok = &t
@@ -371,7 +376,40 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 		n.m.reads.WithLabelValues("waited").Inc()
 		return n.fast(ctx, key)
 	}
-	return n.slow(ctx, key)
+	return n.slow(ctx, key, tok)
+}
+
+// ErrNoRoute reports a token naming a region this node cannot read.
+var ErrNoRoute = fmt.Errorf("subscriber: no storage route to a region the token names: %w", channelgroups.ErrUnavailable)
+
+// read reads the group from this region's storage and from the storage of
+// every other region whose edits tok covers, and merges the snapshots.
+func (n *Node) read(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token) (channelgroups.Snapshot, error) {
+	snap, err := n.store.Read(ctx, key.Account, key.Group)
+	if err != nil || tok == nil {
+		return snap, err
+	}
+	regions := map[int]bool{}
+	if tok.Origin != 0 && tok.Origin != n.cfg.Region {
+		regions[tok.Origin] = true
+	}
+	for _, rp := range tok.Positions {
+		if rp.Region != n.cfg.Region {
+			regions[rp.Region] = true
+		}
+	}
+	for r := range regions {
+		st, ok := n.cfg.RegionStores[r]
+		if !ok {
+			return channelgroups.Snapshot{}, fmt.Errorf("region %d: %w", r, ErrNoRoute)
+		}
+		remote, err := st.Read(ctx, key.Account, key.Group)
+		if err != nil {
+			return channelgroups.Snapshot{}, fmt.Errorf("region %d: %w", r, err)
+		}
+		snap = channelgroups.MergeSnapshots(snap, remote)
+	}
+	return snap, nil
 }
 
 // fast serves from memory: one lock-free lookup on a hit.
@@ -396,10 +434,10 @@ func (n *Node) fast(ctx context.Context, key channelgroups.GroupKey) (*channelgr
 	return channelgroups.Merge(g.Snapshot, entries, cleared), nil
 }
 
-// slow reads the group from storage (LOCAL_QUORUM), merges the overlay and
-// offers the snapshot to the cache.
-func (n *Node) slow(ctx context.Context, key channelgroups.GroupKey) (*channelgroups.View, error) {
-	snap, err := n.store.Read(ctx, key.Account, key.Group)
+// slow reads the group from storage (LOCAL_QUORUM in every region tok's
+// edits come from), merges the overlay and offers the snapshot to the cache.
+func (n *Node) slow(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token) (*channelgroups.View, error) {
+	snap, err := n.read(ctx, key, tok)
 	if err != nil {
 		n.m.reads.WithLabelValues("failed").Inc()
 		return nil, err

@@ -2,6 +2,7 @@ package subscriber_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -241,4 +242,42 @@ func TestNodeStopsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache.Close()
+}
+
+// TestTokensFromOtherRegions: a token whose edits come from another region
+// is honoured by reading that region's storage too, and refused (503, never
+// stale) when this node has no route there.
+func TestTokensFromOtherRegions(t *testing.T) {
+	open := func(name string) *bolt.Store {
+		st, err := bolt.Open(filepath.Join(t.TempDir(), name), bolt.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	local, remote := open("dc1.db"), open("dc2.db")
+	// An edit made in region 2, not yet replicated to region 1's datacenter.
+	at := channelgroups.TimetokenOf(time.Now())
+	e := channelgroups.Edit{Account: "a", Group: "g", Shard: channelgroups.ShardOf("a", channelgroups.DefaultShards), Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"far"}, At: at}
+	if err := remote.Write(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+	tok := &channelgroups.Token{Shard: e.Shard, At: at, Origin: 2,
+		Positions: []channelgroups.RegionPosition{{Region: 2, Pos: channelgroups.Position{Ms: uint64(time.Now().UnixMilli())}}}}
+	key := channelgroups.GroupKey{Account: "a", Group: "g"}
+
+	routed, _ := node(t, local, subscriber.Config{Region: 1, FreshWait: time.Millisecond, RegionStores: map[int]channelgroups.Store{2: remote}})
+	v, err := routed.View(t.Context(), key, tok, subscriber.AtLeastAsFresh)
+	if err != nil || !slices.Equal(v.Channels, []channelgroups.Channel{"far"}) {
+		t.Fatalf("with a route to region 2: %v, %v", v, err)
+	}
+	unrouted, _ := node(t, local, subscriber.Config{Region: 1, FreshWait: time.Millisecond})
+	if v, err := unrouted.View(t.Context(), key, tok, subscriber.AtLeastAsFresh); !errors.Is(err, channelgroups.ErrUnavailable) {
+		t.Fatalf("without a route: %v, %v; want ErrUnavailable", v, err)
+	}
+	// Without a token, the local view is what it is.
+	if v, err := unrouted.View(t.Context(), key, nil, subscriber.MinimizeLatency); err != nil || len(v.Channels) != 0 {
+		t.Fatalf("no token: %v, %v", v, err)
+	}
 }

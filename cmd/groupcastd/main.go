@@ -54,7 +54,7 @@ type options struct {
 	listen, data                 string
 	cassandra, cassandraDC       string
 	replication, keyspace, redis string
-	redisPrefix                  string
+	redisPrefix, regionDCs       string
 	region, shards               int
 	node, logLevel, secret       string
 	volatileAccounts             string
@@ -74,6 +74,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.cassandraDC, "cassandra-dc", "dc1", "this region's Cassandra datacenter")
 	fs.StringVar(&o.replication, "cassandra-replication", "", "replication per DC used when creating the keyspace, e.g. dc1:3,dc2:3; empty = <cassandra-dc>:1")
 	fs.StringVar(&o.keyspace, "keyspace", "groupcast", "Cassandra keyspace")
+	fs.StringVar(&o.regionDCs, "region-dcs", "", "Cassandra datacenter of each other region, e.g. 2=eu,3=ap: token reads of edits made there read that DC")
 	fs.StringVar(&o.redis, "redis", "", "Redis address (host:port); empty = in-process")
 	fs.StringVar(&o.redisPrefix, "redis-prefix", "groupcast", "prefix of this cluster's Redis keys")
 	fs.IntVar(&o.region, "region", 1, "this region's number (>= 1)")
@@ -236,6 +237,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		closers = append(closers, c.Close)
 		store, storeDesc = c, fmt.Sprintf("cassandra %s (dc %s, keyspace %s)", o.cassandra, o.cassandraDC, o.keyspace)
 	}
+	regionStores := map[int]channelgroups.Store{}
+	if o.regionDCs != "" {
+		if o.cassandra == "" {
+			return errors.New("--region-dcs needs --cassandra")
+		}
+		for part := range strings.SplitSeq(o.regionDCs, ",") {
+			r, dc, ok := strings.Cut(part, "=")
+			region, err := strconv.Atoi(r)
+			if !ok || err != nil || region < 1 || dc == "" {
+				return fmt.Errorf("--region-dcs: %q is not region=dc", part)
+			}
+			remote, err := cassandra.New(ctx, cassandra.Config{Hosts: strings.Split(o.cassandra, ","), LocalDC: dc, Keyspace: o.keyspace, Logger: logger})
+			if err != nil {
+				return fmt.Errorf("region %d (dc %s): %w", region, dc, err)
+			}
+			closers = append(closers, remote.Close)
+			regionStores[region] = remote
+		}
+	}
 	observed, err := observe.New(store, reg)
 	if err != nil {
 		return err
@@ -287,7 +307,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
-		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery, Logger: logger, Registerer: reg,
+		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery,
+		RegionStores: regionStores, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err
