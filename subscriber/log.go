@@ -21,6 +21,9 @@ type Log interface {
 	Read(ctx context.Context, cursors []channelgroups.Position, max int, block time.Duration) ([]LogEntry, error)
 	// Last returns the position of shard's newest entry; zero if empty.
 	Last(ctx context.Context, shard int) (channelgroups.Position, error)
+	// Range returns up to max of shard's entries after `after`, in order,
+	// without waiting: what a node replays into its message rings at start.
+	Range(ctx context.Context, shard int, after channelgroups.Position, max int) ([]LogEntry, error)
 }
 
 // LogEntry is one record read from a shard log.

@@ -41,6 +41,15 @@ type Config struct {
 	// listed, other than this one, cannot be honoured: its reads fail with
 	// ErrUnavailable rather than risk a stale answer.
 	RegionStores map[int]channelgroups.Store
+	// RingSize is how many messages each channel keeps; zero means 100.
+	RingSize int
+	// RingAge is how long messages are kept; zero means 20m.
+	RingAge time.Duration
+	// PollHold is how long a subscribe parks at most; zero means 280s.
+	PollHold time.Duration
+	// TrackIdle is how long a group with no subscribers stays tracked;
+	// zero means 5m.
+	TrackIdle time.Duration
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the node's metrics; nil means none.
@@ -100,6 +109,16 @@ type Node struct {
 	shards []*shard
 	kick   chan struct{}
 	m      nodeMetrics
+
+	// Lock order: viewMu, then msgMu, then a shard's mu.
+	msgMu      sync.Mutex
+	rings      map[chanKey]*ring
+	byChannel  map[chanKey]map[*waiter]struct{}
+	tracked    map[channelgroups.GroupKey]*trackedGroup
+	containing map[chanKey]map[channelgroups.Group]struct{}
+
+	release     chan struct{}
+	releaseOnce sync.Once
 }
 
 type shard struct {
@@ -119,6 +138,7 @@ type shard struct {
 }
 
 type nodeMetrics struct {
+	published prometheus.Counter
 	lag       prometheus.Histogram
 	reads     *prometheus.CounterVec
 	fastReads prometheus.Counter // reads.WithLabelValues("fast"), resolved once: the hot path
@@ -146,13 +166,27 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	if cfg.RefreshEvery == 0 {
 		cfg.RefreshEvery = 30 * time.Second
 	}
-	if cfg.Region < 0 || cfg.Shards < 0 || cfg.FreshWait < 0 || cfg.SweepEvery < 0 {
+	if cfg.RingSize == 0 {
+		cfg.RingSize = 100
+	}
+	if cfg.RingAge == 0 {
+		cfg.RingAge = 20 * time.Minute
+	}
+	if cfg.PollHold == 0 {
+		cfg.PollHold = 280 * time.Second
+	}
+	if cfg.TrackIdle == 0 {
+		cfg.TrackIdle = 5 * time.Minute
+	}
+	if cfg.Region < 0 || cfg.Shards < 0 || cfg.FreshWait < 0 || cfg.SweepEvery < 0 || cfg.RingSize < 0 || cfg.RingAge < 0 || cfg.PollHold < 0 || cfg.TrackIdle < 0 {
 		return nil, errors.New("subscriber: Region, Shards, FreshWait and SweepEvery must be >= 0")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1),
+		rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*waiter]struct{}{}, tracked: map[channelgroups.GroupKey]*trackedGroup{},
+		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{})}
 	for range cfg.Shards {
 		n.shards = append(n.shards, &shard{changed: make(chan struct{})})
 	}
@@ -169,6 +203,9 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "groupcast_log_entries_applied_total", Help: "Shard log entries applied by this node.",
 		}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_messages_published_total", Help: "Messages appended to the shard logs by this node.",
+		}),
 		announced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_edits_announced_total",
 			Help: "Edits appended to their shard log, by how: direct, or later from the outbox; and edits left unannounced.",
@@ -176,7 +213,7 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	}
 	n.m.fastReads = n.m.reads.WithLabelValues("fast")
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced} {
+		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced, n.m.published} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
@@ -187,7 +224,9 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 
 // Start sets every shard's applied position to the end of its log: what is
 // before it is already in storage (an edit is stored before it is appended),
-// what follows is applied by Run. Call it once, before serving reads.
+// what follows is applied by Run. It also replays the retention window's
+// messages into the rings, so cursors from before the start are served.
+// Call it once, before serving.
 func (n *Node) Start(ctx context.Context) error {
 	for i, s := range n.shards {
 		p, err := n.log.Last(ctx, i)
@@ -196,7 +235,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		s.applied = p
 	}
-	return nil
+	return n.replay(ctx)
 }
 
 // Run applies the shard logs, re-reads storage for unconfirmed overlay
@@ -254,14 +293,19 @@ func wait(ctx context.Context, d time.Duration) {
 // apply applies one log entry: the overlay first (so the view has the change
 // before anyone can learn the position is applied), then the position.
 func (n *Node) apply(le LogEntry) {
-	e, err := decodeRecord(le.Data, le.Shard)
-	if err != nil {
+	e, m, err := decodeRecord(le.Data, le.Shard)
+	var wake []*waiter
+	switch {
+	case err != nil:
 		n.cfg.Logger.Error("skipping a log entry", "shard", le.Shard, "pos", le.Pos, "err", err)
-	} else {
+	case m != nil:
+		m.Pos = le.Pos
+		wake = n.applyMessage(m)
+	default:
 		_ = n.clock.Witness(e.At) // a far-future timetoken is not witnessed; the change still applies
 		key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
 		n.viewMu.Lock()
-		overlaid := n.overlay.Apply(e)
+		overlaid := n.overlay.Apply(*e)
 		if overlaid {
 			n.buildLocked(key)
 		}
@@ -282,6 +326,9 @@ func (n *Node) apply(le LogEntry) {
 		s.changed = make(chan struct{})
 	}
 	s.mu.Unlock()
+	for _, w := range wake { // after the position moved: a woken poll's cut includes the message
+		w.signal()
+	}
 	n.m.applied.Inc()
 	n.m.lag.Observe(time.Since(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
 }
@@ -314,6 +361,7 @@ func (n *Node) buildLocked(key channelgroups.GroupKey) *channelgroups.View {
 	v := channelgroups.Merge(g.Snapshot, entries, cleared)
 	g.SetView(v)
 	n.cache.Publish(key, g)
+	n.trackLocked(key, v)
 	return v
 }
 
@@ -328,10 +376,11 @@ func (n *Node) janitor(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-refresh.C:
+		case now := <-refresh.C:
 			n.cache.Touched(func(key channelgroups.GroupKey) {
 				n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
 			})
+			n.sweepMessages(now)
 		case <-t.C:
 			for _, key := range n.overlay.Expired() {
 				if _, ok := n.cache.Peek(key); ok {

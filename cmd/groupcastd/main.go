@@ -59,7 +59,7 @@ type options struct {
 	node, logLevel, secret       string
 	volatileAccounts             string
 	volatileTTL, freshWait       time.Duration
-	refreshEvery                 time.Duration
+	refreshEvery, pollHold       time.Duration
 	shutdownTimeout              time.Duration
 }
 
@@ -85,6 +85,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.volatileAccounts, "volatile-accounts", "all", "accounts that use the volatile overlay: all, none, or a comma-separated list")
 	fs.DurationVar(&o.volatileTTL, "volatile-ttl", 4*time.Second, "how long an overlay entry waits for storage to confirm it")
 	fs.DurationVar(&o.refreshEvery, "refresh-every", 30*time.Second, "how often groups read since the last round are re-read from storage")
+	fs.DurationVar(&o.pollHold, "poll-hold", 280*time.Second, "how long a subscribe long-poll parks at most")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	var envErr error
@@ -308,7 +309,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
 		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery,
-		RegionStores: regionStores, Logger: logger, Registerer: reg,
+		RegionStores: regionStores, PollHold: o.pollHold, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -330,6 +331,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Views:      node,
 		Tokens:     tokens,
 		Replays:    observed,
+		Pubsub:     node,
+		Region:     o.region,
 		Registerer: reg,
 		Gatherer:   reg,
 		Logger:     logger,
@@ -363,6 +366,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("shutting down", "timeout", o.shutdownTimeout)
 	api.Drain()
+	node.ReleasePolls() // parked long-polls answer now, so clients reconnect elsewhere
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
 	if err := srv.ShutdownWithContext(sctx); err != nil {

@@ -37,6 +37,10 @@ type Config struct {
 	Tokens *channelgroups.TokenKey
 	// Replays keeps answers for Idempotency-Key retries; required.
 	Replays channelgroups.Replays
+	// Pubsub publishes, delivers and keeps messages; required.
+	Pubsub Pubsub
+	// Region is this region's number, sent in subscribe cursors; zero means 1.
+	Region int
 	// Ready reports whether the back ends answer; nil means always ready.
 	Ready func(ctx context.Context) error
 	// Registerer receives the HTTP metrics; nil means no metrics.
@@ -62,8 +66,11 @@ type API struct {
 
 // New validates cfg and returns the API.
 func New(cfg Config) (*API, error) {
-	if cfg.Groups == nil || cfg.Views == nil || cfg.Tokens == nil || cfg.Replays == nil {
-		return nil, errors.New("httpapi: Config.Groups, Views, Tokens and Replays are required")
+	if cfg.Groups == nil || cfg.Views == nil || cfg.Tokens == nil || cfg.Replays == nil || cfg.Pubsub == nil {
+		return nil, errors.New("httpapi: Config.Groups, Views, Tokens, Replays and Pubsub are required")
+	}
+	if cfg.Region == 0 {
+		cfg.Region = 1
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -97,6 +104,13 @@ func New(cfg Config) (*API, error) {
 	return a, nil
 }
 
+// Pubsub is the messaging side of a node; *subscriber.Node is one.
+type Pubsub interface {
+	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
+	Poll(ctx context.Context, req subscriber.PollRequest) (subscriber.PollResult, error)
+	History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*subscriber.Message
+}
+
 // Viewer serves group views; *subscriber.Node is one.
 type Viewer interface {
 	View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode subscriber.Consistency) (*channelgroups.View, error)
@@ -106,8 +120,11 @@ type Viewer interface {
 func (a *API) Drain() { a.draining.Store(true) }
 
 // MaxRequestHeaderBytes bounds the request line and headers (and so the
-// query string); a longer request gets 431 with a JSON body.
-const MaxRequestHeaderBytes = 64 << 10
+// query string, which carries a GET publish's message: 32 KiB of JSON
+// percent-encoded); a longer request gets 431 with a JSON body. The read
+// buffer is released while a request is being handled (ReduceMemoryUsage),
+// so parked long-polls do not hold it.
+const MaxRequestHeaderBytes = 128 << 10
 
 // NewServer returns a fasthttp server for the API with JSON error answers
 // for requests fasthttp itself rejects.
@@ -124,6 +141,7 @@ func NewServer(a *API) *fasthttp.Server {
 		NoDefaultContentType:  true,
 		NoDefaultServerHeader: false,
 		CloseOnShutdown:       true,
+		ReduceMemoryUsage:     true,
 	}
 }
 
@@ -216,6 +234,23 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 		}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group", "*", "remove"):
 		return get("cg_delete", a.serveEdit)
+	case len(parts) >= 6 && (parts[0] == "publish" || parts[0] == "signal") && parts[3] == "0" && parts[5] == "0":
+		if ctx.IsPost() && len(parts) == 6 || ctx.IsGet() && len(parts) >= 7 {
+			a.servePublish(ctx, parts)
+			return parts[0]
+		}
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "publish is GET with the message in the path, or POST with it as the body")
+		return parts[0]
+	case match(parts, "v2", "subscribe", "*", "*", "0"):
+		return get("subscribe", a.serveSubscribe)
+	case match(parts, "v3", "history", "sub-key", "*", "channel", "*"):
+		return get("history_v3", a.serveHistoryV3)
+	case match(parts, "v2", "history", "sub-key", "*", "channel", "*"):
+		return get("history_v2", a.serveHistoryV2)
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "heartbeat"):
+		return get("heartbeat", a.serveHeartbeat)
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "leave"):
+		return get("leave", a.serveLeave)
 	}
 	writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+raw)
 	return "not_found"
@@ -264,7 +299,8 @@ func (a *API) writeDomainError(ctx *fasthttp.RequestCtx, service string, err err
 		errors.Is(err, channelgroups.ErrNoChannels),
 		errors.Is(err, channelgroups.ErrInvalidTimetoken),
 		errors.Is(err, channelgroups.ErrInvalidToken),
-		errors.Is(err, subscriber.ErrBadRequest):
+		errors.Is(err, subscriber.ErrBadRequest),
+		errors.Is(err, errBadRequest):
 		writeError(ctx, fasthttp.StatusBadRequest, service, err.Error())
 	case errors.Is(err, channelgroups.ErrVersionMismatch):
 		var m *channelgroups.VersionMismatchError

@@ -76,7 +76,7 @@ func embeddedWith(t testing.TB, reg *prometheus.Registry, ncfg subscriber.Config
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := httpapi.Config{Groups: svc, Views: node, Tokens: tokens, Replays: st}
+	cfg := httpapi.Config{Groups: svc, Views: node, Tokens: tokens, Replays: st, Pubsub: node}
 	if reg != nil {
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}

@@ -21,6 +21,7 @@ func Run(t *testing.T, newLog func(t *testing.T, shards int) subscriber.Log) {
 	t.Run("ReadTimesOut", func(t *testing.T) { t.Parallel(); testReadTimesOut(t, newLog(t, 4)) })
 	t.Run("ConcurrentAppends", func(t *testing.T) { t.Parallel(); testConcurrentAppends(t, newLog(t, 2)) })
 	t.Run("BadShard", func(t *testing.T) { t.Parallel(); testBadShard(t, newLog(t, 2)) })
+	t.Run("Range", func(t *testing.T) { t.Parallel(); testRange(t, newLog(t, 2)) })
 }
 
 func appendN(t *testing.T, l subscriber.Log, shard, n int, prefix string) []channelgroups.Position {
@@ -164,5 +165,25 @@ func testBadShard(t *testing.T, l subscriber.Log) {
 	}
 	if _, err := l.Read(t.Context(), make([]channelgroups.Position, 3), 1, time.Millisecond); err == nil {
 		t.Fatal("Read with 3 cursors for 2 shards succeeded")
+	}
+}
+
+func testRange(t *testing.T, l subscriber.Log) {
+	ps := appendN(t, l, 1, 10, "r")
+	appendN(t, l, 0, 3, "other")
+	got, err := l.Range(t.Context(), 1, ps[3], 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Pos != ps[4] || got[3].Pos != ps[7] || string(got[0].Data) != "r4" {
+		t.Fatalf("Range after %v = %+v", ps[3], got)
+	}
+	all, err := l.Range(t.Context(), 1, channelgroups.Position{}, 100)
+	if err != nil || len(all) != 10 {
+		t.Fatalf("Range from the start: %d entries, %v", len(all), err)
+	}
+	none, err := l.Range(t.Context(), 1, ps[9], 100)
+	if err != nil || len(none) != 0 {
+		t.Fatalf("Range after the end: %+v, %v", none, err)
 	}
 }

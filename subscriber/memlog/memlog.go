@@ -121,3 +121,19 @@ func (l *Log) Last(ctx context.Context, shard int) (channelgroups.Position, erro
 	defer l.mu.Unlock()
 	return l.last[shard], ctx.Err()
 }
+
+// Range implements subscriber.Log.
+func (l *Log) Range(ctx context.Context, shard int, after channelgroups.Position, max int) ([]subscriber.LogEntry, error) {
+	if shard < 0 || shard >= l.cfg.Shards {
+		return nil, errShard
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []subscriber.LogEntry
+	for _, e := range l.shards[shard] {
+		if after.Less(e.Pos) && len(out) < max {
+			out = append(out, e)
+		}
+	}
+	return out, ctx.Err()
+}

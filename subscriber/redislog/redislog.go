@@ -169,3 +169,25 @@ func (l *Log) Last(ctx context.Context, shard int) (channelgroups.Position, erro
 	}
 	return channelgroups.ParsePosition(msgs[0].ID)
 }
+
+// Range implements subscriber.Log with XRANGE.
+func (l *Log) Range(ctx context.Context, shard int, after channelgroups.Position, max int) ([]subscriber.LogEntry, error) {
+	key, err := l.key(shard)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := l.rdb.XRangeN(ctx, key, "("+after.String(), "+", int64(max)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redislog: range: %w", err)
+	}
+	out := make([]subscriber.LogEntry, 0, len(msgs))
+	for _, m := range msgs {
+		p, err := channelgroups.ParsePosition(m.ID)
+		if err != nil {
+			return nil, err
+		}
+		v, _ := m.Values["r"].(string)
+		out = append(out, subscriber.LogEntry{Shard: shard, Pos: p, Data: []byte(v)})
+	}
+	return out, nil
+}

@@ -1,0 +1,381 @@
+package httpapi
+
+import (
+	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber"
+)
+
+// errBadRequest wraps request errors of this package (answered with 400).
+var errBadRequest = errors.New("httpapi: bad request")
+
+// MaxMessageBytes is the largest message (JSON) a publish accepts.
+const MaxMessageBytes = 32 << 10
+
+// Subscribe limits.
+const (
+	MaxSubscribeGroups   = 10
+	MaxSubscribeChannels = 100
+)
+
+// publishError writes PubNub's publish error shape, [0,"reason","tt"].
+func (a *API) publishError(ctx *fasthttp.RequestCtx, status int, reason string) {
+	b, _ := json.Marshal([]any{0, reason, a.cfg.Groups.Clock().Now().String()})
+	ctx.SetStatusCode(status)
+	ctx.SetBody(b)
+}
+
+// parts: publish|signal {pub} {sub} 0 {channel} 0 [{message}]
+func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
+	if _, err := channelgroups.ParseAccount(parts[1]); err != nil {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid publish key: "+err.Error())
+		return
+	}
+	acct, err := channelgroups.ParseAccount(parts[2])
+	if err != nil {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid subscribe key: "+err.Error())
+		return
+	}
+	ch, err := channelgroups.ParseChannel(parts[4])
+	if err != nil {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid channel: "+err.Error())
+		return
+	}
+	var payload []byte
+	if ctx.IsPost() {
+		if payload, err = postBody(ctx); err != nil {
+			a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+	} else {
+		payload = []byte(strings.Join(parts[6:], "/"))
+	}
+	if len(payload) > MaxMessageBytes {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Message Too Large")
+		return
+	}
+	if !json.Valid(payload) {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid JSON")
+		return
+	}
+	args := ctx.QueryArgs()
+	m := &subscriber.Message{
+		Account: acct, Channel: ch, Payload: json.RawMessage(bytes.Clone(payload)),
+		Publisher:  string(args.Peek("uuid")),
+		CustomType: string(args.Peek("custom_message_type")),
+		Signal:     parts[0] == "signal",
+		NoStore:    string(args.Peek("store")) == "0",
+		Key:        string(ctx.Request.Header.Peek("Idempotency-Key")),
+	}
+	if len(m.Publisher) > channelgroups.MaxNameRunes*4 || len(m.CustomType) > 50 {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "uuid or custom_message_type too long")
+		return
+	}
+	if meta := args.Peek("meta"); len(meta) > 0 {
+		if !json.Valid(meta) || len(meta) > MaxMessageBytes {
+			a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid meta: want JSON")
+			return
+		}
+		m.Meta = json.RawMessage(bytes.Clone(meta))
+	}
+	if m.Key != "" {
+		if err := checkIdempotencyKey(m.Key); err != nil {
+			a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	tok, err := a.requestToken(ctx, acct)
+	if err != nil {
+		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	c, cancel := a.work()
+	defer cancel()
+	tt, err := a.cfg.Pubsub.Publish(c, m, tok)
+	switch {
+	case err == nil:
+		b, _ := json.Marshal([]any{1, "Sent", tt.String()})
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		ctx.SetBody(b)
+	case errors.Is(err, channelgroups.ErrInvalidToken):
+		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
+	case errors.Is(err, channelgroups.ErrUnavailable):
+		ctx.Response.Header.Set("Retry-After", "1")
+		a.publishError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+	default:
+		a.cfg.Logger.Error("publish failed", "err", err)
+		a.publishError(ctx, fasthttp.StatusInternalServerError, "internal error")
+	}
+}
+
+// postBody returns a POST publish's message, inflated when it is
+// zlib-compressed (SDKs since 9.4 send Content-Encoding: deflate; some
+// browsers set the header on an uncompressed body, so the body decides).
+func postBody(ctx *fasthttp.RequestCtx) ([]byte, error) {
+	body := ctx.Request.Body()
+	if len(body) >= 2 && body[0] == 0x78 && (uint16(body[0])<<8|uint16(body[1]))%31 == 0 {
+		zr, err := zlib.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("bad deflate body: %w", err)
+		}
+		defer zr.Close()
+		out, err := io.ReadAll(io.LimitReader(zr, MaxMessageBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("bad deflate body: %w", err)
+		}
+		return out, nil
+	}
+	return body, nil
+}
+
+// splitList splits a decoded comma-separated list; "," alone (and "") is empty.
+func splitList(s string) []string {
+	if s == "" || s == "," {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func parseNames[T ~string](list []string, parse func(string) (T, error), max int, what string) ([]T, error) {
+	if len(list) > max {
+		return nil, fmt.Errorf("%d %s, at most %d: %w", len(list), what, max, errBadRequest)
+	}
+	out := make([]T, 0, len(list))
+	for _, s := range list {
+		v, err := parse(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+type cursorJSON struct {
+	T string `json:"t"`
+	R int    `json:"r"`
+}
+
+type envelope struct {
+	A   string                `json:"a"`
+	F   int                   `json:"f"`
+	E   int                   `json:"e,omitempty"`
+	I   string                `json:"i,omitempty"`
+	P   cursorJSON            `json:"p"`
+	K   channelgroups.Account `json:"k"`
+	C   channelgroups.Channel `json:"c"`
+	D   json.RawMessage       `json:"d"`
+	B   channelgroups.Group   `json:"b,omitempty"`
+	U   json.RawMessage       `json:"u,omitempty"`
+	CMT string                `json:"cmt,omitempty"`
+}
+
+type subscribeBody struct {
+	T cursorJSON `json:"t"`
+	M []envelope `json:"m"`
+}
+
+// parts: v2 subscribe {sub} {channels|,} 0
+func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
+	acct, err := channelgroups.ParseAccount(parts[2])
+	if err != nil {
+		a.writeDomainError(ctx, "subscribe", err)
+		return
+	}
+	args := ctx.QueryArgs()
+	req := subscriber.PollRequest{Account: acct}
+	if req.Channels, err = parseNames(splitList(parts[3]), channelgroups.ParseChannel, MaxSubscribeChannels, "channels"); err == nil {
+		req.Groups, err = parseNames(splitList(string(args.Peek("channel-group"))), channelgroups.ParseGroup, MaxSubscribeGroups, "channel groups")
+	}
+	if err == nil && len(req.Channels)+len(req.Groups) == 0 {
+		err = fmt.Errorf("subscribe names no channel and no channel group: %w", errBadRequest)
+	}
+	if err == nil {
+		if tt := args.Peek("tt"); len(tt) > 0 {
+			req.Cursor, err = channelgroups.ParseTimetoken(string(tt))
+		}
+	}
+	if err == nil {
+		req.Token, err = a.requestToken(ctx, acct)
+	}
+	if err == nil {
+		req.Consistency, err = subscriber.ParseConsistency(string(args.Peek("consistency")), req.Token != nil)
+	}
+	if err != nil {
+		a.writeDomainError(ctx, "subscribe", err)
+		return
+	}
+	// fasthttp does not tell a handler that its client went away: the poll's
+	// own hold timer (the node's PollHold) bounds it, and ReleasePolls ends
+	// it at shutdown.
+	c, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res, err := a.cfg.Pubsub.Poll(c, req)
+	if err != nil {
+		a.writeDomainError(ctx, "subscribe", err)
+		return
+	}
+	body := subscribeBody{T: cursorJSON{T: res.Cursor.String(), R: a.cfg.Region}, M: make([]envelope, 0, len(res.Deliveries))}
+	for _, d := range res.Deliveries {
+		m := d.Msg
+		e := envelope{
+			A: strconv.Itoa(channelgroups.ShardOf(acct, channelgroups.DefaultShards) % 10), I: m.Publisher,
+			P: cursorJSON{T: m.Timetoken().String(), R: a.cfg.Region}, K: acct, C: m.Channel, D: m.Payload, B: d.Group, U: m.Meta, CMT: m.CustomType,
+		}
+		if m.Signal {
+			e.E = 1
+		}
+		body.M = append(body.M, e)
+	}
+	writeJSON(ctx, body)
+}
+
+type historyV3Message struct {
+	Message     json.RawMessage `json:"message"`
+	Timetoken   string          `json:"timetoken"`
+	UUID        string          `json:"uuid,omitempty"`
+	MessageType *int            `json:"message_type"`
+	Meta        json.RawMessage `json:"meta,omitempty"`
+	CMT         string          `json:"custom_message_type,omitempty"`
+}
+
+func historyBounds(args *fasthttp.Args) (start, end channelgroups.Timetoken, err error) {
+	if v := args.Peek("start"); len(v) > 0 {
+		if start, err = channelgroups.ParseTimetoken(string(v)); err != nil {
+			return 0, 0, err
+		}
+	}
+	if v := args.Peek("end"); len(v) > 0 {
+		if end, err = channelgroups.ParseTimetoken(string(v)); err != nil {
+			return 0, 0, err
+		}
+	}
+	return start, end, nil
+}
+
+func intArg(args *fasthttp.Args, name string, def, lo, hi int) (int, error) {
+	v := args.Peek(name)
+	if len(v) == 0 {
+		return def, nil
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < lo {
+		return 0, fmt.Errorf("%s=%q: want an integer >= %d: %w", name, v, lo, errBadRequest)
+	}
+	return min(n, hi), nil
+}
+
+// parts: v3 history sub-key {sub} channel {ch1,ch2}
+func (a *API) serveHistoryV3(ctx *fasthttp.RequestCtx, parts []string) {
+	acct, err := channelgroups.ParseAccount(parts[3])
+	var chs []channelgroups.Channel
+	if err == nil {
+		chs, err = parseNames(splitList(parts[5]), channelgroups.ParseChannel, 500, "channels")
+	}
+	if err == nil && len(chs) == 0 {
+		err = fmt.Errorf("history names no channel: %w", errBadRequest)
+	}
+	args := ctx.QueryArgs()
+	limit := 100
+	if len(chs) > 1 {
+		limit = 25
+	}
+	var max int
+	if err == nil {
+		max, err = intArg(args, "max", limit, 1, limit)
+	}
+	var start, end channelgroups.Timetoken
+	if err == nil {
+		start, end, err = historyBounds(args)
+	}
+	if err != nil {
+		a.writeDomainError(ctx, "history", err)
+		return
+	}
+	withMeta := string(args.Peek("include_meta")) == "true"
+	withUUID := string(args.Peek("include_uuid")) != "false"
+	out := map[channelgroups.Channel][]historyV3Message{}
+	for _, c := range chs {
+		msgs := a.cfg.Pubsub.History(acct, c, start, end, max)
+		list := make([]historyV3Message, 0, len(msgs))
+		for _, m := range msgs {
+			h := historyV3Message{Message: m.Payload, Timetoken: m.Timetoken().String(), CMT: m.CustomType}
+			if withUUID {
+				h.UUID = m.Publisher
+			}
+			if withMeta {
+				h.Meta = m.Meta
+			}
+			list = append(list, h)
+		}
+		if len(list) > 0 {
+			out[c] = list
+		}
+	}
+	writeJSON(ctx, map[string]any{"status": 200, "error": false, "error_message": "", "channels": out})
+}
+
+// parts: v2 history sub-key {sub} channel {ch}
+func (a *API) serveHistoryV2(ctx *fasthttp.RequestCtx, parts []string) {
+	acct, err := channelgroups.ParseAccount(parts[3])
+	var ch channelgroups.Channel
+	if err == nil {
+		ch, err = channelgroups.ParseChannel(parts[5])
+	}
+	args := ctx.QueryArgs()
+	var count int
+	if err == nil {
+		count, err = intArg(args, "count", 100, 1, 100)
+	}
+	var start, end channelgroups.Timetoken
+	if err == nil {
+		start, end, err = historyBounds(args)
+	}
+	if err != nil {
+		a.writeDomainError(ctx, "history", err)
+		return
+	}
+	msgs := a.cfg.Pubsub.History(acct, ch, start, end, count)
+	withToken := string(args.Peek("include_token")) == "true"
+	list := make([]any, 0, len(msgs))
+	var first, last string = "0", "0"
+	for i, m := range msgs {
+		if i == 0 {
+			first = m.Timetoken().String()
+		}
+		last = m.Timetoken().String()
+		if withToken {
+			list = append(list, map[string]any{"message": m.Payload, "timetoken": m.Timetoken().String()})
+		} else {
+			list = append(list, m.Payload)
+		}
+	}
+	writeJSON(ctx, []any{list, first, last})
+}
+
+func (a *API) serveHeartbeat(ctx *fasthttp.RequestCtx, parts []string) {
+	if _, err := channelgroups.ParseAccount(parts[3]); err != nil {
+		a.writeDomainError(ctx, "Presence", err)
+		return
+	}
+	ctx.SetBodyString(`{"status":200,"message":"OK","service":"Presence"}`)
+}
+
+func (a *API) serveLeave(ctx *fasthttp.RequestCtx, parts []string) {
+	if _, err := channelgroups.ParseAccount(parts[3]); err != nil {
+		a.writeDomainError(ctx, "Presence", err)
+		return
+	}
+	ctx.SetBodyString(`{"status":200,"message":"OK","action":"leave","service":"Presence"}`)
+}

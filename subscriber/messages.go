@@ -1,0 +1,498 @@
+package subscriber
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/groupcast/groupcast/channelgroups"
+)
+
+// chanKey names one channel of one account.
+type chanKey struct {
+	Account channelgroups.Account
+	Channel channelgroups.Channel
+}
+
+// ringEntry is one message kept for delivery and history, with the tracked
+// groups that held its channel when it was applied: membership as it stood
+// at that point of the log, which is what G3 is about.
+type ringEntry struct {
+	msg    *Message
+	groups []channelgroups.Group
+}
+
+// ring holds a channel's recent messages, oldest first.
+type ring struct {
+	entries []ringEntry
+}
+
+// waiter is a parked subscribe request.
+type waiter struct {
+	wake chan struct{} // buffered 1: a pending wake-up is never lost
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// trackedGroup is a group with subscribers on this node (or recently so).
+// From since on, every message applied records whether the group held its
+// channel.
+type trackedGroup struct {
+	since    channelgroups.Position
+	channels map[channelgroups.Channel]struct{}
+	waiters  map[*waiter]struct{}
+	lastUsed time.Time
+}
+
+// ErrEmptyGroup reports a subscription to a group with no channels.
+var ErrEmptyGroup = fmt.Errorf("subscriber: channel group is empty: %w", ErrBadRequest)
+
+// ErrShardBlocked reports a publish to a shard whose earlier edits are not
+// announced yet: appending now would put the message before them.
+var ErrShardBlocked = fmt.Errorf("subscriber: the account's log is catching up on unannounced edits: %w", channelgroups.ErrUnavailable)
+
+// ErrLogUnavailable reports a failed append of a message.
+var ErrLogUnavailable = fmt.Errorf("subscriber: the account's log is unavailable: %w", channelgroups.ErrUnavailable)
+
+// ErrNotFresh reports a token this node could not catch up with in time.
+var ErrNotFresh = fmt.Errorf("subscriber: this node has not caught up with the token yet: %w", channelgroups.ErrUnavailable)
+
+// Publish appends a message to its account's shard log and returns its
+// timetoken. With a token, the node first waits until it has applied
+// everything the token covers, so the message sorts after those edits.
+func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token) (channelgroups.Timetoken, error) {
+	shard := channelgroups.ShardOf(m.Account, len(n.shards))
+	if tok != nil {
+		if tok.Shard != shard {
+			return 0, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken)
+		}
+		if tok.Pending != 0 {
+			if _, ok := n.announcedThrough(ctx, shard, tok.Pending); !ok {
+				return 0, ErrNotFresh
+			}
+		}
+		if !n.covers(tok) && !n.await(ctx, tok) {
+			return 0, ErrNotFresh
+		}
+	}
+	s := n.shards[shard]
+	s.announceMu.Lock()
+	defer s.announceMu.Unlock()
+	if s.blocked {
+		n.kickDispatcher()
+		return 0, ErrShardBlocked
+	}
+	pos, err := n.log.Append(ctx, shard, encodeMessage(m))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
+	}
+	n.m.published.Inc()
+	return CursorOf(pos), nil
+}
+
+// applyMessage puts a message into its channel's ring and returns the
+// waiters to wake once the shard's applied position has moved past it.
+func (n *Node) applyMessage(m *Message) []*waiter {
+	key := chanKey{Account: m.Account, Channel: m.Channel}
+	n.msgMu.Lock()
+	defer n.msgMu.Unlock()
+	r := n.rings[key]
+	if r == nil {
+		r = &ring{}
+		n.rings[key] = r
+	}
+	if m.Key != "" {
+		for _, e := range r.entries {
+			if e.msg.Key == m.Key && e.msg.Publisher == m.Publisher {
+				return nil // a retried publish: delivered once
+			}
+		}
+	}
+	var groups []channelgroups.Group
+	for g := range n.containing[key] {
+		groups = append(groups, g)
+	}
+	slices.Sort(groups)
+	if len(r.entries) >= n.cfg.RingSize {
+		r.entries = slices.Delete(r.entries, 0, len(r.entries)-n.cfg.RingSize+1)
+	}
+	r.entries = append(r.entries, ringEntry{msg: m, groups: groups})
+	var wake []*waiter
+	for w := range n.byChannel[key] {
+		wake = append(wake, w)
+	}
+	for _, g := range groups {
+		if tg := n.tracked[channelgroups.GroupKey{Account: m.Account, Group: g}]; tg != nil {
+			for w := range tg.waiters {
+				wake = append(wake, w)
+			}
+		}
+	}
+	return wake
+}
+
+// trackLocked keeps the reverse index (channel → tracked groups holding it)
+// in step with a rebuilt view and wakes the group's parked subscribers when
+// its membership changed, so they re-expand at once. viewMu is held.
+func (n *Node) trackLocked(key channelgroups.GroupKey, v *channelgroups.View) {
+	n.msgMu.Lock()
+	tg := n.tracked[key]
+	if tg == nil {
+		n.msgMu.Unlock()
+		return
+	}
+	changed := n.setChannelsLocked(key, tg, v)
+	var wake []*waiter
+	if changed {
+		for w := range tg.waiters {
+			wake = append(wake, w)
+		}
+	}
+	n.msgMu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+}
+
+// setChannelsLocked updates a tracked group's channels and the reverse
+// index; msgMu is held.
+func (n *Node) setChannelsLocked(key channelgroups.GroupKey, tg *trackedGroup, v *channelgroups.View) bool {
+	changed := false
+	now := make(map[channelgroups.Channel]struct{}, len(v.Channels))
+	for _, c := range v.Channels {
+		now[c] = struct{}{}
+		if _, ok := tg.channels[c]; !ok {
+			changed = true
+			ck := chanKey{Account: key.Account, Channel: c}
+			if n.containing[ck] == nil {
+				n.containing[ck] = map[channelgroups.Group]struct{}{}
+			}
+			n.containing[ck][key.Group] = struct{}{}
+		}
+	}
+	for c := range tg.channels {
+		if _, ok := now[c]; !ok {
+			changed = true
+			n.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
+		}
+	}
+	tg.channels = now
+	return changed
+}
+
+func (n *Node) uncontainLocked(ck chanKey, g channelgroups.Group) {
+	if set := n.containing[ck]; set != nil {
+		delete(set, g)
+		if len(set) == 0 {
+			delete(n.containing, ck)
+		}
+	}
+}
+
+// PollRequest is one subscribe call.
+type PollRequest struct {
+	Account  channelgroups.Account
+	Channels []channelgroups.Channel
+	Groups   []channelgroups.Group
+	// Cursor is the timetoken to deliver after; 0 is the handshake.
+	Cursor      channelgroups.Timetoken
+	Token       *channelgroups.Token
+	Consistency Consistency
+	// Hold is the longest the call parks; zero means the node's PollHold.
+	Hold time.Duration
+}
+
+// Delivery is one message for a subscriber, and the group it came through
+// ("" for a channel subscribed directly).
+type Delivery struct {
+	Msg   *Message
+	Group channelgroups.Group
+}
+
+// PollResult is a subscribe answer: the next cursor and the messages.
+type PollResult struct {
+	Cursor     channelgroups.Timetoken
+	Deliveries []Delivery
+}
+
+// MaxDeliveries is the most messages one answer carries (PubNub SDKs report
+// an error at 100 or more).
+const MaxDeliveries = 99
+
+// Poll serves a subscribe: the handshake answers at once with the current
+// cursor; otherwise it returns the messages after the cursor on the
+// subscribed channels and groups, parking until there are some, until Hold
+// passes, or until ReleasePolls.
+func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
+	shard := channelgroups.ShardOf(req.Account, len(n.shards))
+	if req.Token != nil && req.Token.Shard != shard {
+		return PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken)
+	}
+	views := make([]*channelgroups.View, len(req.Groups))
+	for i, g := range req.Groups {
+		v, err := n.View(ctx, channelgroups.GroupKey{Account: req.Account, Group: g}, req.Token, req.Consistency)
+		if err != nil {
+			return PollResult{}, err
+		}
+		if len(v.Channels) == 0 {
+			return PollResult{}, fmt.Errorf("group %q: %w", g, ErrEmptyGroup)
+		}
+		views[i] = v
+	}
+	w := &waiter{wake: make(chan struct{}, 1)}
+	n.register(req, views, w)
+	defer n.unregister(req, w)
+	if req.Cursor == 0 {
+		return PollResult{Cursor: handshakeCursor(n.applied(shard))}, nil
+	}
+	hold := req.Hold
+	if hold <= 0 {
+		hold = n.cfg.PollHold
+	}
+	timer := time.NewTimer(hold)
+	defer timer.Stop()
+	after := PositionOf(req.Cursor)
+	for {
+		cut := n.applied(shard)
+		if ds := n.collect(req, after, cut); len(ds) > 0 {
+			res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
+			if len(ds) > MaxDeliveries {
+				res.Deliveries = ds[:MaxDeliveries]
+				res.Cursor = CursorOf(ds[MaxDeliveries-1].Msg.Pos)
+			}
+			return res, nil
+		}
+		if after.Less(cut) {
+			after = cut // nothing for us up to cut: later scans start there
+		}
+		select {
+		case <-w.wake:
+		case <-timer.C:
+			return PollResult{Cursor: CursorOf(channelgroups.MaxPosition(after, cut))}, nil
+		case <-n.release:
+			return PollResult{Cursor: CursorOf(channelgroups.MaxPosition(after, cut))}, nil
+		case <-ctx.Done():
+			return PollResult{}, ctx.Err()
+		}
+	}
+}
+
+func (n *Node) applied(shard int) channelgroups.Position {
+	s := n.shards[shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied
+}
+
+// handshakeCursor is the cursor a handshake hands out: the applied position,
+// or, while the shard's log is still empty, the smallest non-zero cursor
+// (zero would make the client handshake again).
+func handshakeCursor(applied channelgroups.Position) channelgroups.Timetoken {
+	return max(CursorOf(applied), 1)
+}
+
+// register indexes a waiter under its channels and groups, tracking the
+// groups (from their current views) if they were not tracked yet.
+func (n *Node) register(req PollRequest, views []*channelgroups.View, w *waiter) {
+	shard := channelgroups.ShardOf(req.Account, len(n.shards))
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	n.msgMu.Lock()
+	defer n.msgMu.Unlock()
+	for _, c := range req.Channels {
+		ck := chanKey{Account: req.Account, Channel: c}
+		if n.byChannel[ck] == nil {
+			n.byChannel[ck] = map[*waiter]struct{}{}
+		}
+		n.byChannel[ck][w] = struct{}{}
+	}
+	now := time.Now()
+	for i, g := range req.Groups {
+		key := channelgroups.GroupKey{Account: req.Account, Group: g}
+		tg := n.tracked[key]
+		if tg == nil {
+			tg = &trackedGroup{since: n.applied(shard), channels: map[channelgroups.Channel]struct{}{}, waiters: map[*waiter]struct{}{}}
+			n.tracked[key] = tg
+			v := views[i]
+			if pg, ok := n.cache.Published(key); ok && pg.View() != nil {
+				v = pg.View() // the newest build: later builds diff against it
+			}
+			n.setChannelsLocked(key, tg, v)
+		}
+		tg.waiters[w] = struct{}{}
+		tg.lastUsed = now
+	}
+}
+
+func (n *Node) unregister(req PollRequest, w *waiter) {
+	n.msgMu.Lock()
+	defer n.msgMu.Unlock()
+	for _, c := range req.Channels {
+		ck := chanKey{Account: req.Account, Channel: c}
+		if set := n.byChannel[ck]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(n.byChannel, ck)
+			}
+		}
+	}
+	now := time.Now()
+	for _, g := range req.Groups {
+		if tg := n.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]; tg != nil {
+			delete(tg.waiters, w)
+			tg.lastUsed = now
+		}
+	}
+}
+
+// collect returns the deliveries after `after` up to cut, in log order.
+func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Delivery {
+	n.msgMu.Lock()
+	defer n.msgMu.Unlock()
+	oldest := uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())
+	seen := map[*Message]bool{}
+	var out []Delivery
+	scan := func(c channelgroups.Channel, via func(ringEntry) (channelgroups.Group, bool)) {
+		r := n.rings[chanKey{Account: req.Account, Channel: c}]
+		if r == nil {
+			return
+		}
+		i, _ := slices.BinarySearchFunc(r.entries, after, func(e ringEntry, p channelgroups.Position) int {
+			if p.Less(e.msg.Pos) {
+				return 1
+			}
+			return -1
+		})
+		for ; i < len(r.entries); i++ {
+			e := r.entries[i]
+			if cut.Less(e.msg.Pos) {
+				break
+			}
+			if e.msg.Pos.Ms < oldest || seen[e.msg] {
+				continue
+			}
+			if g, ok := via(e); ok {
+				seen[e.msg] = true
+				out = append(out, Delivery{Msg: e.msg, Group: g})
+			}
+		}
+	}
+	for _, c := range req.Channels {
+		scan(c, func(ringEntry) (channelgroups.Group, bool) { return "", true })
+	}
+	for _, g := range req.Groups {
+		tg := n.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]
+		if tg == nil {
+			continue
+		}
+		for c := range tg.channels {
+			scan(c, func(e ringEntry) (channelgroups.Group, bool) {
+				if e.msg.Pos.Less(tg.since) {
+					return g, true // before tracking began: judged by the current view
+				}
+				_, held := slices.BinarySearch(e.groups, g)
+				return g, held
+			})
+		}
+	}
+	slices.SortFunc(out, func(a, b Delivery) int {
+		if a.Msg.Pos == b.Msg.Pos {
+			return 0
+		}
+		if a.Msg.Pos.Less(b.Msg.Pos) {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// History returns up to max stored messages of a channel with timetokens in
+// [end, start) (zero bounds are open), oldest first.
+func (n *Node) History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*Message {
+	n.msgMu.Lock()
+	defer n.msgMu.Unlock()
+	r := n.rings[chanKey{Account: a, Channel: c}]
+	if r == nil {
+		return nil
+	}
+	oldest := uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())
+	var out []*Message
+	for _, e := range r.entries {
+		m := e.msg
+		tt := m.Timetoken()
+		if m.NoStore || m.Signal || m.Pos.Ms < oldest || (start != 0 && tt >= start) || (end != 0 && tt < end) {
+			continue
+		}
+		out = append(out, m)
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}
+
+// ReleasePolls answers every parked subscribe at once (at shutdown, so that
+// clients reconnect elsewhere) and makes later ones return without parking.
+func (n *Node) ReleasePolls() {
+	n.releaseOnce.Do(func() { close(n.release) })
+}
+
+// sweepMessages drops rings whose newest message is past the retention and
+// groups nobody subscribed to for a while.
+func (n *Node) sweepMessages(now time.Time) {
+	oldest := uint64(now.Add(-n.cfg.RingAge).UnixMilli())
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	n.msgMu.Lock()
+	defer n.msgMu.Unlock()
+	for k, r := range n.rings {
+		if len(r.entries) == 0 || r.entries[len(r.entries)-1].msg.Pos.Ms < oldest {
+			delete(n.rings, k)
+		}
+	}
+	for key, tg := range n.tracked {
+		if len(tg.waiters) == 0 && now.Sub(tg.lastUsed) > n.cfg.TrackIdle {
+			for c := range tg.channels {
+				n.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
+			}
+			delete(n.tracked, key)
+		}
+	}
+}
+
+// replay loads the recent messages of every shard log into the rings, so a
+// node that starts (or restarts) can serve cursors from before it started.
+func (n *Node) replay(ctx context.Context) error {
+	from := channelgroups.Position{Ms: uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())}
+	for shard := range n.shards {
+		after := from
+		last := n.applied(shard)
+		for after.Less(last) {
+			entries, err := n.log.Range(ctx, shard, after, 1000)
+			if err != nil {
+				return fmt.Errorf("subscriber: replaying shard %d: %w", shard, err)
+			}
+			if len(entries) == 0 {
+				break
+			}
+			for _, le := range entries {
+				if last.Less(le.Pos) {
+					break
+				}
+				if _, m, err := decodeRecord(le.Data, shard); err == nil && m != nil {
+					m.Pos = le.Pos
+					n.applyMessage(m)
+				}
+				after = le.Pos
+			}
+		}
+	}
+	return nil
+}
