@@ -60,6 +60,8 @@ type options struct {
 	volatileAccounts             string
 	volatileTTL, freshWait       time.Duration
 	refreshEvery, pollHold       time.Duration
+	ringAge                      time.Duration
+	ringSize                     int
 	shutdownTimeout              time.Duration
 }
 
@@ -86,6 +88,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.volatileTTL, "volatile-ttl", 4*time.Second, "how long an overlay entry waits for storage to confirm it")
 	fs.DurationVar(&o.refreshEvery, "refresh-every", 30*time.Second, "how often groups read since the last round are re-read from storage")
 	fs.DurationVar(&o.pollHold, "poll-hold", 280*time.Second, "how long a subscribe long-poll parks at most")
+	fs.IntVar(&o.ringSize, "ring-size", 100, "messages kept per channel for subscribe cursors and history")
+	fs.DurationVar(&o.ringAge, "ring-age", 20*time.Minute, "how long messages are kept for subscribe cursors and history")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	var envErr error
@@ -309,7 +313,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
 		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery,
-		RegionStores: regionStores, PollHold: o.pollHold, Logger: logger, Registerer: reg,
+		RegionStores: regionStores, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err

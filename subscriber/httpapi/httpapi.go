@@ -142,6 +142,8 @@ func NewServer(a *API) *fasthttp.Server {
 		NoDefaultServerHeader: false,
 		CloseOnShutdown:       true,
 		ReduceMemoryUsage:     true,
+		// Long-polls end in bursts; idle worker goroutines go soon after.
+		MaxIdleWorkerDuration: 2 * time.Second,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -410,4 +411,11 @@ func TestDrainTurnsReadinessOff(t *testing.T) {
 	if got := status(); got != 503 {
 		t.Fatalf("after Drain: %d, want 503", got)
 	}
+}
+
+func jsonDecode(resp *http.Response, into any) error {
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
 }
