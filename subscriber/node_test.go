@@ -15,6 +15,7 @@ import (
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/channelgroups/cassandra"
+	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/internal/testenv"
 	"github.com/groupcast/groupcast/storagecache"
 	"github.com/groupcast/groupcast/subscriber"
@@ -22,34 +23,8 @@ import (
 	"github.com/groupcast/groupcast/volatile"
 )
 
-// node runs a node over store with its own in-process log.
 func node(t testing.TB, store subscriber.Store, cfg subscriber.Config) (*subscriber.Node, *memlog.Log) {
-	t.Helper()
-	lg, err := memlog.New(memlog.Config{Shards: cfg.Shards})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := storagecache.New(store, storagecache.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cache.Close)
-	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := subscriber.NewNode(lg, store, cache, ov, channelgroups.NewClock(nil, 0), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return n, lg
+	return nodetest.Node(t, store, cfg)
 }
 
 // encode is how the node's own Announce writes an edit; the test feeds logs

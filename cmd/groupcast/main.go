@@ -1,17 +1,30 @@
-// Command groupcast is groupcast's command-line client. For now it runs
-// benchmarks against running nodes:
+// Command groupcast is groupcast's command-line client. It talks to any
+// origin (a groupcastd node, or anything speaking PubNub's protocol):
 //
-//	groupcast bench propagation --a http://127.0.0.1:8080 --b http://127.0.0.2:8080 [--samples 1000]
+//	groupcast [--origin URL] [--sub-key K] [--pub-key K] [--uuid U] [--token T] COMMAND
+//
+//	groups add GROUP CHANNEL...      add channels (prints the timetoken and the causal token)
+//	groups remove GROUP CHANNEL...   remove channels
+//	groups delete GROUP              delete a group
+//	groups list [GROUP]              list a group's channels, or the account's groups
+//	publish CHANNEL JSON             publish a message (prints its timetoken)
+//	subscribe [-g GROUP]... [CHANNEL...]   print messages as they arrive, one JSON line each
+//	time                             the origin's time
+//	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,11 +40,222 @@ func main() {
 	}
 }
 
-const usage = "usage: groupcast bench propagation --a URL --b URL [--samples N] [--account A] [--group G]"
+const usage = `usage: groupcast [--origin URL] [--sub-key K] [--pub-key K] [--uuid U] [--token T] COMMAND
+  groups add GROUP CHANNEL... | groups remove GROUP CHANNEL... | groups delete GROUP | groups list [GROUP]
+  publish CHANNEL JSON
+  subscribe [-g GROUP]... [CHANNEL...]
+  time
+  bench propagation --a URL --b URL [--samples N]`
+
+type client struct {
+	origin, subKey, pubKey, uuid, token string
+	http                                *http.Client
+	out                                 io.Writer
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) < 2 || args[0] != "bench" || args[1] != "propagation" {
+	fs := flag.NewFlagSet("groupcast", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, usage) }
+	c := &client{http: &http.Client{Timeout: 330 * time.Second}, out: stdout}
+	fs.StringVar(&c.origin, "origin", envOr("GROUPCAST_ORIGIN", "http://127.0.0.1:8080"), "origin URL")
+	fs.StringVar(&c.subKey, "sub-key", envOr("GROUPCAST_SUB_KEY", "demo"), "subscribe key (the account)")
+	fs.StringVar(&c.pubKey, "pub-key", envOr("GROUPCAST_PUB_KEY", "demo"), "publish key")
+	fs.StringVar(&c.uuid, "uuid", "groupcast-cli", "user id")
+	fs.StringVar(&c.token, "token", "", "causal token to send (from an earlier edit)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.origin = strings.TrimSuffix(c.origin, "/")
+	rest := fs.Args()
+	if len(rest) == 0 {
 		return errors.New(usage)
+	}
+	switch rest[0] {
+	case "groups":
+		return c.groups(ctx, rest[1:])
+	case "publish":
+		if len(rest) != 3 {
+			return errors.New("usage: groupcast publish CHANNEL JSON")
+		}
+		return c.publish(ctx, rest[1], rest[2])
+	case "subscribe":
+		return c.subscribe(ctx, rest[1:], stderr)
+	case "time":
+		var v []string
+		if err := c.get(ctx, "/time/0", nil, &v); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, strings.Join(v, ""))
+		return nil
+	case "bench":
+		return benchCmd(ctx, rest[1:], stdout, stderr)
+	}
+	return fmt.Errorf("unknown command %q\n%s", rest[0], usage)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// get calls the origin and decodes its JSON answer; an error answer becomes
+// an error carrying the origin's message.
+func (c *client) get(ctx context.Context, path string, q url.Values, into any) error {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("uuid", c.uuid)
+	if c.token != "" && q.Get("token") == "" {
+		q.Set("token", c.token)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", c.origin+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		var e struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%d: %s", resp.StatusCode, e.Message)
+		}
+		return fmt.Errorf("%d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return json.Unmarshal(body, into)
+}
+
+func (c *client) cgPath(group string) string {
+	p := "/v1/channel-registration/sub-key/" + url.PathEscape(c.subKey) + "/channel-group"
+	if group != "" {
+		p += "/" + url.PathEscape(group)
+	}
+	return p
+}
+
+func (c *client) groups(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: groupcast groups add|remove|delete|list ...")
+	}
+	var edit struct {
+		Timetoken string `json:"timetoken"`
+		Token     string `json:"token"`
+	}
+	printEdit := func() { fmt.Fprintf(c.out, "OK timetoken=%s token=%s\n", edit.Timetoken, edit.Token) }
+	switch {
+	case (args[0] == "add" || args[0] == "remove") && len(args) >= 3:
+		if err := c.get(ctx, c.cgPath(args[1]), url.Values{args[0]: {strings.Join(args[2:], ",")}}, &edit); err != nil {
+			return err
+		}
+		printEdit()
+	case args[0] == "delete" && len(args) == 2:
+		if err := c.get(ctx, c.cgPath(args[1])+"/remove", nil, &edit); err != nil {
+			return err
+		}
+		printEdit()
+	case args[0] == "list" && len(args) == 2:
+		var r struct {
+			Payload struct {
+				Channels []string `json:"channels"`
+				Version  string   `json:"version"`
+			} `json:"payload"`
+		}
+		if err := c.get(ctx, c.cgPath(args[1]), nil, &r); err != nil {
+			return err
+		}
+		for _, ch := range r.Payload.Channels {
+			fmt.Fprintln(c.out, ch)
+		}
+	case args[0] == "list" && len(args) == 1:
+		var r struct {
+			Payload struct {
+				Groups []string `json:"groups"`
+			} `json:"payload"`
+		}
+		if err := c.get(ctx, c.cgPath(""), nil, &r); err != nil {
+			return err
+		}
+		for _, g := range r.Payload.Groups {
+			fmt.Fprintln(c.out, g)
+		}
+	default:
+		return errors.New("usage: groupcast groups add GROUP CHANNEL... | remove GROUP CHANNEL... | delete GROUP | list [GROUP]")
+	}
+	return nil
+}
+
+func (c *client) publish(ctx context.Context, channel, msg string) error {
+	if !json.Valid([]byte(msg)) {
+		return fmt.Errorf("the message must be JSON (a string needs its quotes: '\"hello\"')")
+	}
+	var r []any
+	path := "/publish/" + url.PathEscape(c.pubKey) + "/" + url.PathEscape(c.subKey) + "/0/" + url.PathEscape(channel) + "/0/" + url.PathEscape(msg)
+	if err := c.get(ctx, path, nil, &r); err != nil {
+		return err
+	}
+	if len(r) == 3 {
+		fmt.Fprintf(c.out, "sent timetoken=%v\n", r[2])
+	}
+	return nil
+}
+
+type groupList []string
+
+func (g *groupList) String() string     { return strings.Join(*g, ",") }
+func (g *groupList) Set(v string) error { *g = append(*g, v); return nil }
+
+func (c *client) subscribe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast subscribe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var groups groupList
+	fs.Var(&groups, "g", "channel group (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	channels := ","
+	if fs.NArg() > 0 {
+		channels = strings.Join(fs.Args(), ",")
+	}
+	path := "/v2/subscribe/" + url.PathEscape(c.subKey) + "/" + url.PathEscape(channels) + "/0"
+	cursor := "0"
+	for {
+		q := url.Values{"tt": {cursor}}
+		if len(groups) > 0 {
+			q.Set("channel-group", strings.Join(groups, ","))
+		}
+		var r struct {
+			T struct {
+				T string `json:"t"`
+			} `json:"t"`
+			M []json.RawMessage `json:"m"`
+		}
+		if err := c.get(ctx, path, q, &r); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, m := range r.M {
+			fmt.Fprintln(c.out, string(m))
+		}
+		cursor = r.T.T
+	}
+}
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "propagation" {
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -41,11 +265,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	account := fs.String("account", "bench", "account (subscribe key)")
 	group := fs.String("group", fmt.Sprintf("prop-%d", time.Now().UnixNano()), "group")
 	timeout := fs.Duration("timeout", 10*time.Second, "longest wait for one edit to show on B")
-	if err := fs.Parse(args[2:]); err != nil {
+	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if *b == "" {
-		return errors.New("--b is required: " + usage)
+		return errors.New("--b is required")
 	}
 	res, err := bench.Propagation(ctx, bench.PropagationConfig{A: *a, B: *b, Account: *account, Group: *group, Samples: *samples, Timeout: *timeout})
 	if err != nil {

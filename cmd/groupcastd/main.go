@@ -369,8 +369,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down", "timeout", o.shutdownTimeout)
-	api.Drain()
-	node.ReleasePolls() // parked long-polls answer now, so clients reconnect elsewhere
+	api.Drain() // readiness off; parked long-polls answer now, so clients reconnect elsewhere
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
 	if err := srv.ShutdownWithContext(sctx); err != nil {

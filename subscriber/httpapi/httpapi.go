@@ -109,6 +109,7 @@ type Pubsub interface {
 	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
 	Poll(ctx context.Context, req subscriber.PollRequest) (subscriber.PollResult, error)
 	History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*subscriber.Message
+	ReleasePolls()
 }
 
 // Viewer serves group views; *subscriber.Node is one.
@@ -116,8 +117,12 @@ type Viewer interface {
 	View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode subscriber.Consistency) (*channelgroups.View, error)
 }
 
-// Drain turns readiness off, so load balancers stop sending new requests.
-func (a *API) Drain() { a.draining.Store(true) }
+// Drain turns readiness off, so load balancers stop sending new requests,
+// and answers every parked long-poll, so its client reconnects elsewhere.
+func (a *API) Drain() {
+	a.draining.Store(true)
+	a.cfg.Pubsub.ReleasePolls()
+}
 
 // MaxRequestHeaderBytes bounds the request line and headers (and so the
 // query string, which carries a GET publish's message: 32 KiB of JSON

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,11 +17,9 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
-	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
-	"github.com/groupcast/groupcast/subscriber/memlog"
-	"github.com/groupcast/groupcast/volatile"
 )
 
 type harness struct {
@@ -31,57 +28,12 @@ type harness struct {
 	store  channelgroups.Store
 }
 
-// embedded wires a single embedded node (bbolt, in-process log) the way
-// groupcastd does without flags, and runs it until the test ends.
 func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Config) {
-	return embeddedWith(t, reg, subscriber.Config{})
+	return nodetest.Embedded(t, reg, subscriber.Config{})
 }
 
 func embeddedWith(t testing.TB, reg *prometheus.Registry, ncfg subscriber.Config) (*bolt.Store, httpapi.Config) {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	lg, err := memlog.New(memlog.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := storagecache.New(st, storagecache.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cache.Close)
-	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := channelgroups.NewClock(nil, 0)
-	node, err := subscriber.NewNode(lg, st, cache, ov, clock, ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := node.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- node.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: node})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := channelgroups.NewTokenKey([]byte("test-secret-0123456789"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := httpapi.Config{Groups: svc, Views: node, Tokens: tokens, Replays: st, Pubsub: node}
-	if reg != nil {
-		cfg.Registerer, cfg.Gatherer = reg, reg
-	}
-	return st, cfg
+	return nodetest.Embedded(t, reg, ncfg)
 }
 
 func newHarness(t *testing.T) *harness {

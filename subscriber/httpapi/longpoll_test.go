@@ -3,7 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"runtime"
 	"sync"
@@ -12,8 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
-	"github.com/groupcast/groupcast/subscriber/httpapi"
 )
 
 // TestDroppedLongPollsAreReleased opens 1,000 long-polls over real TCP and
@@ -22,19 +21,7 @@ import (
 // goroutines and the heap must be back at their baseline.
 func TestDroppedLongPollsAreReleased(t *testing.T) {
 	_, cfg := embeddedWith(t, prometheus.NewRegistry(), subscriber.Config{PollHold: 500 * time.Millisecond})
-	api, err := httpapi.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httpapi.NewServer(api)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Shutdown(); <-done })
-	base := "http://" + ln.Addr().String()
+	base := nodetest.Serve(t, cfg)
 
 	// A handshake gives the cursor to park on.
 	var hs struct {

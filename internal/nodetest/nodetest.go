@@ -1,0 +1,106 @@
+// Package nodetest wires single groupcast nodes for tests the way groupcastd
+// does without flags: a bbolt store, the in-process log, the storage cache
+// and the overlay, and the HTTP API on a loopback port.
+package nodetest
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/subscriber"
+	"github.com/groupcast/groupcast/subscriber/httpapi"
+	"github.com/groupcast/groupcast/subscriber/memlog"
+	"github.com/groupcast/groupcast/volatile"
+)
+
+// Secret signs the tokens of nodes made here.
+const Secret = "test-secret-0123456789"
+
+// Node starts a node over store with its own in-process log, running until
+// the test ends.
+func Node(t testing.TB, store subscriber.Store, cfg subscriber.Config) (*subscriber.Node, *memlog.Log) {
+	t.Helper()
+	lg, err := memlog.New(memlog.Config{Shards: cfg.Shards})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := storagecache.New(store, storagecache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := subscriber.NewNode(lg, store, cache, ov, channelgroups.NewClock(nil, 0), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { n.ReleasePolls(); cancel(); <-done })
+	return n, lg
+}
+
+// Embedded returns a running embedded node's store and the API config
+// serving it; reg, if not nil, receives the metrics.
+func Embedded(t testing.TB, reg *prometheus.Registry, cfg subscriber.Config) (*bolt.Store, httpapi.Config) {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	node, _ := Node(t, st, cfg)
+	clock := channelgroups.NewClock(nil, 0)
+	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: node, Shards: cfg.Shards})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := channelgroups.NewTokenKey([]byte(Secret), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httpapi.Config{Groups: svc, Views: node, Tokens: tokens, Replays: st, Pubsub: node}
+	if reg != nil {
+		api.Registerer, api.Gatherer = reg, reg
+	}
+	return st, api
+}
+
+// Serve serves cfg on a loopback port until the test ends and returns its
+// base URL.
+func Serve(t testing.TB, cfg httpapi.Config) string {
+	t.Helper()
+	api, err := httpapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.NewServer(api)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		api.Drain() // parked polls answer, or Shutdown would wait for them
+		if err := srv.Shutdown(); err != nil {
+			t.Error(err)
+		}
+		<-done
+	})
+	return "http://" + ln.Addr().String()
+}
