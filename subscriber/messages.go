@@ -206,6 +206,11 @@ type PollRequest struct {
 	Consistency Consistency
 	// Hold is the longest the call parks; zero means the node's PollHold.
 	Hold time.Duration
+	// UUID is the subscriber's user id: it joins the channels' presence.
+	UUID string
+	// Heartbeat is the presence timeout the client asked for; zero means
+	// the node's PresenceTimeout.
+	Heartbeat time.Duration
 }
 
 // Delivery is one message for a subscriber, and the group it came through
@@ -248,6 +253,8 @@ func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	w := &waiter{wake: make(chan struct{}, 1)}
 	n.register(req, views, w)
 	defer n.unregister(req, w)
+	n.Seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
+	defer n.Seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
 	if req.Cursor == 0 {
 		return PollResult{Cursor: handshakeCursor(n.applied(shard))}, nil
 	}
@@ -486,9 +493,11 @@ func (n *Node) replay(ctx context.Context) error {
 				if last.Less(le.Pos) {
 					break
 				}
-				if _, m, err := decodeRecord(le.Data, shard); err == nil && m != nil {
-					m.Pos = le.Pos
-					n.applyMessage(m)
+				if d, err := decodeRecord(le.Data, shard); err == nil && d.msg != nil {
+					d.msg.Pos = le.Pos
+					n.applyMessage(d.msg)
+				} else if err == nil && d.presence != nil {
+					n.applyPresence(d.presence, le.Pos)
 				}
 				after = le.Pos
 			}

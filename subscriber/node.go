@@ -50,6 +50,9 @@ type Config struct {
 	// TrackIdle is how long a group with no subscribers stays tracked;
 	// zero means 5m.
 	TrackIdle time.Duration
+	// PresenceTimeout is how long a user who sent no subscribe or heartbeat
+	// stays present when the request did not say (heartbeat=); zero means 300s.
+	PresenceTimeout time.Duration
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the node's metrics; nil means none.
@@ -116,6 +119,8 @@ type Node struct {
 	byChannel  map[chanKey]map[*waiter]struct{}
 	tracked    map[channelgroups.GroupKey]*trackedGroup
 	containing map[chanKey]map[channelgroups.Group]struct{}
+	present    map[chanKey]map[string]struct{} // occupancy, from the log's presence events
+	seen       map[chanKey]map[string]seenUser // users this node served, for timeouts
 
 	release     chan struct{}
 	releaseOnce sync.Once
@@ -178,6 +183,9 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	if cfg.TrackIdle == 0 {
 		cfg.TrackIdle = 5 * time.Minute
 	}
+	if cfg.PresenceTimeout == 0 {
+		cfg.PresenceTimeout = 300 * time.Second
+	}
 	if cfg.Region < 0 || cfg.Shards < 0 || cfg.FreshWait < 0 || cfg.SweepEvery < 0 || cfg.RingSize < 0 || cfg.RingAge < 0 || cfg.PollHold < 0 || cfg.TrackIdle < 0 {
 		return nil, errors.New("subscriber: Region, Shards, FreshWait and SweepEvery must be >= 0")
 	}
@@ -186,7 +194,8 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	}
 	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1),
 		rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*waiter]struct{}{}, tracked: map[channelgroups.GroupKey]*trackedGroup{},
-		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{})}
+		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{}),
+		present: map[chanKey]map[string]struct{}{}, seen: map[chanKey]map[string]seenUser{}}
 	for range cfg.Shards {
 		n.shards = append(n.shards, &shard{changed: make(chan struct{})})
 	}
@@ -293,14 +302,16 @@ func wait(ctx context.Context, d time.Duration) {
 // apply applies one log entry: the overlay first (so the view has the change
 // before anyone can learn the position is applied), then the position.
 func (n *Node) apply(le LogEntry) {
-	e, m, err := decodeRecord(le.Data, le.Shard)
+	d, err := decodeRecord(le.Data, le.Shard)
 	var wake []*waiter
-	switch {
+	switch e := d.edit; {
 	case err != nil:
 		n.cfg.Logger.Error("skipping a log entry", "shard", le.Shard, "pos", le.Pos, "err", err)
-	case m != nil:
-		m.Pos = le.Pos
-		wake = n.applyMessage(m)
+	case d.msg != nil:
+		d.msg.Pos = le.Pos
+		wake = n.applyMessage(d.msg)
+	case d.presence != nil:
+		wake = n.applyPresence(d.presence, le.Pos)
 	default:
 		_ = n.clock.Witness(e.At) // a far-future timetoken is not witnessed; the change still applies
 		key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
@@ -368,7 +379,9 @@ func (n *Node) buildLocked(key channelgroups.GroupKey) *channelgroups.View {
 // janitor re-reads the groups whose overlay entries outlived the TTL
 // unconfirmed, and, every RefreshEvery, the groups read since the last round.
 func (n *Node) janitor(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
+	expire := time.NewTicker(500 * time.Millisecond)
+	defer expire.Stop()
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	refresh := time.NewTicker(n.cfg.RefreshEvery)
 	defer refresh.Stop()
@@ -381,7 +394,9 @@ func (n *Node) janitor(ctx context.Context) {
 				n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
 			})
 			n.sweepMessages(now)
-		case <-t.C:
+		case now := <-t.C:
+			n.presenceTimeouts(ctx, now)
+		case <-expire.C:
 			for _, key := range n.overlay.Expired() {
 				if _, ok := n.cache.Peek(key); ok {
 					n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })

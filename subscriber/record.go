@@ -26,6 +26,24 @@ type record struct {
 	Signal     bool                  `json:"e,omitempty"`
 	NoStore    bool                  `json:"ns,omitempty"`
 	Key        string                `json:"ik,omitempty"`
+
+	Action string `json:"pa,omitempty"` // presence: join, leave, timeout
+	UUID   string `json:"pu,omitempty"`
+	When   int64  `json:"pw,omitempty"` // unix seconds
+}
+
+// presence is a presence event from the log.
+type presence struct {
+	Account channelgroups.Account
+	Channel channelgroups.Channel
+	Action  string
+	UUID    string
+	When    int64
+}
+
+func encodePresence(p presence) []byte {
+	b, _ := json.Marshal(record{Kind: "p", Account: p.Account, Channel: p.Channel, Action: p.Action, UUID: p.UUID, When: p.When})
+	return b
 }
 
 // Message is a published message.
@@ -72,18 +90,27 @@ func EncodeEdit(e channelgroups.Edit) []byte {
 	return b
 }
 
-// decodeRecord returns the edit or the message a log entry holds.
-func decodeRecord(b []byte, shard int) (*channelgroups.Edit, *Message, error) {
+// decoded is one log record: exactly one field is set.
+type decoded struct {
+	edit     *channelgroups.Edit
+	msg      *Message
+	presence *presence
+}
+
+// decodeRecord returns the edit, message or presence event a log entry holds.
+func decodeRecord(b []byte, shard int) (decoded, error) {
 	var r record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, nil, fmt.Errorf("subscriber: bad log record: %w", err)
+		return decoded{}, fmt.Errorf("subscriber: bad log record: %w", err)
 	}
 	switch r.Kind {
 	case "e":
-		return &channelgroups.Edit{Account: r.Account, Group: r.Group, Shard: shard, Op: r.Op, Channels: r.Channels, At: r.At}, nil, nil
+		return decoded{edit: &channelgroups.Edit{Account: r.Account, Group: r.Group, Shard: shard, Op: r.Op, Channels: r.Channels, At: r.At}}, nil
 	case "m":
-		return nil, &Message{Account: r.Account, Channel: r.Channel, Payload: r.Payload, Publisher: r.Publisher, Meta: r.Meta,
-			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key}, nil
+		return decoded{msg: &Message{Account: r.Account, Channel: r.Channel, Payload: r.Payload, Publisher: r.Publisher, Meta: r.Meta,
+			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key}}, nil
+	case "p":
+		return decoded{presence: &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When}}, nil
 	}
-	return nil, nil, fmt.Errorf("subscriber: unknown log record kind %q", r.Kind)
+	return decoded{}, fmt.Errorf("subscriber: unknown log record kind %q", r.Kind)
 }

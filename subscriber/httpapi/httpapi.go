@@ -110,6 +110,9 @@ type Pubsub interface {
 	Poll(ctx context.Context, req subscriber.PollRequest) (subscriber.PollResult, error)
 	History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*subscriber.Message
 	ReleasePolls()
+	Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration)
+	Leave(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string)
+	Occupancy(a channelgroups.Account, c channelgroups.Channel) []string
 }
 
 // Viewer serves group views; *subscriber.Node is one.
@@ -258,6 +261,8 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 		return get("heartbeat", a.serveHeartbeat)
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "leave"):
 		return get("leave", a.serveLeave)
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*"):
+		return get("here_now", a.serveHereNow)
 	}
 	writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+raw)
 	return "not_found"

@@ -10,6 +10,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -209,6 +210,12 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	if err == nil {
 		req.Token, err = a.requestToken(ctx, acct)
 	}
+	req.UUID = string(args.Peek("uuid"))
+	if err == nil {
+		var hb int
+		hb, err = intArg(args, "heartbeat", 0, 0, 3600)
+		req.Heartbeat = time.Duration(hb) * time.Second
+	}
 	if err == nil {
 		req.Consistency, err = subscriber.ParseConsistency(string(args.Peek("consistency")), req.Token != nil)
 	}
@@ -364,18 +371,55 @@ func (a *API) serveHistoryV2(ctx *fasthttp.RequestCtx, parts []string) {
 	writeJSON(ctx, []any{list, first, last})
 }
 
+// presenceArgs parses parts v2 presence sub-key {sub} channel {chs|,} ...
+func presenceArgs(ctx *fasthttp.RequestCtx, parts []string) (channelgroups.Account, []channelgroups.Channel, string, error) {
+	acct, err := channelgroups.ParseAccount(parts[3])
+	if err != nil {
+		return "", nil, "", err
+	}
+	chs, err := parseNames(splitList(parts[5]), channelgroups.ParseChannel, MaxSubscribeChannels, "channels")
+	return acct, chs, string(ctx.QueryArgs().Peek("uuid")), err
+}
+
 func (a *API) serveHeartbeat(ctx *fasthttp.RequestCtx, parts []string) {
-	if _, err := channelgroups.ParseAccount(parts[3]); err != nil {
+	acct, chs, uuid, err := presenceArgs(ctx, parts)
+	var hb int
+	if err == nil {
+		hb, err = intArg(ctx.QueryArgs(), "heartbeat", 0, 0, 3600)
+	}
+	if err != nil {
 		a.writeDomainError(ctx, "Presence", err)
 		return
 	}
+	a.cfg.Pubsub.Seen(acct, chs, uuid, time.Duration(hb)*time.Second)
 	ctx.SetBodyString(`{"status":200,"message":"OK","service":"Presence"}`)
 }
 
 func (a *API) serveLeave(ctx *fasthttp.RequestCtx, parts []string) {
-	if _, err := channelgroups.ParseAccount(parts[3]); err != nil {
+	acct, chs, uuid, err := presenceArgs(ctx, parts)
+	if err != nil {
 		a.writeDomainError(ctx, "Presence", err)
 		return
 	}
+	c, cancel := a.work()
+	defer cancel()
+	a.cfg.Pubsub.Leave(c, acct, chs, uuid)
 	ctx.SetBodyString(`{"status":200,"message":"OK","action":"leave","service":"Presence"}`)
+}
+
+// serveHereNow answers the occupancy of one channel.
+func (a *API) serveHereNow(ctx *fasthttp.RequestCtx, parts []string) {
+	acct, chs, _, err := presenceArgs(ctx, parts)
+	if err == nil && len(chs) != 1 {
+		err = fmt.Errorf("here-now takes one channel: %w", errBadRequest)
+	}
+	if err != nil {
+		a.writeDomainError(ctx, "Presence", err)
+		return
+	}
+	users := a.cfg.Pubsub.Occupancy(acct, chs[0])
+	if users == nil {
+		users = []string{}
+	}
+	writeJSON(ctx, map[string]any{"status": 200, "message": "OK", "service": "Presence", "uuids": users, "occupancy": len(users)})
 }
