@@ -264,6 +264,8 @@ func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	}
 	timer := time.NewTimer(hold)
 	defer timer.Stop()
+	n.m.parked.Inc()
+	defer n.m.parked.Dec()
 	after := PositionOf(req.Cursor)
 	for {
 		cut := n.applied(shard)

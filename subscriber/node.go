@@ -144,6 +144,7 @@ type shard struct {
 
 type nodeMetrics struct {
 	published prometheus.Counter
+	parked    prometheus.Gauge
 	lag       prometheus.Histogram
 	reads     *prometheus.CounterVec
 	fastReads prometheus.Counter // reads.WithLabelValues("fast"), resolved once: the hot path
@@ -212,6 +213,9 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 		applied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "groupcast_log_entries_applied_total", Help: "Shard log entries applied by this node.",
 		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "groupcast_parked_polls", Help: "Subscribe long-polls parked on this node now.",
+		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "groupcast_messages_published_total", Help: "Messages appended to the shard logs by this node.",
 		}),
@@ -222,7 +226,7 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	}
 	n.m.fastReads = n.m.reads.WithLabelValues("fast")
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced, n.m.published} {
+		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced, n.m.published, n.m.parked} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}

@@ -11,18 +11,22 @@
 //	subscribe [-g GROUP]... [CHANNEL...]   print messages as they arrive, one JSON line each
 //	time                             the origin's time
 //	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
+//	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -254,8 +258,19 @@ func (c *client) subscribe(ctx context.Context, args []string, stderr io.Writer)
 }
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "fanout" {
+		return benchFanout(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 1 && args[0] == "hello-server" {
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, ln.Addr().String())
+		return bench.HelloServer(ln)
+	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -276,5 +291,46 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "propagation %s → %s: %s\n", *a, *b, res)
+	return nil
+}
+
+func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast bench fanout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	origin := fs.String("origin", "http://127.0.0.1:8080", "node to subscribe and publish on")
+	subs := fs.Int("subscribers", 10000, "parked long-polls")
+	d := fs.Duration("duration", 10*time.Second, "how long to publish, and to measure the ceiling")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// The hello-world reference runs in its own process, like the node.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	hello := exec.CommandContext(ctx, self, "bench", "hello-server", "127.0.0.1:0")
+	out, err := hello.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := hello.Start(); err != nil {
+		return err
+	}
+	defer func() { hello.Process.Kill(); hello.Wait() }()
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("hello-server: %w", err)
+	}
+	ceiling, err := bench.Ceiling(ctx, strings.TrimSpace(addr), *subs, *d)
+	if err != nil {
+		return err
+	}
+	res, err := bench.Fanout(ctx, bench.FanoutConfig{Origin: *origin, Subscribers: *subs, Duration: *d, Account: "bench"})
+	if err != nil {
+		return err
+	}
+	res.CeilingReqPerSec = ceiling
+	res.RatioToCeiling = res.DeliveredPerSec / ceiling
+	fmt.Fprintf(stdout, "fanout: %s\n", res)
 	return nil
 }
