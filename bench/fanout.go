@@ -39,8 +39,8 @@ type FanoutResult struct {
 }
 
 func (r FanoutResult) String() string {
-	return fmt.Sprintf("subscribers=%d published=%d delivered=%d delivered/s=%.0f ceiling req/s=%.0f ratio=%.2f memory/parked=%.1f KiB publish→deliver %s",
-		r.Subscribers, r.Published, r.Delivered, r.DeliveredPerSec, r.CeilingReqPerSec, r.RatioToCeiling, r.BytesPerParked/1024, r.Latency)
+	return fmt.Sprintf("subscribers=%d parked=%d poll_failures=%d published=%d delivered=%d delivered/s=%.0f ceiling req/s=%.0f ratio=%.2f memory/parked=%.1f KiB publish→deliver %s",
+		r.Subscribers, r.Parked, r.Failures, r.Published, r.Delivered, r.DeliveredPerSec, r.CeilingReqPerSec, r.RatioToCeiling, r.BytesPerParked/1024, r.Latency)
 }
 
 func hostOf(origin string) string {
@@ -87,6 +87,7 @@ func HelloServer(ln net.Listener) error {
 // do at all with this client and this concurrency, the reference for Fanout.
 func Ceiling(ctx context.Context, addr string, clients int, d time.Duration) (float64, error) {
 	hc := newHostClient(addr, clients)
+	defer hc.CloseIdleConnections() // free the descriptors before the fanout dials as many
 	var n atomic.Int64
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -137,7 +138,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 		return res, err
 	}
 	var (
-		parked    atomic.Int64
+		failures  atomic.Int64
 		delivered atomic.Int64
 		mu        sync.Mutex
 		hist      = hdrhistogram.New(1, 60_000_000, 3)
@@ -148,16 +149,13 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 	for i := range cfg.Subscribers {
 		wg.Go(func() {
 			cursor := hs.T.T
-			first := true
 			local := hdrhistogram.New(1, 60_000_000, 3)
 			defer func() { mu.Lock(); hist.Merge(local); mu.Unlock() }()
 			for runCtx.Err() == nil {
-				if first {
-					parked.Add(1)
-					first = false
-				}
 				var a fanoutAnswer
 				if err := fastGet(hc, fmt.Sprintf("%s?uuid=s%d&tt=%s", subURL, i, cursor), &a); err != nil {
+					failures.Add(1)
+					<-time.After(10 * time.Millisecond)
 					continue
 				}
 				now := time.Now().UnixMicro()
@@ -172,13 +170,16 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 			<-time.After(20 * time.Millisecond)
 		}
 	}
-	// Wait until every poll has reached the node and parked, then read its memory.
+	// Wait until every poll has reached the node and parked (or a minute
+	// passed), then read its memory.
+	parkDeadline := time.Now().Add(time.Minute)
 	for ctx.Err() == nil {
 		n, err := scrape(cfg.Origin, "groupcast_parked_polls")
 		if err != nil {
 			return res, err
 		}
-		if int(n) >= cfg.Subscribers {
+		res.Parked = int(n)
+		if res.Parked >= cfg.Subscribers || time.Now().After(parkDeadline) {
 			break
 		}
 		<-time.After(50 * time.Millisecond)
@@ -187,7 +188,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 	if err != nil {
 		return res, err
 	}
-	res.BytesPerParked = (after - before) / float64(cfg.Subscribers)
+	res.BytesPerParked = (after - before) / float64(max(1, res.Parked))
 
 	pubURL := fmt.Sprintf("%s/publish/bench/%s/0/%s/0/", cfg.Origin, cfg.Account, channel)
 	pc := newHostClient(addr, 1)
@@ -210,6 +211,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
 	res.DeliveredPerSec = float64(res.Delivered) / elapsed.Seconds()
 	wg.Wait()
 	res.Latency = summarise(hist, 0)
+	res.Failures = failures.Load()
 	return res, nil
 }
 

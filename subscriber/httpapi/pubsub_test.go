@@ -1,0 +1,121 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/groupcast/groupcast/internal/nodetest"
+	"github.com/groupcast/groupcast/subscriber"
+)
+
+type pollAnswer struct {
+	T struct {
+		T string `json:"t"`
+		R int    `json:"r"`
+	} `json:"t"`
+	M []struct {
+		C string          `json:"c"`
+		B string          `json:"b"`
+		D json.RawMessage `json:"d"`
+		E int             `json:"e"`
+		U json.RawMessage `json:"u"`
+	} `json:"m"`
+}
+
+func TestPublishAndSubscribeEdges(t *testing.T) {
+	_, cfg := nodetest.Embedded(t, prometheus.NewRegistry(), subscriber.Config{})
+	base := nodetest.Serve(t, cfg)
+	var hs pollAnswer
+	if err := getJSONURL(base+"/v2/subscribe/demo/a/0", &hs); err != nil || hs.T.R != 1 || hs.T.T == "0" {
+		t.Fatalf("handshake %+v %v", hs, err)
+	}
+	get := func(u string, hdr map[string]string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+u, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Fatalf("%s: content type %q", u, ct)
+		}
+		return resp.StatusCode, b.String()
+	}
+	// A retried publish with the same Idempotency-Key is delivered once.
+	key := map[string]string{"Idempotency-Key": "pub-1"}
+	for range 2 {
+		if code, body := get("/publish/pk/demo/0/a/0/%22once%22?uuid=p", key); code != 200 || !strings.HasPrefix(body, `[1,"Sent","`) {
+			t.Fatalf("publish: %d %s", code, body)
+		}
+	}
+	get("/publish/pk/demo/0/a/0/%22signal%22?uuid=p&meta=%7B%22k%22%3A1%7D", nil)
+	if code, body := get("/signal/pk/demo/0/a/0/%22sig%22", nil); code != 200 {
+		t.Fatalf("signal: %d %s", code, body)
+	}
+	// POST with a zlib body.
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write([]byte(`{"posted":true}`))
+	zw.Close()
+	resp, err := http.Post(base+"/publish/pk/demo/0/a/0?uuid=p", "application/json", &z)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST publish: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	var got pollAnswer
+	if err := getJSONURL(base+"/v2/subscribe/demo/a/0?tt="+hs.T.T, &got); err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	for _, m := range got.M {
+		bodies = append(bodies, string(m.D))
+	}
+	if strings.Join(bodies, " ") != `"once" "signal" "sig" {"posted":true}` || got.M[2].E != 1 || string(got.M[1].U) != `{"k":1}` {
+		t.Fatalf("delivered %s (%+v)", strings.Join(bodies, " "), got.M)
+	}
+
+	big := url.PathEscape(`"` + strings.Repeat("x", 33<<10) + `"`)
+	for _, tc := range []struct {
+		name, uri string
+		status    int
+		prefix    string
+	}{
+		{"too large", "/publish/pk/demo/0/a/0/" + big, 400, `[0,"Message Too Large"`},
+		{"invalid JSON", "/publish/pk/demo/0/a/0/not%20json", 400, `[0,"Invalid JSON"`},
+		{"bad channel", "/publish/pk/demo/0/a:b/0/1", 400, `[0,"Invalid channel`},
+		{"bad meta", "/publish/pk/demo/0/a/0/1?meta=nope", 400, `[0,"Invalid meta`},
+		{"no channels or groups", "/v2/subscribe/demo/,/0", 400, `{"status":400`},
+		{"11 groups", "/v2/subscribe/demo/,/0?channel-group=" + list("g", 11), 400, `{"status":400`},
+		{"101 channels", "/v2/subscribe/demo/" + list("c", 101) + "/0", 400, `{"status":400`},
+		{"empty group", "/v2/subscribe/demo/,/0?channel-group=nothing", 400, `{"status":400`},
+		{"bad cursor", "/v2/subscribe/demo/a/0?tt=abc", 400, `{"status":400`},
+		{"bad history max", "/v3/history/sub-key/demo/channel/a?max=-1", 400, `{"status":400`},
+	} {
+		code, body := get(tc.uri, nil)
+		if code != tc.status || !strings.HasPrefix(body, tc.prefix) {
+			t.Errorf("%s: %d %.80s", tc.name, code, body)
+		}
+	}
+}
+
+func list(prefix string, n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return strings.Join(parts, ",")
+}
