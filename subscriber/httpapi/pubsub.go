@@ -225,10 +225,9 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	}
 	// fasthttp does not tell a handler that its client went away: the poll's
 	// own hold timer (the node's PollHold) bounds it, and ReleasePolls ends
-	// it at shutdown.
-	c, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	res, err := a.cfg.Pubsub.Poll(c, req)
+	// it at shutdown. No cancellable context: it would cost every parked
+	// poll an allocation for nothing.
+	res, err := a.cfg.Pubsub.Poll(context.Background(), req)
 	if err != nil {
 		a.writeDomainError(ctx, "subscribe", err)
 		return
