@@ -72,12 +72,7 @@ func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token
 		if tok.Shard != shard {
 			return 0, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken)
 		}
-		if tok.Pending != 0 {
-			if _, ok := n.announcedThrough(ctx, shard, tok.Pending); !ok {
-				return 0, ErrNotFresh
-			}
-		}
-		if !n.covers(tok) && !n.await(ctx, tok) {
+		if ok, _ := n.catchUp(ctx, tok); !ok {
 			return 0, ErrNotFresh
 		}
 	}
@@ -365,7 +360,6 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 	n.msgMu.Lock()
 	defer n.msgMu.Unlock()
 	oldest := uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())
-	seen := map[*Message]bool{}
 	var out []Delivery
 	scan := func(c channelgroups.Channel, via func(ringEntry) (channelgroups.Group, bool)) {
 		r := n.rings[chanKey{Account: req.Account, Channel: c}]
@@ -383,11 +377,10 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 			if cut.Less(e.msg.Pos) {
 				break
 			}
-			if e.msg.Pos.Ms < oldest || seen[e.msg] {
+			if e.msg.Pos.Ms < oldest {
 				continue
 			}
 			if g, ok := via(e); ok {
-				seen[e.msg] = true
 				out = append(out, Delivery{Msg: e.msg, Group: g})
 			}
 		}
@@ -410,7 +403,9 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 			})
 		}
 	}
-	slices.SortFunc(out, func(a, b Delivery) int {
+	// In log order; a message reached through several routes (directly and
+	// through groups) is delivered once, through the first route scanned.
+	slices.SortStableFunc(out, func(a, b Delivery) int {
 		if a.Msg.Pos == b.Msg.Pos {
 			return 0
 		}
@@ -419,7 +414,7 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 		}
 		return 1
 	})
-	return out
+	return slices.CompactFunc(out, func(a, b Delivery) bool { return a.Msg == b.Msg })
 }
 
 // History returns up to max stored messages of a channel with timetokens in

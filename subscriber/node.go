@@ -264,10 +264,8 @@ func (n *Node) Run(ctx context.Context) error {
 
 func (n *Node) cursors() []channelgroups.Position {
 	out := make([]channelgroups.Position, len(n.shards))
-	for i, s := range n.shards {
-		s.mu.Lock()
-		out[i] = s.applied
-		s.mu.Unlock()
+	for i := range n.shards {
+		out[i] = n.applied(i)
 	}
 	return out
 }
@@ -428,23 +426,35 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 		return n.fast(ctx, key)
 	case !n.overlay.Enabled(key.Account):
 		return n.slow(ctx, key, tok)
-	case tok.Pending != 0:
+	}
+	switch ok, waited := n.catchUp(ctx, tok); {
+	case ok && !waited:
+		n.m.fastReads.Inc()
+		return n.fast(ctx, key)
+	case ok:
+		n.m.reads.WithLabelValues("waited").Inc()
+		return n.fast(ctx, key)
+	}
+	return n.slow(ctx, key, tok)
+}
+
+// catchUp reports whether this node has applied everything tok covers: its
+// positions in this region and, for a pending edit, the log position that
+// proves it was announced (announcedThrough). It waits on the shard's signal
+// up to FreshWait; waited tells whether it had to.
+func (n *Node) catchUp(ctx context.Context, tok *channelgroups.Token) (ok, waited bool) {
+	if tok.Pending != 0 {
 		last, ok := n.announcedThrough(ctx, tok.Shard, tok.Pending)
 		if !ok {
-			return n.slow(ctx, key, tok)
+			return false, false
 		}
 		t := tok.Merge(channelgroups.Token{Shard: tok.Shard, Positions: []channelgroups.RegionPosition{{Region: n.cfg.Region, Pos: last}}})
 		tok = &t
 	}
 	if n.covers(tok) {
-		n.m.fastReads.Inc()
-		return n.fast(ctx, key)
+		return true, false
 	}
-	if n.await(ctx, tok) {
-		n.m.reads.WithLabelValues("waited").Inc()
-		return n.fast(ctx, key)
-	}
-	return n.slow(ctx, key, tok)
+	return n.await(ctx, tok), true
 }
 
 // ErrNoRoute reports a token naming a region this node cannot read.

@@ -233,10 +233,11 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 		return
 	}
 	body := subscribeBody{T: cursorJSON{T: res.Cursor.String(), R: a.cfg.Region}, M: make([]envelope, 0, len(res.Deliveries))}
+	shard := strconv.Itoa(a.cfg.Groups.Shard(acct) % 10)
 	for _, d := range res.Deliveries {
 		m := d.Msg
 		e := envelope{
-			A: strconv.Itoa(channelgroups.ShardOf(acct, channelgroups.DefaultShards) % 10), I: m.Publisher,
+			A: shard, I: m.Publisher,
 			P: cursorJSON{T: m.Timetoken().String(), R: a.cfg.Region}, K: acct, C: m.Channel, D: m.Payload, B: d.Group, U: m.Meta, CMT: m.CustomType,
 		}
 		if m.Signal {

@@ -132,3 +132,39 @@ func list(prefix string, n int) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// TestOneDeliveryPerMessage: a channel subscribed directly and through a
+// group delivers each message once, as the direct subscription.
+func TestOneDeliveryPerMessage(t *testing.T) {
+	_, cfg := nodetest.Embedded(t, prometheus.NewRegistry(), subscriber.Config{PollHold: time.Second})
+	base := nodetest.Serve(t, cfg)
+	var edit struct{}
+	if err := getJSONURL(base+"/v1/channel-registration/sub-key/demo/channel-group/both?add=x", &edit); err != nil {
+		t.Fatal(err)
+	}
+	sub := base + "/v2/subscribe/demo/x/0?channel-group=both"
+	var hs pollAnswer
+	if err := getJSONURL(sub, &hs); err != nil {
+		t.Fatal(err)
+	}
+	var r []any
+	for _, m := range []string{"1", "2"} {
+		if err := getJSONURL(base+"/publish/pk/demo/0/x/0/"+m, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got pollAnswer
+	cursor := hs.T.T
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got.M) < 2 && time.Now().Before(deadline) {
+		var a pollAnswer
+		if err := getJSONURL(sub+"&tt="+cursor, &a); err != nil {
+			t.Fatal(err)
+		}
+		got.M = append(got.M, a.M...)
+		cursor = a.T.T
+	}
+	if len(got.M) != 2 || string(got.M[0].D) != "1" || string(got.M[1].D) != "2" || got.M[0].B != "" || got.M[1].B != "" {
+		t.Fatalf("deliveries %+v, want 1 and 2 once each, without b", got.M)
+	}
+}
