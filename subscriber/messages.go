@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
@@ -28,25 +29,13 @@ type ring struct {
 	entries []ringEntry
 }
 
-// waiter is a parked subscribe request.
-type waiter struct {
-	wake chan struct{} // buffered 1: a pending wake-up is never lost
-}
-
-func (w *waiter) signal() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
 // trackedGroup is a group with subscribers on this node (or recently so).
 // From since on, every message applied records whether the group held its
 // channel.
 type trackedGroup struct {
 	since    channelgroups.Position
 	channels map[channelgroups.Channel]struct{}
-	waiters  map[*waiter]struct{}
+	waiters  map[*Parked]struct{}
 	lastUsed time.Time
 }
 
@@ -93,7 +82,7 @@ func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token
 
 // applyMessage puts a message into its channel's ring and returns the
 // waiters to wake once the shard's applied position has moved past it.
-func (n *Node) applyMessage(m *Message) []*waiter {
+func (n *Node) applyMessage(m *Message) []*Parked {
 	key := chanKey{Account: m.Account, Channel: m.Channel}
 	n.msgMu.Lock()
 	defer n.msgMu.Unlock()
@@ -118,7 +107,7 @@ func (n *Node) applyMessage(m *Message) []*waiter {
 		r.entries = slices.Delete(r.entries, 0, len(r.entries)-n.cfg.RingSize+1)
 	}
 	r.entries = append(r.entries, ringEntry{msg: m, groups: groups})
-	var wake []*waiter
+	var wake []*Parked
 	for w := range n.byChannel[key] {
 		wake = append(wake, w)
 	}
@@ -143,7 +132,7 @@ func (n *Node) trackLocked(key channelgroups.GroupKey, v *channelgroups.View) {
 		return
 	}
 	changed := n.setChannelsLocked(key, tg, v)
-	var wake []*waiter
+	var wake []*Parked
 	if changed {
 		for w := range tg.waiters {
 			wake = append(wake, w)
@@ -225,66 +214,176 @@ type PollResult struct {
 // an error at 100 or more).
 const MaxDeliveries = 99
 
-// Poll serves a subscribe: the handshake answers at once with the current
-// cursor; otherwise it returns the messages after the cursor on the
-// subscribed channels and groups, parking until there are some, until Hold
-// passes, or until ReleasePolls.
+// Poll serves a subscribe and waits for its answer: see StartPoll. ctx
+// bounds the group expansion and the wait; when it ends first, Poll returns
+// its error.
 func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
+	type outcome struct {
+		res PollResult
+		err error
+	}
+	ch := make(chan outcome, 1)
+	w := n.StartPoll(ctx, req, func(res PollResult, err error) { ch <- outcome{res, err} })
+	select {
+	case o := <-ch:
+		return o.res, o.err
+	case <-ctx.Done():
+		w.expire()
+		<-ch // the poll is unregistered once it has answered
+		return PollResult{}, ctx.Err()
+	}
+}
+
+// StartPoll serves a subscribe without holding a goroutine while it is
+// parked: done is called exactly once with the answer, either before
+// StartPoll returns (a handshake, messages already there, an error) or
+// later from a short-lived goroutine. The handshake answers with the
+// current cursor; otherwise the answer carries the messages after the
+// cursor on the subscribed channels and groups, and the poll parks until
+// there are some, until Hold passes, or until ReleasePolls. ctx bounds the
+// expansion of the groups. The returned Parked can end the poll early.
+func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollResult, error)) *Parked {
 	shard := channelgroups.ShardOf(req.Account, len(n.shards))
+	w := &Parked{n: n, req: req, shard: shard, done: done}
+	w.state.Store(stateChecking) // the caller's own check below comes first
 	if req.Token != nil && req.Token.Shard != shard {
-		return PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken)
+		w.finish(PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken))
+		return w
 	}
 	views := make([]*channelgroups.View, len(req.Groups))
 	for i, g := range req.Groups {
 		v, err := n.View(ctx, channelgroups.GroupKey{Account: req.Account, Group: g}, req.Token, req.Consistency)
-		if err != nil {
-			return PollResult{}, err
+		if err == nil && len(v.Channels) == 0 {
+			err = fmt.Errorf("group %q: %w", g, ErrEmptyGroup)
 		}
-		if len(v.Channels) == 0 {
-			return PollResult{}, fmt.Errorf("group %q: %w", g, ErrEmptyGroup)
+		if err != nil {
+			w.finish(PollResult{}, err)
+			return w
 		}
 		views[i] = v
 	}
-	w := &waiter{wake: make(chan struct{}, 1)}
 	n.register(req, views, w)
-	defer n.unregister(req, w)
+	w.registered = true
 	n.Seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
-	defer n.Seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
 	if req.Cursor == 0 {
-		return PollResult{Cursor: handshakeCursor(n.applied(shard))}, nil
+		w.finish(PollResult{Cursor: handshakeCursor(n.applied(shard))}, nil)
+		return w
 	}
 	hold := req.Hold
 	if hold <= 0 {
 		hold = n.cfg.PollHold
 	}
-	timer := time.NewTimer(hold)
-	defer timer.Stop()
+	w.after = PositionOf(req.Cursor)
 	n.m.parked.Inc()
-	defer n.m.parked.Dec()
-	after := PositionOf(req.Cursor)
+	w.parked = true
+	w.timer = time.AfterFunc(hold, w.expire)
+	select {
+	case <-n.release:
+		w.expired.Store(true) // registered after ReleasePolls collected the waiters
+	default:
+	}
+	w.check()
+	return w
+}
+
+// Parked is a subscribe in progress. While it waits it is only this
+// struct, its timer and its index entries: no goroutine.
+type Parked struct {
+	n     *Node
+	req   PollRequest
+	shard int
+	done  func(PollResult, error)
+	timer *time.Timer
+	// after is where the next scan starts; only the checking goroutine
+	// (state stateChecking or stateAgain) touches it.
+	after      channelgroups.Position
+	state      atomic.Int32
+	expired    atomic.Bool
+	registered bool
+	parked     bool
+}
+
+// A Parked's state: one goroutine at a time checks it; a wake-up during a
+// check makes that goroutine check again, so none is lost.
+const (
+	stateIdle     = iota // parked, nobody checking
+	stateChecking        // a goroutine is checking
+	stateAgain           // checking, and woken again meanwhile
+	stateDone            // answered
+)
+
+// signal wakes the poll: it is checked again soon, off the caller's
+// goroutine (the log consumer wakes many polls at once).
+func (w *Parked) signal() {
 	for {
-		cut := n.applied(shard)
-		if ds := n.collect(req, after, cut); len(ds) > 0 {
-			res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
-			if len(ds) > MaxDeliveries {
-				res.Deliveries = ds[:MaxDeliveries]
-				res.Cursor = CursorOf(ds[MaxDeliveries-1].Msg.Pos)
+		switch s := w.state.Load(); s {
+		case stateIdle:
+			if w.state.CompareAndSwap(stateIdle, stateChecking) {
+				go w.check()
+				return
 			}
-			return res, nil
-		}
-		if after.Less(cut) {
-			after = cut // nothing for us up to cut: later scans start there
-		}
-		select {
-		case <-w.wake:
-		case <-timer.C:
-			return PollResult{Cursor: CursorOf(channelgroups.MaxPosition(after, cut))}, nil
-		case <-n.release:
-			return PollResult{Cursor: CursorOf(channelgroups.MaxPosition(after, cut))}, nil
-		case <-ctx.Done():
-			return PollResult{}, ctx.Err()
+		case stateChecking:
+			if w.state.CompareAndSwap(stateChecking, stateAgain) {
+				return
+			}
+		default:
+			return
 		}
 	}
+}
+
+// expire makes the poll answer with what it has (nothing) at its next check.
+func (w *Parked) expire() {
+	w.expired.Store(true)
+	w.signal()
+}
+
+// check scans for deliveries until it answers or nothing more woke it.
+func (w *Parked) check() {
+	for !w.try() {
+		if w.state.CompareAndSwap(stateChecking, stateIdle) {
+			return
+		}
+		w.state.Store(stateChecking) // woken meanwhile: look again
+	}
+}
+
+// try answers the poll if there is something to deliver or it expired.
+func (w *Parked) try() bool {
+	n := w.n
+	cut := n.applied(w.shard)
+	if ds := n.collect(w.req, w.after, cut); len(ds) > 0 {
+		res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
+		if len(ds) > MaxDeliveries {
+			res.Deliveries = ds[:MaxDeliveries]
+			res.Cursor = CursorOf(ds[MaxDeliveries-1].Msg.Pos)
+		}
+		w.finish(res, nil)
+		return true
+	}
+	if w.after.Less(cut) {
+		w.after = cut // nothing for us up to cut: later scans start there
+	}
+	if w.expired.Load() {
+		w.finish(PollResult{Cursor: CursorOf(w.after)}, nil)
+		return true
+	}
+	return false
+}
+
+func (w *Parked) finish(res PollResult, err error) {
+	w.state.Store(stateDone)
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if w.registered {
+		w.n.unregister(w.req, w)
+		w.n.Seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
+	}
+	if w.parked {
+		w.n.m.parked.Dec()
+	}
+	w.done(res, err)
 }
 
 func (n *Node) applied(shard int) channelgroups.Position {
@@ -303,7 +402,7 @@ func handshakeCursor(applied channelgroups.Position) channelgroups.Timetoken {
 
 // register indexes a waiter under its channels and groups, tracking the
 // groups (from their current views) if they were not tracked yet.
-func (n *Node) register(req PollRequest, views []*channelgroups.View, w *waiter) {
+func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked) {
 	shard := channelgroups.ShardOf(req.Account, len(n.shards))
 	n.viewMu.Lock()
 	defer n.viewMu.Unlock()
@@ -312,7 +411,7 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *waiter)
 	for _, c := range req.Channels {
 		ck := chanKey{Account: req.Account, Channel: c}
 		if n.byChannel[ck] == nil {
-			n.byChannel[ck] = map[*waiter]struct{}{}
+			n.byChannel[ck] = map[*Parked]struct{}{}
 		}
 		n.byChannel[ck][w] = struct{}{}
 	}
@@ -321,7 +420,7 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *waiter)
 		key := channelgroups.GroupKey{Account: req.Account, Group: g}
 		tg := n.tracked[key]
 		if tg == nil {
-			tg = &trackedGroup{since: n.applied(shard), channels: map[channelgroups.Channel]struct{}{}, waiters: map[*waiter]struct{}{}}
+			tg = &trackedGroup{since: n.applied(shard), channels: map[channelgroups.Channel]struct{}{}, waiters: map[*Parked]struct{}{}}
 			n.tracked[key] = tg
 			v := views[i]
 			if pg, ok := n.cache.Published(key); ok && pg.View() != nil {
@@ -334,7 +433,7 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *waiter)
 	}
 }
 
-func (n *Node) unregister(req PollRequest, w *waiter) {
+func (n *Node) unregister(req PollRequest, w *Parked) {
 	n.msgMu.Lock()
 	defer n.msgMu.Unlock()
 	for _, c := range req.Channels {
@@ -446,6 +545,22 @@ func (n *Node) History(a channelgroups.Account, c channelgroups.Channel, start, 
 // clients reconnect elsewhere) and makes later ones return without parking.
 func (n *Node) ReleasePolls() {
 	n.releaseOnce.Do(func() { close(n.release) })
+	n.msgMu.Lock()
+	all := map[*Parked]struct{}{}
+	for _, set := range n.byChannel {
+		for w := range set {
+			all[w] = struct{}{}
+		}
+	}
+	for _, tg := range n.tracked {
+		for w := range tg.waiters {
+			all[w] = struct{}{}
+		}
+	}
+	n.msgMu.Unlock()
+	for w := range all {
+		w.expire()
+	}
 }
 
 // sweepMessages drops rings whose newest message is past the retention and

@@ -116,7 +116,7 @@ type Node struct {
 	// Lock order: viewMu, then msgMu, then a shard's mu.
 	msgMu      sync.Mutex
 	rings      map[chanKey]*ring
-	byChannel  map[chanKey]map[*waiter]struct{}
+	byChannel  map[chanKey]map[*Parked]struct{}
 	tracked    map[channelgroups.GroupKey]*trackedGroup
 	containing map[chanKey]map[channelgroups.Group]struct{}
 	present    map[chanKey]map[string]struct{} // occupancy, from the log's presence events
@@ -194,7 +194,7 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1),
-		rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*waiter]struct{}{}, tracked: map[channelgroups.GroupKey]*trackedGroup{},
+		rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{}, tracked: map[channelgroups.GroupKey]*trackedGroup{},
 		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{}),
 		present: map[chanKey]map[string]struct{}{}, seen: map[chanKey]map[string]seenUser{}}
 	for range cfg.Shards {
@@ -305,7 +305,7 @@ func wait(ctx context.Context, d time.Duration) {
 // before anyone can learn the position is applied), then the position.
 func (n *Node) apply(le LogEntry) {
 	d, err := decodeRecord(le.Data, le.Shard)
-	var wake []*waiter
+	var wake []*Parked
 	switch e := d.edit; {
 	case err != nil:
 		n.cfg.Logger.Error("skipping a log entry", "shard", le.Shard, "pos", le.Pos, "err", err)

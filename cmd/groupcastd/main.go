@@ -15,6 +15,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,6 +65,7 @@ type options struct {
 	ringAge                      time.Duration
 	ringSize                     int
 	shutdownTimeout              time.Duration
+	debugListen                  string
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -92,6 +95,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.ringAge, "ring-age", 20*time.Minute, "how long messages are kept for subscribe cursors and history")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	fs.StringVar(&o.debugListen, "debug-listen", "", "address to serve Go's profiler on (/debug/pprof/); empty = off")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "GROUPCAST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -355,6 +359,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err
+	}
+	if o.debugListen != "" {
+		dln, err := net.Listen("tcp", o.debugListen)
+		if err != nil {
+			return fmt.Errorf("debug listener: %w", err)
+		}
+		defer dln.Close()
+		go func() { _ = http.Serve(dln, nil) }() // net/http/pprof registers on the default mux
+		logger.Info("profiler", "url", "http://"+dln.Addr().String()+"/debug/pprof/")
 	}
 	srv := httpapi.NewServer(api)
 	served := make(chan error, 1)

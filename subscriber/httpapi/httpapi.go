@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -62,6 +61,11 @@ type API struct {
 	metrics  fasthttp.RequestHandler
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// server is the fasthttp server from NewServer: parked long-polls hand
+	// their connections back to it.
+	server *fasthttp.Server
+	// handedOff counts hijacked polls whose answer is not written yet.
+	handedOff atomic.Int64
 }
 
 // New validates cfg and returns the API.
@@ -107,7 +111,7 @@ func New(cfg Config) (*API, error) {
 // Pubsub is the messaging side of a node; *subscriber.Node is one.
 type Pubsub interface {
 	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
-	Poll(ctx context.Context, req subscriber.PollRequest) (subscriber.PollResult, error)
+	StartPoll(ctx context.Context, req subscriber.PollRequest, done func(subscriber.PollResult, error)) *subscriber.Parked
 	History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*subscriber.Message
 	ReleasePolls()
 	Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration)
@@ -122,10 +126,21 @@ type Viewer interface {
 
 // Drain turns readiness off, so load balancers stop sending new requests,
 // and answers every parked long-poll, so its client reconnects elsewhere.
+// It returns once those answers are written (they are not on fasthttp's
+// connections any more, so Server.Shutdown would not wait for them), or
+// after DrainTimeout.
 func (a *API) Drain() {
 	a.draining.Store(true)
 	a.cfg.Pubsub.ReleasePolls()
+	ctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+	defer cancel()
+	a.waitHandedOff(ctx)
 }
+
+// DrainTimeout bounds how long Drain waits for parked polls' answers.
+const DrainTimeout = 5 * time.Second
+
+const serverName = "groupcast"
 
 // MaxRequestHeaderBytes bounds the request line and headers (and so the
 // query string, which carries a GET publish's message: 32 KiB of JSON
@@ -136,11 +151,12 @@ const MaxRequestHeaderBytes = 128 << 10
 
 // NewServer returns a fasthttp server for the API with JSON error answers
 // for requests fasthttp itself rejects.
+// A server serves one API: its parked long-polls go back to it.
 func NewServer(a *API) *fasthttp.Server {
-	return &fasthttp.Server{
+	a.server = &fasthttp.Server{
 		Handler:               a.Handle,
 		ErrorHandler:          a.handleTransportError,
-		Name:                  "groupcast",
+		Name:                  serverName,
 		ReadBufferSize:        MaxRequestHeaderBytes,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
@@ -152,7 +168,11 @@ func NewServer(a *API) *fasthttp.Server {
 		ReduceMemoryUsage:     true,
 		// Long-polls end in bursts; idle worker goroutines go soon after.
 		MaxIdleWorkerDuration: 2 * time.Second,
+		// Parked long-polls hijack their connections and give them back
+		// (see longpoll.go).
+		KeepHijackedConns: true,
 	}
+	return a.server
 }
 
 func (a *API) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
@@ -172,9 +192,8 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	setCommonHeaders(ctx)
 	endpoint := a.route(ctx)
-	if a.requests != nil {
-		a.requests.WithLabelValues(endpoint, strconv.Itoa(ctx.Response.StatusCode())).Inc()
-		a.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	if !ctx.Hijacked() { // a parked poll is counted when it answers
+		a.observe(endpoint, ctx.Response.StatusCode(), start)
 	}
 }
 

@@ -1,10 +1,15 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,4 +85,93 @@ func getJSONURL(u string, into any) error {
 	}
 	defer resp.Body.Close()
 	return jsonDecode(resp, into)
+}
+
+// TestParkedPollKeepsItsConnection parks a subscribe, answers it with a
+// publish, and then sends further requests on the same TCP connection: the
+// connection a parked poll hijacked goes back to the server. A request with
+// Connection: close gets its answer and then the connection closes.
+func TestParkedPollKeepsItsConnection(t *testing.T) {
+	_, cfg := embeddedWith(t, prometheus.NewRegistry(), subscriber.Config{PollHold: 2 * time.Second})
+	base := nodetest.Serve(t, cfg)
+	var hs struct {
+		T struct {
+			T string `json:"t"`
+		} `json:"t"`
+	}
+	if err := getJSONURL(base+"/v2/subscribe/demo/kept/0", &hs); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	roundTrip := func(path, connection string) (*http.Response, string) {
+		t.Helper()
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: %s\r\n\r\n", path, connection); err != nil {
+			t.Fatal(err)
+		}
+		return readResponse(t, br)
+	}
+
+	for i := range 3 { // each parks until the publish below answers it
+		if _, err := fmt.Fprintf(conn, "GET /v2/subscribe/demo/kept/0?tt=%s HTTP/1.1\r\nHost: x\r\n\r\n", hs.T.T); err != nil {
+			t.Fatal(err)
+		}
+		// The cursor makes this race-free: a publish that lands before the
+		// poll is registered is found in the ring at once.
+		resp, err := http.Get(fmt.Sprintf("%s/publish/demo/demo/0/kept/0/%%22m%d%%22", base, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		_, body := readResponse(t, br)
+		if !strings.Contains(body, fmt.Sprintf(`"d":"m%d"`, i)) {
+			t.Fatalf("answer %d = %s", i, body)
+		}
+		var next struct {
+			T struct {
+				T string `json:"t"`
+			} `json:"t"`
+		}
+		if err := json.Unmarshal([]byte(body), &next); err != nil {
+			t.Fatal(err)
+		}
+		hs.T.T = next.T.T
+		if resp, body := roundTrip("/time/0", "keep-alive"); resp.StatusCode != 200 || !strings.HasPrefix(body, "[") {
+			t.Fatalf("request after the parked poll, same connection: %d %s", resp.StatusCode, body)
+		}
+	}
+	// This poll parks until its 2s hold passes, answers, and then the
+	// server closes the connection as asked.
+	resp, body := roundTrip("/v2/subscribe/demo/kept/0?tt="+hs.T.T, "close")
+	if resp.StatusCode != 200 || !strings.Contains(body, `"m":[]`) {
+		t.Fatalf("held poll: %d %s", resp.StatusCode, body)
+	}
+	if !resp.Close {
+		t.Fatalf("answer to a Connection: close poll does not close: %v", resp.Header)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("connection still open after Connection: close")
+	}
+}
+
+func readResponse(t *testing.T, br *bufio.Reader) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Error(err)
+		return nil, ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Error(err)
+	}
+	return resp, string(b)
 }

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"compress/zlib"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -223,11 +222,11 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, "subscribe", err)
 		return
 	}
-	// fasthttp does not tell a handler that its client went away: the poll's
-	// own hold timer (the node's PollHold) bounds it, and ReleasePolls ends
-	// it at shutdown. No cancellable context: it would cost every parked
-	// poll an allocation for nothing.
-	res, err := a.cfg.Pubsub.Poll(context.Background(), req)
+	a.servePoll(ctx, acct, req)
+}
+
+// answerSubscribe writes a subscribe answer: the cursor and the envelopes.
+func (a *API) answerSubscribe(ctx *fasthttp.RequestCtx, acct channelgroups.Account, res subscriber.PollResult, err error) {
 	if err != nil {
 		a.writeDomainError(ctx, "subscribe", err)
 		return

@@ -1,0 +1,154 @@
+package httpapi
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber"
+)
+
+// A parked long-poll holds no goroutine. fasthttp serves a request on a
+// worker goroutine until its handler returns, so a handler that waited for
+// messages would keep a goroutine stack and its RequestCtx per parked
+// subscriber. Instead the subscribe handler starts the poll on the node
+// and, when it does not answer at once, hijacks the connection: the
+// worker, the RequestCtx and the read buffer go back to their pools, and
+// what stays is the connection and the node's Parked. When the answer
+// comes, the short-lived goroutine that found it writes it and goes on to
+// serve the connection's next request (Server.ServeConn) until it parks again
+// or closes.
+
+// pendingAnswer joins a poll's answer and its hijacked connection; the
+// second of the two to arrive writes the response.
+type pendingAnswer struct {
+	api       *API
+	acct      channelgroups.Account
+	start     time.Time
+	keepAlive bool
+
+	mu       sync.Mutex
+	answered bool
+	res      subscriber.PollResult
+	err      error
+	conn     net.Conn
+	waiting  chan struct{} // only when the API has no server to hand back to
+}
+
+func (p *pendingAnswer) deliver(res subscriber.PollResult, err error) {
+	p.mu.Lock()
+	p.answered, p.res, p.err = true, res, err
+	c, waiting := p.conn, p.waiting
+	p.mu.Unlock()
+	if waiting != nil {
+		close(waiting)
+	}
+	if c != nil {
+		p.write(c) // on the node's short-lived goroutine for this poll
+	}
+}
+
+// attach is the hijack handler: it runs on fasthttp's hijack goroutine and
+// returns at once unless the answer is already there.
+func (p *pendingAnswer) attach(c net.Conn) {
+	p.mu.Lock()
+	p.conn = c
+	answered := p.answered
+	p.mu.Unlock()
+	if answered {
+		p.write(c)
+	}
+}
+
+// ready returns whether the answer came before the handler returned.
+func (p *pendingAnswer) ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.answered
+}
+
+// answerPool holds the RequestCtx values the handed-off answers are built in,
+// so that they share the synchronous path's response code.
+var answerPool = sync.Pool{New: func() any {
+	ctx := new(fasthttp.RequestCtx)
+	ctx.Init(new(fasthttp.Request), nil, nil)
+	return ctx
+}}
+
+// write sends the answer on the hijacked connection and gives the
+// connection back to the server, or closes it.
+func (p *pendingAnswer) write(c net.Conn) {
+	a := p.api
+	defer a.handedOff.Add(-1)
+	ctx := answerPool.Get().(*fasthttp.RequestCtx)
+	defer answerPool.Put(ctx)
+	ctx.Response.Reset()
+	setCommonHeaders(ctx)
+	h := &ctx.Response.Header
+	h.Set("Server", serverName)
+	h.SetBytesV("Date", fasthttp.AppendHTTPDate(nil, time.Now()))
+	a.answerSubscribe(ctx, p.acct, p.res, p.err)
+	a.observe("subscribe", ctx.Response.StatusCode(), p.start)
+	closeAfter := !p.keepAlive || a.draining.Load()
+	if closeAfter {
+		ctx.Response.SetConnectionClose()
+	}
+	if a.server.WriteTimeout > 0 {
+		_ = c.SetWriteDeadline(time.Now().Add(a.server.WriteTimeout))
+	}
+	if _, err := ctx.Response.WriteTo(c); err != nil || closeAfter {
+		_ = c.Close()
+		return
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		_ = c.Close()
+		return
+	}
+	_ = a.server.ServeConn(c) // returns when the connection closes or parks again
+}
+
+// servePoll starts the poll and answers it at once, or parks it on the
+// hijacked connection.
+func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, req subscriber.PollRequest) {
+	p := &pendingAnswer{api: a, acct: acct, start: time.Now(), keepAlive: !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11()}
+	if a.server == nil {
+		p.waiting = make(chan struct{}) // not served by NewServer: wait here
+	}
+	a.cfg.Pubsub.StartPoll(context.Background(), req, p.deliver)
+	if a.server == nil {
+		<-p.waiting
+	}
+	if p.ready() {
+		a.answerSubscribe(ctx, acct, p.res, p.err)
+		return
+	}
+	a.handedOff.Add(1)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(p.attach)
+}
+
+// waitHandedOff waits until the answers of hijacked polls are written, or
+// until ctx ends.
+func (a *API) waitHandedOff(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for a.handedOff.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *API) observe(endpoint string, status int, start time.Time) {
+	if a.requests != nil {
+		a.requests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
+		a.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	}
+}
