@@ -1,5 +1,5 @@
 # groupcast — the two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test vet infra-up infra-down build bench-propagation bench-views
+.PHONY: run test vet infra-up infra-down build bench bench-quick bench-propagation bench-views
 
 run:
 	go run ./cmd/groupcastd
@@ -20,6 +20,15 @@ infra-up:
 
 infra-down:
 	scripts/infra down
+
+# The benchmark suite: propagation, tokens, groups, fanout against a hello-world
+# ceiling and against Nchan; writes bench/results/<timestamp>/ (results.json,
+# report.md, plots). Installs what it needs. bench-quick is the smoke version.
+bench:
+	scripts/bench
+
+bench-quick:
+	scripts/bench --quick
 
 # Propagation A → B on real Cassandra and Redis: overlay on vs. the 1 s storage-polling baseline.
 bench-propagation:

@@ -17,34 +17,6 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// FanoutConfig describes a fanout run: Subscribers long-polls parked on one
-// channel of one node, a publisher publishing back to back for Duration.
-type FanoutConfig struct {
-	Origin      string // base URL of the node
-	Subscribers int
-	Duration    time.Duration
-	Account     string
-}
-
-// FanoutResult is what a fanout run measured.
-type FanoutResult struct {
-	Subscribers      int
-	Parked           int   // long-polls the node held when its memory was read
-	Failures         int64 // subscriber polls that failed
-	Published        int64
-	Delivered        int64
-	DeliveredPerSec  float64
-	Latency          Latencies // publish → deliver
-	BytesPerParked   float64   // node RSS growth per parked long-poll
-	CeilingReqPerSec float64   // a fasthttp hello-world server, same client concurrency
-	RatioToCeiling   float64
-}
-
-func (r FanoutResult) String() string {
-	return fmt.Sprintf("subscribers=%d parked=%d poll_failures=%d published=%d delivered=%d delivered/s=%.0f ceiling req/s=%.0f ratio=%.2f memory/parked=%.1f KiB publish→deliver %s",
-		r.Subscribers, r.Parked, r.Failures, r.Published, r.Delivered, r.DeliveredPerSec, r.CeilingReqPerSec, r.RatioToCeiling, r.BytesPerParked/1024, r.Latency)
-}
-
 func hostOf(origin string) string {
 	return strings.TrimPrefix(strings.TrimPrefix(origin, "http://"), "https://")
 }
@@ -112,111 +84,262 @@ func Ceiling(ctx context.Context, addr string, clients int, d time.Duration) (fl
 	return float64(n.Load()) / time.Since(start).Seconds(), nil
 }
 
-type fanoutAnswer struct {
-	T struct {
-		T string `json:"t"`
-	} `json:"t"`
-	M []struct {
-		D int64 `json:"d"`
-	} `json:"m"`
+// FanoutConfig describes a fanout run: Subscribers long-polls parked on one
+// channel of one target, then a sweep of load steps of length Step.
+type FanoutConfig struct {
+	Subscribers int
+	Step        time.Duration
+	// Loads are the offered deliveries/s of the sweep (publishes/s ×
+	// subscribers), lowest first. The sweep stops after the first step the
+	// target does not keep up with; then one more step runs at half the
+	// highest load it kept up with.
+	Loads []float64
+	// Progress, if set, shows each step and its delivery rate.
+	Progress *Progress
 }
 
-// Fanout parks cfg.Subscribers long-polls on one channel, measures the
-// node's memory per parked poll, then publishes back to back for
-// cfg.Duration (each message carries its publish time) and measures
-// deliveries and publish→deliver latency.
-func Fanout(ctx context.Context, cfg FanoutConfig) (FanoutResult, error) {
-	res := FanoutResult{Subscribers: cfg.Subscribers}
-	addr := hostOf(cfg.Origin)
-	hc := newHostClient(addr, cfg.Subscribers)
-	channel := fmt.Sprintf("fan-%d", time.Now().UnixNano())
-	subURL := fmt.Sprintf("%s/v2/subscribe/%s/%s/0", cfg.Origin, cfg.Account, channel)
-	before, err := rss(cfg.Origin)
-	if err != nil {
-		return res, err
+// Publishers is how many concurrent publishers a load step uses.
+const Publishers = 4
+
+// A target keeps up with a load when it delivers at least KeepUpShare of
+// the offered deliveries within the step (and its drain) with a p99
+// publish→deliver latency of at most KeepUpP99.
+const (
+	KeepUpShare = 0.97
+	KeepUpP99   = time.Second
+)
+
+// FanoutStep is one load step: what was offered and what arrived.
+type FanoutStep struct {
+	Offered         float64 // deliveries/s asked for: publishes/s × subscribers
+	PublishedPerSec float64
+	DeliveredPerSec float64 // of this step's messages, per second of the step
+	Lost            int64   // deliveries of this step's messages that never arrived
+	Latency         Latencies
+	KeptUp          bool
+	Half            bool // the step at half the highest load kept up with
+}
+
+// FanoutRun is what a fanout run measured on one target.
+type FanoutRun struct {
+	Target         string
+	Subscribers    int
+	Parked         int     // long-polls the target held when its memory was read
+	Failures       int64   // subscriber polls that failed
+	BytesPerParked float64 // memory growth per parked long-poll
+	Steps          []FanoutStep
+}
+
+// Max is the step with the most deliveries/s among those the target kept
+// up with.
+func (r FanoutRun) Max() (FanoutStep, bool) {
+	var best FanoutStep
+	found := false
+	for _, s := range r.Steps {
+		if s.KeptUp && !s.Half && (!found || s.DeliveredPerSec > best.DeliveredPerSec) {
+			best, found = s, true
+		}
 	}
-	var hs fanoutAnswer
-	if err := fastGet(hc, subURL, &hs); err != nil {
-		return res, err
+	return best, found
+}
+
+// HalfStep is the step at half the highest load kept up with.
+func (r FanoutRun) HalfStep() (FanoutStep, bool) {
+	for _, s := range r.Steps {
+		if s.Half {
+			return s, true
+		}
+	}
+	return FanoutStep{}, false
+}
+
+// stepRecorder collects the latencies of one step's messages: those due
+// in [from, to) µs.
+type stepRecorder struct {
+	from, to int64
+	mu       sync.Mutex
+	hist     *hdrhistogram.Histogram
+	count    atomic.Int64
+}
+
+func (r *stepRecorder) record(now int64, msgs []int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range msgs {
+		if m >= r.from && m < r.to {
+			_ = r.hist.RecordValue(max(1, now-m))
+			r.count.Add(1)
+		}
+	}
+}
+
+// Fanout parks cfg.Subscribers long-polls on one channel of t, measures
+// t's memory per parked poll, and runs the load steps. Every message
+// carries the time it was due, so latency includes any lag of the
+// publisher itself (no coordinated omission). Polls still parked when
+// Fanout returns end with the target's hold or shutdown.
+func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) {
+	run := FanoutRun{Target: t.Name(), Subscribers: cfg.Subscribers}
+	hc := newHostClient(t.Addr(), cfg.Subscribers)
+	channel := fmt.Sprintf("fan%d", time.Now().UnixNano())
+	before, err := t.Memory()
+	if err != nil {
+		return run, err
+	}
+	start, err := t.Handshake(ctx, hc, channel)
+	if err != nil {
+		return run, fmt.Errorf("%s handshake: %w", t.Name(), err)
 	}
 	var (
 		failures  atomic.Int64
 		delivered atomic.Int64
-		mu        sync.Mutex
-		hist      = hdrhistogram.New(1, 60_000_000, 3)
+		current   atomic.Pointer[stepRecorder]
 	)
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	// Subscribers stop once Fanout returns: each after its poll in flight.
+	subCtx, stopSubs := context.WithCancel(ctx)
+	defer stopSubs()
 	for i := range cfg.Subscribers {
 		go func() {
-			cursor := hs.T.T
-			for runCtx.Err() == nil {
-				var a fanoutAnswer
-				if err := fastGet(hc, fmt.Sprintf("%s?uuid=s%d&tt=%s", subURL, i, cursor), &a); err != nil {
+			cur := start
+			for subCtx.Err() == nil {
+				msgs, next, err := t.Poll(subCtx, hc, channel, cur)
+				if err != nil {
 					failures.Add(1)
 					<-time.After(10 * time.Millisecond)
 					continue
 				}
-				now := time.Now().UnixMicro()
-				mu.Lock()
-				for _, m := range a.M {
-					_ = hist.RecordValue(max(1, now-m.D))
+				if rec := current.Load(); rec != nil {
+					rec.record(time.Now().UnixMicro(), msgs)
 				}
-				mu.Unlock()
-				delivered.Add(int64(len(a.M)))
-				cursor = a.T.T
+				delivered.Add(int64(len(msgs)))
+				cur = next
 			}
 		}()
 		if i%500 == 499 { // do not overflow the listen backlog
 			<-time.After(20 * time.Millisecond)
 		}
 	}
-	// Wait until every poll has reached the node and parked (or a minute
-	// passed), then read its memory.
+	if cfg.Progress != nil {
+		cfg.Progress.Scenario(fmt.Sprintf("fanout %s n=%d: parking", t.Name(), cfg.Subscribers), "parked", nil)
+	}
+	// Wait until every poll has parked (or a minute passed), then read the
+	// memory.
 	parkDeadline := time.Now().Add(time.Minute)
 	for ctx.Err() == nil {
-		n, err := scrape(cfg.Origin, "groupcast_parked_polls")
+		n, err := t.Parked(ctx)
 		if err != nil {
-			return res, err
+			return run, err
 		}
-		res.Parked = int(n)
-		if res.Parked >= cfg.Subscribers || time.Now().After(parkDeadline) {
+		run.Parked = n
+		if n >= cfg.Subscribers || time.Now().After(parkDeadline) {
 			break
 		}
 		<-time.After(50 * time.Millisecond)
 	}
-	after, err := rss(cfg.Origin)
+	after, err := t.Memory()
 	if err != nil {
-		return res, err
+		return run, err
 	}
-	res.BytesPerParked = (after - before) / float64(max(1, res.Parked))
+	run.BytesPerParked = (after - before) / float64(max(1, run.Parked))
 
-	pubURL := fmt.Sprintf("%s/publish/bench/%s/0/%s/0/", cfg.Origin, cfg.Account, channel)
-	pc := newHostClient(addr, 1)
-	start := time.Now()
-	deadline := start.Add(cfg.Duration)
-	var published int64
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		var r []any
-		if err := fastGet(pc, pubURL+strconv.FormatInt(time.Now().UnixMicro(), 10), &r); err != nil {
-			return res, err
+	pc := newHostClient(t.Addr(), Publishers)
+	step := func(load float64, half bool) (FanoutStep, error) {
+		if cfg.Progress != nil {
+			label := fmt.Sprintf("fanout %s n=%d, %.0f deliveries/s offered", t.Name(), cfg.Subscribers, load)
+			if half {
+				label += " (half the max)"
+			}
+			cfg.Progress.Scenario(label, "msgs", func() float64 { return float64(delivered.Load()) })
 		}
-		published++
+		st, err := fanoutStep(ctx, t, pc, channel, load/float64(cfg.Subscribers), cfg.Step, &current)
+		if err != nil {
+			return st, err
+		}
+		st.Offered, st.Half = load, half
+		st.Lost = max(0, int64(st.PublishedPerSec*cfg.Step.Seconds())*int64(cfg.Subscribers)-int64(st.DeliveredPerSec*cfg.Step.Seconds()+0.5))
+		st.KeptUp = st.DeliveredPerSec >= KeepUpShare*st.PublishedPerSec*float64(cfg.Subscribers) &&
+			st.PublishedPerSec >= KeepUpShare*st.Offered/float64(cfg.Subscribers) &&
+			st.Latency.Count > 0 && st.Latency.P99 <= float64(KeepUpP99.Microseconds())
+		run.Steps = append(run.Steps, st)
+		return st, nil
 	}
-	elapsed := time.Since(start)
-	// Give the last deliveries a moment, then stop counting. Subscribers
-	// parked in a poll stay there until the node's hold ends; the caller's
-	// process exit (or the node's shutdown) ends them, so do not wait.
-	<-time.After(500 * time.Millisecond)
-	stop()
-	res.Published = published
-	res.Delivered = delivered.Load()
-	res.DeliveredPerSec = float64(res.Delivered) / elapsed.Seconds()
-	mu.Lock()
-	res.Latency = summarise(hist, 0)
-	mu.Unlock()
-	res.Failures = failures.Load()
-	return res, nil
+	for _, load := range cfg.Loads {
+		st, err := step(load, false)
+		if err != nil {
+			return run, err
+		}
+		if !st.KeptUp {
+			break
+		}
+	}
+	if best, ok := run.Max(); ok {
+		if _, err := step(best.Offered/2, true); err != nil {
+			return run, err
+		}
+	}
+	run.Failures = failures.Load()
+	return run, ctx.Err()
+}
+
+// fanoutStep publishes for d at rate publishes/s, waits for the deliveries
+// to drain, and summarises them.
+func fanoutStep(ctx context.Context, t Target, pc *fasthttp.HostClient, channel string, rate float64, d time.Duration, current *atomic.Pointer[stepRecorder]) (FanoutStep, error) {
+	begin := time.Now()
+	rec := &stepRecorder{from: begin.UnixMicro(), to: begin.Add(d).UnixMicro(), hist: newHistogram()}
+	current.Store(rec)
+	defer current.Store(nil)
+	// Publishers take turns over the schedule's slots: one sequential
+	// publisher would cap the rate at one over the publish latency.
+	var (
+		published atomic.Int64
+		slot      atomic.Int64
+		wg        sync.WaitGroup
+		failed    atomic.Pointer[error]
+	)
+	for range Publishers {
+		wg.Go(func() {
+			for ctx.Err() == nil && failed.Load() == nil {
+				k := slot.Add(1) - 1
+				due := begin.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+				if wait := time.Until(due); wait > 0 {
+					select {
+					case <-time.After(wait):
+					case <-ctx.Done():
+					}
+				}
+				if due.UnixMicro() >= rec.to || time.Now().UnixMicro() >= rec.to {
+					return // the step is over, even if the publishers fell behind the schedule
+				}
+				if err := t.Publish(ctx, pc, channel, due.UnixMicro()); err != nil {
+					err = fmt.Errorf("%s publish: %w", t.Name(), err)
+					failed.Store(&err)
+					return
+				}
+				published.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		return FanoutStep{}, *err
+	}
+	// Drain: until no delivery of this step's messages for half a second
+	// (at most 15 seconds).
+	last, quiet := rec.count.Load(), 0
+	for deadline := time.Now().Add(15 * time.Second); quiet < 5 && time.Now().Before(deadline) && ctx.Err() == nil; {
+		<-time.After(100 * time.Millisecond)
+		if n := rec.count.Load(); n == last {
+			quiet++
+		} else {
+			last, quiet = n, 0
+		}
+	}
+	secs := d.Seconds()
+	step := FanoutStep{PublishedPerSec: float64(published.Load()) / secs, DeliveredPerSec: float64(rec.count.Load()) / secs}
+	rec.mu.Lock()
+	step.Latency = summarise(rec.hist, 0)
+	rec.mu.Unlock()
+	return step, ctx.Err()
 }
 
 func fastGet(hc *fasthttp.HostClient, u string, into any) error {

@@ -31,6 +31,14 @@ type Latencies struct {
 	Count                    int64
 	P50, P90, P99, Max, Mean float64 // µs
 	Errors                   int
+	// CDF is the distribution at fixed quantiles, for plots.
+	CDF []Quantile `json:",omitempty"`
+}
+
+// Quantile is one point of a latency distribution.
+type Quantile struct {
+	Q  float64 // 0..100
+	US float64 // µs
 }
 
 func (l Latencies) String() string {
@@ -38,12 +46,24 @@ func (l Latencies) String() string {
 		l.Count, l.P50, l.P90, l.P99, l.Max, l.Mean, l.Errors)
 }
 
+// cdfQuantiles are the quantiles kept for plots: dense in the tail.
+var cdfQuantiles = []float64{0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97, 98, 99, 99.5, 99.9, 99.99, 100}
+
 func summarise(h *hdrhistogram.Histogram, errors int) Latencies {
-	return Latencies{
+	l := Latencies{
 		Count: h.TotalCount(), P50: float64(h.ValueAtQuantile(50)), P90: float64(h.ValueAtQuantile(90)),
 		P99: float64(h.ValueAtQuantile(99)), Max: float64(h.Max()), Mean: h.Mean(), Errors: errors,
 	}
+	if h.TotalCount() > 0 {
+		for _, q := range cdfQuantiles {
+			l.CDF = append(l.CDF, Quantile{Q: q, US: float64(h.ValueAtQuantile(q))})
+		}
+	}
+	return l
 }
+
+// newHistogram records 1 µs to 10 minutes with 3 significant digits.
+func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 600_000_000, 3) }
 
 var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 
@@ -75,7 +95,7 @@ func Propagation(ctx context.Context, cfg PropagationConfig) (Latencies, error) 
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	h := hdrhistogram.New(1, 60_000_000, 3)
+	h := newHistogram()
 	path := fmt.Sprintf("/v1/channel-registration/sub-key/%s/channel-group/%s", url.PathEscape(cfg.Account), url.PathEscape(cfg.Group))
 	var list struct {
 		Payload struct {

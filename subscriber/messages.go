@@ -312,14 +312,14 @@ const (
 	stateDone            // answered
 )
 
-// signal wakes the poll: it is checked again soon, off the caller's
-// goroutine (the log consumer wakes many polls at once).
+// signal wakes the poll: it is checked again soon on a worker, off the
+// caller's goroutine (the log consumer wakes many polls at once).
 func (w *Parked) signal() {
 	for {
 		switch s := w.state.Load(); s {
 		case stateIdle:
 			if w.state.CompareAndSwap(stateIdle, stateChecking) {
-				go w.check()
+				w.n.workers.Go(w.check)
 				return
 			}
 		case stateChecking:

@@ -123,6 +123,7 @@ type Node struct {
 	seen       map[chanKey]map[string]seenUser // users this node served, for timeouts
 
 	release     chan struct{}
+	workers     *workers
 	releaseOnce sync.Once
 }
 
@@ -195,7 +196,7 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	}
 	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1),
 		rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{}, tracked: map[channelgroups.GroupKey]*trackedGroup{},
-		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{}),
+		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{}), workers: newWorkers(2 * time.Second),
 		present: map[chanKey]map[string]struct{}{}, seen: map[chanKey]map[string]seenUser{}}
 	for range cfg.Shards {
 		n.shards = append(n.shards, &shard{changed: make(chan struct{})})

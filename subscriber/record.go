@@ -3,6 +3,7 @@ package subscriber
 import (
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
@@ -59,6 +60,20 @@ type Message struct {
 	Key        string // Idempotency-Key, if the publisher sent one
 	// Pos is where the message is in its shard's log; set when applied.
 	Pos channelgroups.Position
+
+	wire atomic.Pointer[[]byte]
+}
+
+// Wire returns the message's encoding for subscribers, building it with
+// build the first time: every subscriber of a channel gets the same bytes,
+// so they are encoded once, not once per delivery.
+func (m *Message) Wire(build func(*Message) []byte) []byte {
+	if b := m.wire.Load(); b != nil {
+		return *b
+	}
+	b := build(m)
+	m.wire.Store(&b)
+	return b
 }
 
 // Timetoken is the message's timetoken: its log position as a cursor.

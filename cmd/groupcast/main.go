@@ -12,6 +12,8 @@
 //	time                             the origin's time
 //	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
 //	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
+//	bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
+//	                                 every scenario, with results.json, report.md and plots (make bench)
 package main
 
 import (
@@ -28,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -261,6 +264,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "fanout" {
 		return benchFanout(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "suite" {
+		return benchSuite(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 1 && args[0] == "hello-server" {
 		ln, err := net.Listen("tcp", args[1])
 		if err != nil {
@@ -270,7 +276,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.HelloServer(ln)
 	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -325,12 +331,61 @@ func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	res, err := bench.Fanout(ctx, bench.FanoutConfig{Origin: *origin, Subscribers: *subs, Duration: *d, Account: "bench"})
+	if err := bench.RaiseFileLimit(); err != nil {
+		return err
+	}
+	prog := bench.NewProgress(stderr)
+	var loads []float64
+	for _, f := range []float64{0.25, 0.5, 0.75, 1} {
+		loads = append(loads, f*ceiling)
+	}
+	run, err := bench.Fanout(ctx, &bench.Groupcast{Origin: *origin, Account: "bench"}, bench.FanoutConfig{Subscribers: *subs, Step: *d, Loads: loads, Progress: prog})
+	prog.Close()
 	if err != nil {
 		return err
 	}
-	res.CeilingReqPerSec = ceiling
-	res.RatioToCeiling = res.DeliveredPerSec / ceiling
-	fmt.Fprintf(stdout, "fanout: %s\n", res)
+	fmt.Fprintf(stdout, "fanout: subscribers=%d parked=%d poll_failures=%d memory/parked=%.1f KiB ceiling req/s=%.0f\n", run.Subscribers, run.Parked, run.Failures, run.BytesPerParked/1024, ceiling)
+	for _, s := range run.Steps {
+		fmt.Fprintf(stdout, "  offered=%.0f/s published=%.1f/s delivered=%.0f/s (%.2f× ceiling) lost=%d kept_up=%v half=%v publish→deliver %s\n",
+			s.Offered, s.PublishedPerSec, s.DeliveredPerSec, s.DeliveredPerSec/ceiling, s.Lost, s.KeptUp, s.Half, s.Latency)
+	}
 	return nil
+}
+
+func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast bench suite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "smoke version: fewer samples, shorter steps, 1,000 subscribers only")
+	out := fs.String("out", "bench/results", "directory the run's timestamped directory is written under")
+	gcd := fs.String("groupcastd", "", "groupcastd binary (required)")
+	cass := fs.String("cassandra", os.Getenv("GROUPCAST_CASSANDRA"), "Cassandra hosts for the two-node scenarios")
+	redis := fs.String("redis", os.Getenv("GROUPCAST_REDIS"), "Redis address")
+	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module); empty skips the peer")
+	command := fs.String("command", "", "how the run was started, for the report; default: this command line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *gcd == "" || *cass == "" || *redis == "" {
+		return errors.New("bench suite: --groupcastd, --cassandra and --redis are required (make bench sets them)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if *command == "" {
+		*command = "groupcast bench suite " + strings.Join(args, " ")
+	}
+	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
+		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Command: *command, Log: stderr})
+	if res != nil {
+		for _, c := range res.Checks {
+			verdict := "met"
+			if !c.Met {
+				verdict = "MISSED"
+			}
+			fmt.Fprintf(stdout, "%-70s %-40s target %-8s %s\n", c.What, c.Figure, c.Target, verdict)
+		}
+		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(dir, "report.md"))
+	}
+	return err
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -56,6 +57,7 @@ func (p *pendingAnswer) deliver(res subscriber.PollResult, err error) {
 // attach is the hijack handler: it runs on fasthttp's hijack goroutine and
 // returns at once unless the answer is already there.
 func (p *pendingAnswer) attach(c net.Conn) {
+	c = unwrapHijacked(c)
 	p.mu.Lock()
 	p.conn = c
 	answered := p.answered
@@ -70,6 +72,35 @@ func (p *pendingAnswer) ready() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.answered
+}
+
+// unwrapHijacked returns the connection under fasthttp's hijack wrapper,
+// unless the wrapper reads through a buffer holding bytes the client sent
+// after the subscribe (a pipelined request), which must not be lost.
+// Without it, a connection that parks again and again would be wrapped once
+// more every time it is handed back with ServeConn and hijacked again.
+//
+// fasthttp does not export the wrapper's reader, so this looks at its type
+// by reflection; if the wrapper's shape ever changes, the connection stays
+// wrapped: slower, never wrong (TestUnwrapHijacked notices).
+func unwrapHijacked(c net.Conn) net.Conn {
+	u, ok := c.(interface{ UnsafeConn() net.Conn })
+	if !ok {
+		return c
+	}
+	v := reflect.ValueOf(c)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return c
+	}
+	r := v.Elem().FieldByName("r")
+	if !r.IsValid() || r.Kind() != reflect.Interface || r.IsNil() {
+		return c
+	}
+	raw := u.UnsafeConn()
+	if r.Elem().Type() != reflect.TypeOf(raw) {
+		return c // a *bufio.Reader: pipelined bytes are buffered in it
+	}
+	return raw
 }
 
 // answerPool holds the RequestCtx values the handed-off answers are built in,

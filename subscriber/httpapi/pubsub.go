@@ -167,6 +167,8 @@ type cursorJSON struct {
 	R int    `json:"r"`
 }
 
+// envelope is one message in a subscribe answer. Its first field is never
+// omitted: answerSubscribe splices the group in after the opening brace.
 type envelope struct {
 	A   string                `json:"a"`
 	F   int                   `json:"f"`
@@ -176,14 +178,8 @@ type envelope struct {
 	K   channelgroups.Account `json:"k"`
 	C   channelgroups.Channel `json:"c"`
 	D   json.RawMessage       `json:"d"`
-	B   channelgroups.Group   `json:"b,omitempty"`
 	U   json.RawMessage       `json:"u,omitempty"`
 	CMT string                `json:"cmt,omitempty"`
-}
-
-type subscribeBody struct {
-	T cursorJSON `json:"t"`
-	M []envelope `json:"m"`
 }
 
 // parts: v2 subscribe {sub} {channels|,} 0
@@ -226,25 +222,54 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 }
 
 // answerSubscribe writes a subscribe answer: the cursor and the envelopes.
+// A message's envelope is encoded once and shared by all its deliveries; a
+// delivery through a group adds the group ("b") in front.
 func (a *API) answerSubscribe(ctx *fasthttp.RequestCtx, acct channelgroups.Account, res subscriber.PollResult, err error) {
 	if err != nil {
 		a.writeDomainError(ctx, "subscribe", err)
 		return
 	}
-	body := subscribeBody{T: cursorJSON{T: res.Cursor.String(), R: a.cfg.Region}, M: make([]envelope, 0, len(res.Deliveries))}
-	shard := strconv.Itoa(a.cfg.Groups.Shard(acct) % 10)
-	for _, d := range res.Deliveries {
-		m := d.Msg
-		e := envelope{
-			A: shard, I: m.Publisher,
-			P: cursorJSON{T: m.Timetoken().String(), R: a.cfg.Region}, K: acct, C: m.Channel, D: m.Payload, B: d.Group, U: m.Meta, CMT: m.CustomType,
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	r := &ctx.Response
+	r.ResetBody()
+	b := append(make([]byte, 0, 64), `{"t":{"t":"`...)
+	b, _ = res.Cursor.AppendText(b)
+	b = append(b, `","r":`...)
+	b = strconv.AppendInt(b, int64(a.cfg.Region), 10)
+	b = append(b, `},"m":[`...)
+	r.AppendBody(b)
+	for i, d := range res.Deliveries {
+		if i > 0 {
+			r.AppendBodyString(",")
 		}
-		if m.Signal {
-			e.E = 1
+		env := d.Msg.Wire(a.encodeEnvelope)
+		if d.Group == "" {
+			r.AppendBody(env)
+			continue
 		}
-		body.M = append(body.M, e)
+		g, _ := json.Marshal(string(d.Group))
+		r.AppendBodyString(`{"b":`)
+		r.AppendBody(g)
+		r.AppendBodyString(",")
+		r.AppendBody(env[1:])
 	}
-	writeJSON(ctx, body)
+	r.AppendBodyString("]}")
+}
+
+// encodeEnvelope is a message's envelope without the group.
+func (a *API) encodeEnvelope(m *subscriber.Message) []byte {
+	e := envelope{
+		A: strconv.Itoa(a.cfg.Groups.Shard(m.Account) % 10), I: m.Publisher,
+		P: cursorJSON{T: m.Timetoken().String(), R: a.cfg.Region}, K: m.Account, C: m.Channel, D: m.Payload, U: m.Meta, CMT: m.CustomType,
+	}
+	if m.Signal {
+		e.E = 1
+	}
+	b, err := json.Marshal(e)
+	if err != nil { // a payload that was valid JSON when published always encodes
+		panic(fmt.Sprintf("httpapi: encoding an envelope: %v", err))
+	}
+	return b
 }
 
 type historyV3Message struct {

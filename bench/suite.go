@@ -1,0 +1,302 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// SuiteConfig describes a run of the whole benchmark suite.
+type SuiteConfig struct {
+	// Quick is the smoke version: fewer samples, shorter steps, 1,000
+	// subscribers only.
+	Quick bool
+	// Out is the directory a run's own timestamped directory goes under.
+	Out string
+	// Groupcastd is the node binary; Groupcast the CLI binary, which serves
+	// the hello-world reference (groupcast bench hello-server).
+	Groupcastd, Groupcast string
+	// Cassandra hosts and Redis address for the two-node scenarios.
+	Cassandra, Redis string
+	// NchanModule is the path of Nchan's nginx module; empty skips the
+	// peer, and the report says so.
+	NchanModule string
+	// Command is how the run was started, quoted in the report.
+	Command string
+	Log     io.Writer
+}
+
+// Results is everything one suite run measured; results.json holds it.
+type Results struct {
+	Started time.Time
+	Seconds float64
+	Quick   bool
+	Command string
+	Machine Machine
+	Errors  []string `json:",omitempty"`
+	Notes   []string `json:",omitempty"`
+
+	Propagation struct{ Overlay, Baseline Latencies }
+	Tokens      *TokensResult
+	Groups      *GroupsResult
+	Ceiling     map[int]float64 // requests/s by client concurrency
+	Fanout      []FanoutRun     // groupcast and the peer
+	Checks      []Check
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int
+	CPU       string
+	Kernel    string
+	GoVersion string
+}
+
+// Check is one target the report states next to its figure.
+type Check struct {
+	What   string
+	Figure string
+	Target string
+	Met    bool
+}
+
+type plan struct {
+	propSamples, baseSamples, tokenSamples int
+	groupSubs                              int
+	groupFor, step, ceilingFor             time.Duration
+	subscribers                            []int
+	loads                                  []float64 // fractions of the ceiling
+}
+
+func planFor(quick bool) plan {
+	if quick {
+		return plan{propSamples: 200, baseSamples: 5, tokenSamples: 150, groupSubs: 5, groupFor: 3 * time.Second,
+			step: 3 * time.Second, ceilingFor: 3 * time.Second, subscribers: []int{1000}, loads: []float64{0.25, 0.5, 1}}
+	}
+	return plan{propSamples: 1000, baseSamples: 30, tokenSamples: 1000, groupSubs: 20, groupFor: 10 * time.Second,
+		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5}}
+}
+
+// RunSuite runs every scenario and writes results.json, report.md and the
+// plots into a new directory under cfg.Out, which it returns. A scenario
+// that fails is recorded in Results.Errors and the others still run.
+func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	res := &Results{Started: time.Now(), Quick: cfg.Quick, Command: cfg.Command, Machine: machine(), Ceiling: map[int]float64{}}
+	dir := filepath.Join(cfg.Out, res.Started.UTC().Format("20060102T150405Z"))
+	work := filepath.Join(dir, "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return nil, "", err
+	}
+	if err := RaiseFileLimit(); err != nil {
+		return nil, "", err
+	}
+	p := planFor(cfg.Quick)
+	prog := NewProgress(cfg.Log)
+	fail := func(scenario string, err error) {
+		if err != nil {
+			res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", scenario, err))
+		}
+	}
+	s := &suite{cfg: cfg, work: work, prog: prog}
+
+	fail("propagation/tokens/groups", s.pairScenarios(ctx, p, res))
+	fail("propagation baseline", s.baseline(ctx, p, res))
+	for _, n := range p.subscribers {
+		fail(fmt.Sprintf("ceiling n=%d", n), s.ceiling(ctx, p, n, res))
+		fail(fmt.Sprintf("fanout groupcast n=%d", n), s.fanoutGroupcast(ctx, p, n, res))
+		if cfg.NchanModule != "" {
+			fail(fmt.Sprintf("peer nchan n=%d", n), s.fanoutNchan(ctx, p, n, res))
+		}
+	}
+	if cfg.NchanModule == "" {
+		res.Notes = append(res.Notes, "peer skipped: no Nchan module given (scripts/nchan install provides one)")
+	}
+	prog.Close()
+	res.Seconds = time.Since(res.Started).Seconds()
+	res.Checks = checks(res)
+	if err := writeResults(dir, res); err != nil {
+		return res, dir, err
+	}
+	if len(res.Errors) > 0 { // keep the servers' logs
+		return res, dir, fmt.Errorf("%d scenario(s) failed (server logs in %s): %s", len(res.Errors), work, strings.Join(res.Errors, "; "))
+	}
+	if err := os.RemoveAll(work); err != nil {
+		return res, dir, err
+	}
+	return res, dir, nil
+}
+
+type suite struct {
+	cfg  SuiteConfig
+	work string
+	prog *Progress
+	seq  int
+}
+
+// pair starts two groupcastd nodes on real Cassandra and Redis, as two
+// hosts (127.0.0.1 and 127.0.0.2), in a fresh keyspace.
+func (s *suite) pair(ctx context.Context, extra ...string) ([]*Proc, error) {
+	s.seq++
+	ks := fmt.Sprintf("bench_%d_%d", time.Now().Unix(), s.seq)
+	var procs []*Proc
+	for i := 1; i <= 2; i++ {
+		listen := fmt.Sprintf("127.0.0.%d:1808%d", i, i)
+		args := append([]string{"--listen", listen, "--data", filepath.Join(s.work, fmt.Sprintf("%s-%d", ks, i)),
+			"--cassandra", s.cfg.Cassandra, "--keyspace", ks, "--redis", s.cfg.Redis, "--redis-prefix", ks,
+			"--secret", "bench-secret-0123456789", "--node", fmt.Sprintf("n%d", i), "--log-level", "warn"}, extra...)
+		p, err := StartProc(ctx, s.work, fmt.Sprintf("%s-node%d", ks, i), "http://"+listen, "/readyz", s.cfg.Groupcastd, args...)
+		if err != nil {
+			stopAll(procs)
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
+func stopAll(procs []*Proc) {
+	for _, p := range procs {
+		_ = p.Stop()
+	}
+}
+
+func (s *suite) pairScenarios(ctx context.Context, p plan, res *Results) error {
+	procs, err := s.pair(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopAll(procs)
+	a, b := procs[0].URL, procs[1].URL
+	s.prog.Scenario("propagation (overlay on)", "", nil)
+	lat, err := Propagation(ctx, PropagationConfig{A: a, B: b, Account: "bench", Group: "prop", Samples: p.propSamples})
+	if err != nil {
+		return err
+	}
+	res.Propagation.Overlay = lat
+	tok, err := Tokens(ctx, TokensConfig{A: a, B: b, Account: "bench", Samples: p.tokenSamples, Progress: s.prog})
+	if err != nil {
+		return err
+	}
+	res.Tokens = &tok
+	s.prog.Scenario("groups: parking subscribers", "", nil)
+	g, err := Groups(ctx, GroupsConfig{A: a, B: b, Account: "bench", Subscribers: p.groupSubs, EditsPerSec: 100, Duration: p.groupFor, Pool: 8, Progress: s.prog})
+	if err != nil {
+		return err
+	}
+	res.Groups = &g
+	return nil
+}
+
+func (s *suite) baseline(ctx context.Context, p plan, res *Results) error {
+	procs, err := s.pair(ctx, "--volatile-accounts", "none", "--refresh-every", "1s")
+	if err != nil {
+		return err
+	}
+	defer stopAll(procs)
+	s.prog.Scenario("propagation baseline (overlay off, 1 s refresh)", "", nil)
+	lat, err := Propagation(ctx, PropagationConfig{A: procs[0].URL, B: procs[1].URL, Account: "bench", Group: "prop", Samples: p.baseSamples, Timeout: 5 * time.Second})
+	res.Propagation.Baseline = lat
+	return err
+}
+
+func (s *suite) ceiling(ctx context.Context, p plan, n int, res *Results) error {
+	const listen = "127.0.0.1:18099"
+	hello, err := StartProc(ctx, s.work, fmt.Sprintf("hello-%d", n), "http://"+listen, "/", s.cfg.Groupcast, "bench", "hello-server", listen)
+	if err != nil {
+		return err
+	}
+	defer hello.Stop()
+	s.prog.Scenario(fmt.Sprintf("ceiling n=%d", n), "", nil)
+	rps, err := Ceiling(ctx, listen, n, p.ceilingFor)
+	res.Ceiling[n] = rps
+	return err
+}
+
+func (s *suite) fanoutGroupcast(ctx context.Context, p plan, n int, res *Results) error {
+	const listen = "127.0.0.1:18090"
+	s.seq++
+	node, err := StartProc(ctx, s.work, fmt.Sprintf("fanout-%d", n), "http://"+listen, "/readyz", s.cfg.Groupcastd,
+		"--listen", listen, "--data", filepath.Join(s.work, fmt.Sprintf("fanout-%d", n)),
+		"--redis", s.cfg.Redis, "--redis-prefix", fmt.Sprintf("fan_%d_%d", time.Now().Unix(), s.seq), "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	defer node.Stop()
+	t := &Groupcast{Origin: node.URL, Account: "bench", PIDs: []int{node.PID()}}
+	run, err := Fanout(ctx, t, FanoutConfig{Subscribers: n, Step: p.step, Loads: s.loads(p, n, res), Progress: s.prog})
+	if len(run.Steps) > 0 {
+		res.Fanout = append(res.Fanout, run)
+	}
+	return err
+}
+
+func (s *suite) fanoutNchan(ctx context.Context, p plan, n int, res *Results) error {
+	dir := filepath.Join(s.work, fmt.Sprintf("nchan-%d", n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	t, err := StartNchan(ctx, dir, "127.0.0.1:18091", s.cfg.NchanModule)
+	if err != nil {
+		return err
+	}
+	defer t.Stop()
+	run, err := Fanout(ctx, t, FanoutConfig{Subscribers: n, Step: p.step, Loads: s.loads(p, n, res), Progress: s.prog})
+	if len(run.Steps) > 0 {
+		res.Fanout = append(res.Fanout, run)
+	}
+	return err
+}
+
+// loads are the offered deliveries/s of a sweep: fractions of the
+// ceiling measured for n clients (of 100,000/s if it was not measured).
+func (s *suite) loads(p plan, n int, res *Results) []float64 {
+	c := res.Ceiling[n]
+	if c == 0 {
+		c = 100_000
+	}
+	out := make([]float64, len(p.loads))
+	for i, f := range p.loads {
+		out[i] = f * c
+	}
+	return out
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return m
+}
+
+func writeResults(dir string, res *Results) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
+		return err
+	}
+	plots, err := writePlots(dir, res)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(Report(res, plots)), 0o644)
+}

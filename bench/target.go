@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Cursor is where a subscriber's next long-poll starts. Its meaning is the
+// target's: groupcast keeps the timetoken in A; Nchan keeps Last-Modified
+// in A and the Etag in B.
+type Cursor struct{ A, B string }
+
+// Target is a pub/sub server the fanout scenario drives over HTTP:
+// groupcast, or a peer such as Nchan. Every message is one integer, the
+// time (µs since the epoch) it was due to be published, so the subscriber
+// can compute publish→deliver latency.
+type Target interface {
+	// Name labels the target in results ("groupcast", "nchan").
+	Name() string
+	// Addr is the host:port the clients connect to.
+	Addr() string
+	// Handshake returns the cursor a new subscriber of channel starts after.
+	Handshake(ctx context.Context, c *fasthttp.HostClient, channel string) (Cursor, error)
+	// Poll long-polls channel after cursor and returns the messages and the
+	// next cursor.
+	Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error)
+	// Publish sends one message to channel.
+	Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error
+	// Parked is how many long-polls the server holds now.
+	Parked(ctx context.Context) (int, error)
+	// Memory is the server's memory in bytes: the proportional set size of
+	// its processes, so that pages shared between them count once.
+	Memory() (float64, error)
+}
+
+// Groupcast drives a groupcastd node through its PubNub-compatible API.
+type Groupcast struct {
+	Origin  string // base URL
+	Account string // subscribe key
+	PIDs    []int  // the node's processes, for Memory; empty means scrape /metrics (RSS)
+}
+
+func (g *Groupcast) Name() string { return "groupcast" }
+func (g *Groupcast) Addr() string { return hostOf(g.Origin) }
+
+type subscribeAnswer struct {
+	T struct {
+		T string `json:"t"`
+	} `json:"t"`
+	M []struct {
+		D json.RawMessage `json:"d"`
+	} `json:"m"`
+}
+
+func (g *Groupcast) Handshake(ctx context.Context, c *fasthttp.HostClient, channel string) (Cursor, error) {
+	var a subscribeAnswer
+	err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0", g.Origin, g.Account, channel), &a)
+	return Cursor{A: a.T.T}, err
+}
+
+func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error) {
+	var a subscribeAnswer
+	if err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0?tt=%s", g.Origin, g.Account, channel, cur.A), &a); err != nil {
+		return nil, cur, err
+	}
+	out := make([]int64, 0, len(a.M))
+	for _, m := range a.M {
+		v, err := strconv.ParseInt(string(m.D), 10, 64)
+		if err != nil {
+			return nil, cur, fmt.Errorf("message %s: %w", m.D, err)
+		}
+		out = append(out, v)
+	}
+	return out, Cursor{A: a.T.T}, nil
+}
+
+func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error {
+	var r []any
+	return fastGet(c, fmt.Sprintf("%s/publish/bench/%s/0/%s/0/%d", g.Origin, g.Account, channel, msg), &r)
+}
+
+func (g *Groupcast) Parked(ctx context.Context) (int, error) {
+	n, err := scrape(g.Origin, "groupcast_parked_polls")
+	return int(n), err
+}
+
+func (g *Groupcast) Memory() (float64, error) {
+	if len(g.PIDs) == 0 {
+		return rss(g.Origin)
+	}
+	return Pss(g.PIDs...)
+}
+
+// Pss sums the proportional set size of processes, from
+// /proc/<pid>/smaps_rollup (Linux).
+func Pss(pids ...int) (float64, error) {
+	var total float64
+	for _, pid := range pids {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			return 0, err
+		}
+		sc := bufio.NewScanner(f)
+		found := false
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "Pss:"); ok {
+				kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+				if err != nil {
+					f.Close()
+					return 0, fmt.Errorf("pid %d Pss %q: %w", pid, v, err)
+				}
+				total += kb * 1024
+				found = true
+				break
+			}
+		}
+		f.Close()
+		if !found {
+			return 0, fmt.Errorf("pid %d: no Pss in smaps_rollup", pid)
+		}
+	}
+	return total, nil
+}
