@@ -126,7 +126,7 @@ type FanoutRun struct {
 	Subscribers    int
 	Parked         int     // long-polls the target held when its memory was read
 	Failures       int64   // subscriber polls that failed
-	BytesPerParked float64 // memory growth per parked long-poll
+	BytesPerParked float64 // memory growth per parked long-poll, from half to all parked
 	Steps          []FanoutStep
 }
 
@@ -182,10 +182,6 @@ func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) 
 	run := FanoutRun{Target: t.Name(), Subscribers: cfg.Subscribers}
 	hc := newHostClient(t.Addr(), cfg.Subscribers)
 	channel := fmt.Sprintf("fan%d", time.Now().UnixNano())
-	before, err := t.Memory()
-	if err != nil {
-		return run, err
-	}
 	start, err := t.Handshake(ctx, hc, channel)
 	if err != nil {
 		return run, fmt.Errorf("%s handshake: %w", t.Name(), err)
@@ -197,52 +193,82 @@ func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) 
 	)
 	// Subscribers stop once Fanout returns: each after its poll in flight.
 	subCtx, stopSubs := context.WithCancel(ctx)
-	defer stopSubs()
-	for i := range cfg.Subscribers {
-		go func() {
-			cur := start
-			for subCtx.Err() == nil {
-				msgs, next, err := t.Poll(subCtx, hc, channel, cur)
-				if err != nil {
-					failures.Add(1)
-					<-time.After(10 * time.Millisecond)
-					continue
-				}
-				if rec := current.Load(); rec != nil {
-					rec.record(time.Now().UnixMicro(), msgs)
-				}
-				delivered.Add(int64(len(msgs)))
-				cur = next
-			}
-		}()
-		if i%500 == 499 { // do not overflow the listen backlog
-			<-time.After(20 * time.Millisecond)
+	var subs sync.WaitGroup
+	pc := newHostClient(t.Addr(), Publishers)
+	defer func() {
+		// Release the parked subscribers with one last message, wait for
+		// them (a minute at most), and close their connections: the next
+		// run needs the file descriptors.
+		stopSubs()
+		_ = t.Publish(context.Background(), pc, channel, time.Now().UnixMicro())
+		done := make(chan struct{})
+		go func() { subs.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
 		}
+		hc.CloseIdleConnections()
+		pc.CloseIdleConnections()
+	}()
+	subscribe := func(from, to int) {
+		for i := from; i < to; i++ {
+			subs.Add(1)
+			go func() {
+				defer subs.Done()
+				cur := start
+				for subCtx.Err() == nil {
+					msgs, next, err := t.Poll(subCtx, hc, channel, cur)
+					if err != nil {
+						failures.Add(1)
+						<-time.After(10 * time.Millisecond)
+						continue
+					}
+					if rec := current.Load(); rec != nil {
+						rec.record(time.Now().UnixMicro(), msgs)
+					}
+					delivered.Add(int64(len(msgs)))
+					cur = next
+				}
+			}()
+			if i%500 == 499 { // do not overflow the listen backlog
+				<-time.After(20 * time.Millisecond)
+			}
+		}
+	}
+	// parked waits until n polls have parked (or a minute passed) and reads
+	// the memory.
+	parked := func(n int) (float64, error) {
+		for deadline := time.Now().Add(time.Minute); ctx.Err() == nil; <-time.After(50 * time.Millisecond) {
+			got, err := t.Parked(ctx)
+			if err != nil {
+				return 0, err
+			}
+			run.Parked = got
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+		}
+		return t.Memory()
 	}
 	if cfg.Progress != nil {
 		cfg.Progress.Scenario(fmt.Sprintf("fanout %s n=%d: parking", t.Name(), cfg.Subscribers), "parked", nil)
 	}
-	// Wait until every poll has parked (or a minute passed), then read the
-	// memory.
-	parkDeadline := time.Now().Add(time.Minute)
-	for ctx.Err() == nil {
-		n, err := t.Parked(ctx)
-		if err != nil {
-			return run, err
-		}
-		run.Parked = n
-		if n >= cfg.Subscribers || time.Now().After(parkDeadline) {
-			break
-		}
-		<-time.After(50 * time.Millisecond)
-	}
-	after, err := t.Memory()
+	// Memory per parked poll is the slope between half and all of them
+	// parked, so the server's fixed costs (runtime, pools, buffers) do not
+	// count as per-subscriber.
+	half := cfg.Subscribers / 2
+	subscribe(0, half)
+	m1, err := parked(half)
 	if err != nil {
 		return run, err
 	}
-	run.BytesPerParked = (after - before) / float64(max(1, run.Parked))
+	subscribe(half, cfg.Subscribers)
+	m2, err := parked(cfg.Subscribers)
+	if err != nil {
+		return run, err
+	}
+	run.BytesPerParked = (m2 - m1) / float64(max(1, cfg.Subscribers-half))
 
-	pc := newHostClient(t.Addr(), Publishers)
 	step := func(load float64, half bool) (FanoutStep, error) {
 		if cfg.Progress != nil {
 			label := fmt.Sprintf("fanout %s n=%d, %.0f deliveries/s offered", t.Name(), cfg.Subscribers, load)

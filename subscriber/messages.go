@@ -35,6 +35,11 @@ type ring struct {
 type trackedGroup struct {
 	since    channelgroups.Position
 	channels map[channelgroups.Channel]struct{}
+	// left holds the channels that left the group, each with the shard's
+	// applied position just before it left. A subscriber whose cursor is at
+	// or before that position may still be owed messages published on the
+	// channel while it was in the group (G3), so collect scans it too.
+	left     map[channelgroups.Channel]channelgroups.Position
 	waiters  map[*Parked]struct{}
 	lastUsed time.Time
 }
@@ -153,6 +158,7 @@ func (n *Node) setChannelsLocked(key channelgroups.GroupKey, tg *trackedGroup, v
 		now[c] = struct{}{}
 		if _, ok := tg.channels[c]; !ok {
 			changed = true
+			delete(tg.left, c)
 			ck := chanKey{Account: key.Account, Channel: c}
 			if n.containing[ck] == nil {
 				n.containing[ck] = map[channelgroups.Group]struct{}{}
@@ -163,6 +169,10 @@ func (n *Node) setChannelsLocked(key channelgroups.GroupKey, tg *trackedGroup, v
 	for c := range tg.channels {
 		if _, ok := now[c]; !ok {
 			changed = true
+			if tg.left == nil {
+				tg.left = map[channelgroups.Channel]channelgroups.Position{}
+			}
+			tg.left[c] = n.applied(channelgroups.ShardOf(key.Account, len(n.shards)))
 			n.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
 		}
 	}
@@ -501,6 +511,18 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 				return g, held
 			})
 		}
+		for c, at := range tg.left {
+			if at.Less(after) {
+				continue // it left before the cursor: nothing owed
+			}
+			scan(c, func(e ringEntry) (channelgroups.Group, bool) {
+				if e.msg.Pos.Less(tg.since) {
+					return g, false // before tracking began: judged by the current view, which lacks it
+				}
+				_, held := slices.BinarySearch(e.groups, g)
+				return g, held
+			})
+		}
 	}
 	// In log order; a message reached through several routes (directly and
 	// through groups) is delivered once, through the first route scanned.
@@ -577,6 +599,11 @@ func (n *Node) sweepMessages(now time.Time) {
 		}
 	}
 	for key, tg := range n.tracked {
+		for c, at := range tg.left {
+			if at.Ms < oldest {
+				delete(tg.left, c) // its messages have left the rings too
+			}
+		}
 		if len(tg.waiters) == 0 && now.Sub(tg.lastUsed) > n.cfg.TrackIdle {
 			for c := range tg.channels {
 				n.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)

@@ -168,3 +168,45 @@ func TestOneDeliveryPerMessage(t *testing.T) {
 		t.Fatalf("deliveries %+v, want 1 and 2 once each, without b", got.M)
 	}
 }
+
+// TestMessageOnChannelThatLeftSinceIsDelivered is G3 across a quick
+// add-then-remove: a message published while the channel was in the group
+// is owed to the group's subscriber even if the channel has left the group
+// by the time the subscriber polls.
+func TestMessageOnChannelThatLeftSinceIsDelivered(t *testing.T) {
+	_, cfg := nodetest.Embedded(t, prometheus.NewRegistry(), subscriber.Config{PollHold: time.Second})
+	base := nodetest.Serve(t, cfg)
+	group := base + "/v1/channel-registration/sub-key/demo/channel-group/g3"
+	var ed struct {
+		Token string `json:"token"`
+	}
+	if err := getJSONURL(group+"?add=anchor", &ed); err != nil {
+		t.Fatal(err)
+	}
+	sub := base + "/v2/subscribe/demo/,/0?channel-group=g3"
+	var hs pollAnswer
+	if err := getJSONURL(sub+"&token="+url.QueryEscape(ed.Token), &hs); err != nil {
+		t.Fatal(err)
+	}
+	// Not polling meanwhile: add, publish inside, remove, publish outside.
+	var r []any
+	if err := getJSONURL(group+"?add=brief", &ed); err != nil {
+		t.Fatal(err)
+	}
+	if err := getJSONURL(base+"/publish/pk/demo/0/brief/0/%22inside%22?token="+url.QueryEscape(ed.Token), &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := getJSONURL(group+"?remove=brief", &ed); err != nil {
+		t.Fatal(err)
+	}
+	if err := getJSONURL(base+"/publish/pk/demo/0/brief/0/%22outside%22?token="+url.QueryEscape(ed.Token), &r); err != nil {
+		t.Fatal(err)
+	}
+	var got pollAnswer
+	if err := getJSONURL(sub+"&tt="+hs.T.T+"&token="+url.QueryEscape(ed.Token), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.M) != 1 || string(got.M[0].D) != `"inside"` || got.M[0].B != "g3" {
+		t.Fatalf("deliveries %+v, want only \"inside\" through g3", got.M)
+	}
+}
