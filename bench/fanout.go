@@ -143,6 +143,17 @@ func (r FanoutRun) Max() (FanoutStep, bool) {
 	return best, found
 }
 
+// Capped reports whether the target kept up with the sweep's highest load:
+// its limit is then above Max, which is only a lower bound.
+func (r FanoutRun) Capped() bool {
+	for i := len(r.Steps) - 1; i >= 0; i-- {
+		if !r.Steps[i].Half {
+			return r.Steps[i].KeptUp
+		}
+	}
+	return false
+}
+
 // HalfStep is the step at half the highest load kept up with.
 func (r FanoutRun) HalfStep() (FanoutStep, bool) {
 	for _, s := range r.Steps {

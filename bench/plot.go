@@ -44,8 +44,10 @@ func writePlots(dir string, r *Results) ([]string, error) {
 			p.X.Scale = plot.LogScale{}
 			p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 		}
-		p.Legend.Top = false
-		p.Legend.Left = !logX
+		// The empty corner: bottom left under CDFs, top left above
+		// throughput lines.
+		p.Legend.Left = true
+		p.Legend.Top = !logX
 		p.Add(plotter.NewGrid())
 		var args []any
 		for _, s := range lines {

@@ -70,6 +70,9 @@ func checks(r *Results) []Check {
 		if peer, ok := r.fanout("nchan", n); ok {
 			pb, pk := peer.Max()
 			fig := fmt.Sprintf("%.2f× (%.0f vs. %.0f)", best.DeliveredPerSec/pb.DeliveredPerSec, best.DeliveredPerSec, pb.DeliveredPerSec)
+			if peer.Capped() {
+				fig = fmt.Sprintf("≤ %.2f× (%.0f vs. Nchan ≥ %.0f: it kept up with the sweep's highest load)", best.DeliveredPerSec/pb.DeliveredPerSec, best.DeliveredPerSec, pb.DeliveredPerSec)
+			}
 			if !pk {
 				fig = fmt.Sprintf("%.0f vs. none (Nchan kept up with no step)", best.DeliveredPerSec)
 			}
@@ -167,6 +170,9 @@ func Report(r *Results, plots []string) string {
 				top, xc, xp, half := "none", "–", "–", "–"
 				if kept {
 					top = fmt.Sprintf("%.0f", best.DeliveredPerSec)
+					if f.Capped() {
+						top = "≥ " + top // kept up with the sweep's highest load
+					}
 					if c := r.Ceiling[n]; c > 0 {
 						xc = fmt.Sprintf("%.2f", best.DeliveredPerSec/c)
 					}

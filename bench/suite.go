@@ -300,3 +300,18 @@ func writeResults(dir string, res *Results) error {
 	}
 	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(Report(res, plots)), 0o644)
 }
+
+// Rerender reads a run's results.json and draws its report and plots again
+// (after a change to how they are drawn; the figures stay the run's).
+func Rerender(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	res.Checks = checks(&res)
+	return writeResults(dir, &res)
+}

@@ -14,6 +14,7 @@
 //	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
 //	bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
 //	                                 every scenario, with results.json, report.md and plots (make bench)
+//	bench report DIR                 draw a run's report.md and plots again from its results.json
 package main
 
 import (
@@ -266,6 +267,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(args) > 0 && args[0] == "suite" {
 		return benchSuite(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) == 2 && args[0] == "report" {
+		return bench.Rerender(args[1])
 	}
 	if len(args) > 1 && args[0] == "hello-server" {
 		ln, err := net.Listen("tcp", args[1])
