@@ -30,7 +30,7 @@ type ring struct {
 }
 
 // trackedGroup is a group with subscribers on this node (or recently so).
-// From since on, every message applied records whether the group held its
+// After since, every message applied records whether the group held its
 // channel.
 type trackedGroup struct {
 	since    channelgroups.Position
@@ -85,12 +85,24 @@ func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token
 	return CursorOf(pos), nil
 }
 
-// applyMessage puts a message into its channel's ring and returns the
-// waiters to wake once the shard's applied position has moved past it.
-func (n *Node) applyMessage(m *Message) []*Parked {
+// wakeup names the polls a newly applied message concerns: those on its
+// channel and those of the tracked groups that held the channel.
+type wakeup struct {
+	key    chanKey
+	groups []channelgroups.Group
+}
+
+// applyMessage puts a message into its channel's ring, annotated with the
+// tracked groups that hold its channel now, and returns whom to wake once
+// the shard's applied position has moved past it (nil for a retry).
+func (n *Node) applyMessage(m *Message) *wakeup {
 	key := chanKey{Account: m.Account, Channel: m.Channel}
 	n.msgMu.Lock()
 	defer n.msgMu.Unlock()
+	s := n.shards[channelgroups.ShardOf(m.Account, len(n.shards))]
+	if s.annotated.Less(m.Pos) {
+		s.annotated = m.Pos
+	}
 	r := n.rings[key]
 	if r == nil {
 		r = &ring{}
@@ -112,18 +124,32 @@ func (n *Node) applyMessage(m *Message) []*Parked {
 		r.entries = slices.Delete(r.entries, 0, len(r.entries)-n.cfg.RingSize+1)
 	}
 	r.entries = append(r.entries, ringEntry{msg: m, groups: groups})
-	var wake []*Parked
-	for w := range n.byChannel[key] {
-		wake = append(wake, w)
+	return &wakeup{key: key, groups: groups}
+}
+
+// wake signals the polls a message concerns. It runs after the shard's
+// applied position has moved past the message: a poll registered before
+// is found here, one registered after finds the message on its first check.
+func (n *Node) wake(w *wakeup) {
+	if w == nil {
+		return
 	}
-	for _, g := range groups {
-		if tg := n.tracked[channelgroups.GroupKey{Account: m.Account, Group: g}]; tg != nil {
-			for w := range tg.waiters {
-				wake = append(wake, w)
+	var ws []*Parked
+	n.msgMu.Lock()
+	for p := range n.byChannel[w.key] {
+		ws = append(ws, p)
+	}
+	for _, g := range w.groups {
+		if tg := n.tracked[channelgroups.GroupKey{Account: w.key.Account, Group: g}]; tg != nil {
+			for p := range tg.waiters {
+				ws = append(ws, p)
 			}
 		}
 	}
-	return wake
+	n.msgMu.Unlock()
+	for _, p := range ws {
+		p.signal()
+	}
 }
 
 // trackLocked keeps the reverse index (channel → tracked groups holding it)
@@ -430,7 +456,10 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked)
 		key := channelgroups.GroupKey{Account: req.Account, Group: g}
 		tg := n.tracked[key]
 		if tg == nil {
-			tg = &trackedGroup{since: n.applied(shard), channels: map[channelgroups.Channel]struct{}{}, waiters: map[*Parked]struct{}{}}
+			// Messages up to since were annotated before the group was
+			// tracked; they are judged by its current view.
+			since := channelgroups.MaxPosition(n.applied(shard), n.shards[shard].annotated)
+			tg = &trackedGroup{since: since, channels: map[channelgroups.Channel]struct{}{}, waiters: map[*Parked]struct{}{}}
 			n.tracked[key] = tg
 			v := views[i]
 			if pg, ok := n.cache.Published(key); ok && pg.View() != nil {
@@ -504,7 +533,7 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 		}
 		for c := range tg.channels {
 			scan(c, func(e ringEntry) (channelgroups.Group, bool) {
-				if e.msg.Pos.Less(tg.since) {
+				if !tg.since.Less(e.msg.Pos) {
 					return g, true // before tracking began: judged by the current view
 				}
 				_, held := slices.BinarySearch(e.groups, g)
@@ -516,7 +545,7 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 				continue // it left before the cursor: nothing owed
 			}
 			scan(c, func(e ringEntry) (channelgroups.Group, bool) {
-				if e.msg.Pos.Less(tg.since) {
+				if !tg.since.Less(e.msg.Pos) {
 					return g, false // before tracking began: judged by the current view, which lacks it
 				}
 				_, held := slices.BinarySearch(e.groups, g)

@@ -132,6 +132,11 @@ type shard struct {
 	applied channelgroups.Position
 	changed chan struct{} // closed and replaced when applied advances
 
+	// annotated is the newest message put into a ring, with the tracked
+	// groups that held its channel; guarded by Node.msgMu. A group tracked
+	// from now on is judged by annotations only after it.
+	annotated channelgroups.Position
+
 	announceMu sync.Mutex
 	blocked    bool // an edit of this shard is not announced yet: append nothing new
 
@@ -306,7 +311,7 @@ func wait(ctx context.Context, d time.Duration) {
 // before anyone can learn the position is applied), then the position.
 func (n *Node) apply(le LogEntry) {
 	d, err := decodeRecord(le.Data, le.Shard)
-	var wake []*Parked
+	var wake *wakeup
 	switch e := d.edit; {
 	case err != nil:
 		n.cfg.Logger.Error("skipping a log entry", "shard", le.Shard, "pos", le.Pos, "err", err)
@@ -340,9 +345,9 @@ func (n *Node) apply(le LogEntry) {
 		s.changed = make(chan struct{})
 	}
 	s.mu.Unlock()
-	for _, w := range wake { // after the position moved: a woken poll's cut includes the message
-		w.signal()
-	}
+	// After the position moved: a poll found now has a cut that includes
+	// the message, and one registered later sees it on its first check.
+	n.wake(wake)
 	n.m.applied.Inc()
 	n.m.lag.Observe(time.Since(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
 }

@@ -128,7 +128,7 @@ func (n *Node) announcePresence(ctx context.Context, p presence) {
 // applyPresence updates occupancy from a logged event and delivers it on the
 // channel's presence channel. A join of a present user, or a leave of an
 // absent one, changes nothing and is not delivered.
-func (n *Node) applyPresence(p *presence, pos channelgroups.Position) []*Parked {
+func (n *Node) applyPresence(p *presence, pos channelgroups.Position) *wakeup {
 	ck := chanKey{Account: p.Account, Channel: p.Channel}
 	n.msgMu.Lock()
 	users := n.present[ck]

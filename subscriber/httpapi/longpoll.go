@@ -57,8 +57,14 @@ func (p *pendingAnswer) deliver(res subscriber.PollResult, err error) {
 // attach is the hijack handler: it runs on fasthttp's hijack goroutine and
 // returns at once unless the answer is already there.
 func (p *pendingAnswer) attach(c net.Conn) {
-	c = unwrapHijacked(c)
+	c, buffered := unwrapHijacked(c)
 	p.mu.Lock()
+	if buffered {
+		// The client pipelined: its bytes sit in a read buffer of
+		// MaxRequestHeaderBytes that would stay with the connection. Answer
+		// and close instead (PubNub clients do not pipeline).
+		p.keepAlive = false
+	}
 	p.conn = c
 	answered := p.answered
 	p.mu.Unlock()
@@ -74,33 +80,43 @@ func (p *pendingAnswer) ready() bool {
 	return p.answered
 }
 
-// unwrapHijacked returns the connection under fasthttp's hijack wrapper,
-// unless the wrapper reads through a buffer holding bytes the client sent
-// after the subscribe (a pipelined request), which must not be lost.
-// Without it, a connection that parks again and again would be wrapped once
-// more every time it is handed back with ServeConn and hijacked again.
+// servedConn is a connection handed back to the server. Each hand-back gets
+// a wrapper of its own: fasthttp keys its bookkeeping of idle connections by
+// the net.Conn value, and the serve loop that hijacked the connection may
+// still be cleaning up its entry when the next loop starts.
+type servedConn struct{ net.Conn }
+
+// unwrapHijacked returns the connection under fasthttp's hijack wrapper
+// (and under an earlier servedConn), so that a connection that parks again
+// and again is not wrapped once more every time. It keeps the wrapper, and
+// reports buffered, when the wrapper reads through a buffer holding bytes
+// the client sent after the subscribe (a pipelined request): those must not
+// be lost.
 //
-// fasthttp does not export the wrapper's reader, so this looks at its type
-// by reflection; if the wrapper's shape ever changes, the connection stays
+// fasthttp does not export the wrapper's reader, so this looks at it by
+// reflection; if the wrapper's shape ever changes, the connection stays
 // wrapped: slower, never wrong (TestUnwrapHijacked notices).
-func unwrapHijacked(c net.Conn) net.Conn {
+func unwrapHijacked(c net.Conn) (conn net.Conn, buffered bool) {
 	u, ok := c.(interface{ UnsafeConn() net.Conn })
 	if !ok {
-		return c
+		return c, false
 	}
 	v := reflect.ValueOf(c)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return c
+		return c, false
 	}
 	r := v.Elem().FieldByName("r")
 	if !r.IsValid() || r.Kind() != reflect.Interface || r.IsNil() {
-		return c
+		return c, false
 	}
 	raw := u.UnsafeConn()
-	if r.Elem().Type() != reflect.TypeOf(raw) {
-		return c // a *bufio.Reader: pipelined bytes are buffered in it
+	if rv := r.Elem(); rv.Kind() != reflect.Pointer || rv.Pointer() != reflect.ValueOf(raw).Pointer() {
+		return c, true // it reads through a *bufio.Reader: pipelined bytes are buffered in it
 	}
-	return raw
+	if sc, ok := raw.(*servedConn); ok {
+		raw = sc.Conn
+	}
+	return raw, false
 }
 
 // answerPool holds the RequestCtx values the handed-off answers are built in,
@@ -115,9 +131,7 @@ var answerPool = sync.Pool{New: func() any {
 // connection back to the server, or closes it.
 func (p *pendingAnswer) write(c net.Conn) {
 	a := p.api
-	defer a.handedOff.Add(-1)
 	ctx := answerPool.Get().(*fasthttp.RequestCtx)
-	defer answerPool.Put(ctx)
 	ctx.Response.Reset()
 	setCommonHeaders(ctx)
 	h := &ctx.Response.Header
@@ -132,15 +146,18 @@ func (p *pendingAnswer) write(c net.Conn) {
 	if a.server.WriteTimeout > 0 {
 		_ = c.SetWriteDeadline(time.Now().Add(a.server.WriteTimeout))
 	}
-	if _, err := ctx.Response.WriteTo(c); err != nil || closeAfter {
+	_, err := ctx.Response.WriteTo(c)
+	ctx.Response.Reset() // do not keep up to 99 messages in the pool
+	answerPool.Put(ctx)
+	a.handedOff.Add(-1) // written: Drain need not wait for what follows
+	if err == nil && !closeAfter {
+		err = c.SetDeadline(time.Time{})
+	}
+	if err != nil || closeAfter {
 		_ = c.Close()
 		return
 	}
-	if err := c.SetDeadline(time.Time{}); err != nil {
-		_ = c.Close()
-		return
-	}
-	_ = a.server.ServeConn(c) // returns when the connection closes or parks again
+	_ = a.server.ServeConn(&servedConn{c}) // returns when the connection closes or parks again
 }
 
 // servePoll starts the poll and answers it at once, or parks it on the
@@ -150,20 +167,25 @@ func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, re
 	if a.server == nil {
 		p.waiting = make(chan struct{}) // not served by NewServer: wait here
 	}
+	// Counted before the poll starts, so that a Drain that releases it
+	// between here and the hijack still waits for its answer.
+	a.handedOff.Add(1)
 	a.cfg.Pubsub.StartPoll(context.Background(), req, p.deliver)
 	if a.server == nil {
 		<-p.waiting
 	}
 	if p.ready() {
+		a.handedOff.Add(-1)
 		a.answerSubscribe(ctx, acct, p.res, p.err)
 		return
 	}
-	a.handedOff.Add(1)
+	// If fasthttp fails the connection before it runs the hijack handler,
+	// the count stays up: Drain then waits DrainTimeout, no longer.
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(p.attach)
 }
 
-// waitHandedOff waits until the answers of hijacked polls are written, or
+// waitHandedOff waits until the answers of parked polls are written, or
 // until ctx ends.
 func (a *API) waitHandedOff(ctx context.Context) {
 	tick := time.NewTicker(5 * time.Millisecond)

@@ -51,15 +51,17 @@ func TestUnwrapHijacked(t *testing.T) {
 	}
 
 	plain := hijack("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-	if _, ok := unwrapHijacked(plain).(*net.TCPConn); !ok {
-		t.Errorf("plain hijacked connection unwraps to %T", unwrapHijacked(plain))
+	if c, buffered := unwrapHijacked(plain); buffered {
+		t.Errorf("plain hijacked connection reported buffered (%T)", c)
+	} else if _, ok := c.(*net.TCPConn); !ok {
+		t.Errorf("plain hijacked connection unwraps to %T", c)
 	}
 
 	second := "GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
 	piped := hijack("GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + second)
-	kept := unwrapHijacked(piped)
-	if _, ok := kept.(*net.TCPConn); ok {
-		t.Fatal("a connection with a pipelined request was unwrapped: its buffered bytes would be lost")
+	kept, buffered := unwrapHijacked(piped)
+	if _, ok := kept.(*net.TCPConn); ok || !buffered {
+		t.Fatalf("a connection with a pipelined request was unwrapped to %T (buffered=%v): its buffered bytes would be lost", kept, buffered)
 	}
 	if err := kept.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		t.Fatal(err)
