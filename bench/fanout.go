@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -45,8 +46,12 @@ func scrape(origin, sample string) (float64, error) {
 			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, fmt.Errorf("%s/metrics has no %s", origin, sample)
+	return 0, fmt.Errorf("%s/metrics: %s: %w", origin, sample, errNoSample)
 }
+
+// errNoSample reports a metric with no sample yet (a labelled counter that
+// has not counted).
+var errNoSample = errors.New("no such sample")
 
 // HelloServer serves a minimal fasthttp hello-world on ln until it fails:
 // the physical reference the fanout is compared with. Run it in its own

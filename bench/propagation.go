@@ -4,10 +4,7 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"slices"
 	"time"
@@ -65,28 +62,6 @@ func summarise(h *hdrhistogram.Histogram, errors int) Latencies {
 // newHistogram records 1 µs to 10 minutes with 3 significant digits.
 func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 600_000_000, 3) }
 
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-
-func getJSON(ctx context.Context, u string, into any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: %d %s", u, resp.StatusCode, body)
-	}
-	return json.Unmarshal(body, into)
-}
-
 // Propagation measures, per sample, the time from an add returning on A to
 // the channel being listed by B (minimize_latency, no token: what any
 // reader on B sees). B is polled back to back, so the resolution is one
@@ -96,6 +71,9 @@ func Propagation(ctx context.Context, cfg PropagationConfig) (Latencies, error) 
 		cfg.Timeout = 10 * time.Second
 	}
 	h := newHistogram()
+	ac, bc := newHostClient(hostOf(cfg.A), 1), newHostClient(hostOf(cfg.B), 1)
+	defer ac.CloseIdleConnections()
+	defer bc.CloseIdleConnections()
 	path := fmt.Sprintf("/v1/channel-registration/sub-key/%s/channel-group/%s", url.PathEscape(cfg.Account), url.PathEscape(cfg.Group))
 	var list struct {
 		Payload struct {
@@ -103,20 +81,20 @@ func Propagation(ctx context.Context, cfg PropagationConfig) (Latencies, error) 
 		} `json:"payload"`
 	}
 	// Warm B's cache for the group, as a live reader would have.
-	if err := getJSON(ctx, cfg.B+path, &list); err != nil {
+	if err := fastGet(bc, cfg.B+path, &list); err != nil {
 		return Latencies{}, err
 	}
 	errors := 0
 	for i := range cfg.Samples {
 		ch := fmt.Sprintf("p%d-%d", time.Now().UnixNano(), i)
 		var edit struct{}
-		if err := getJSON(ctx, cfg.A+path+"?add="+url.QueryEscape(ch), &edit); err != nil {
+		if err := fastGet(ac, cfg.A+path+"?add="+url.QueryEscape(ch), &edit); err != nil {
 			return Latencies{}, err
 		}
 		start := time.Now()
 		deadline := start.Add(cfg.Timeout)
 		for {
-			if err := getJSON(ctx, cfg.B+path, &list); err != nil {
+			if err := fastGet(bc, cfg.B+path, &list); err != nil {
 				return Latencies{}, err
 			}
 			if slices.Contains(list.Payload.Channels, ch) {
@@ -129,7 +107,7 @@ func Propagation(ctx context.Context, cfg PropagationConfig) (Latencies, error) 
 			}
 		}
 		// Keep the group small: remove the channel again (not measured).
-		if err := getJSON(ctx, cfg.A+path+"?remove="+url.QueryEscape(ch), &edit); err != nil {
+		if err := fastGet(ac, cfg.A+path+"?remove="+url.QueryEscape(ch), &edit); err != nil {
 			return Latencies{}, err
 		}
 		if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -225,8 +226,8 @@ func Tokens(ctx context.Context, cfg TokensConfig) (TokensResult, error) {
 		out := make([]float64, len(paths))
 		for i, p := range paths {
 			v, err := scrape(cfg.B, fmt.Sprintf(`groupcast_group_reads_total{path=%q}`, p))
-			if err != nil {
-				v = 0 // a path never taken has no sample yet
+			if err != nil && !errors.Is(err, errNoSample) { // a path never taken has no sample yet
+				return nil, err
 			}
 			out[i] = v
 		}

@@ -311,7 +311,6 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 	}
 	w.after = PositionOf(req.Cursor)
 	n.m.parked.Inc()
-	w.parked = true
 	w.timer = time.AfterFunc(hold, w.expire)
 	select {
 	case <-n.release:
@@ -336,7 +335,6 @@ type Parked struct {
 	state      atomic.Int32
 	expired    atomic.Bool
 	registered bool
-	parked     bool
 }
 
 // A Parked's state: one goroutine at a time checks it; a wake-up during a
@@ -409,15 +407,13 @@ func (w *Parked) try() bool {
 
 func (w *Parked) finish(res PollResult, err error) {
 	w.state.Store(stateDone)
-	if w.timer != nil {
+	if w.timer != nil { // it parked
 		w.timer.Stop()
+		w.n.m.parked.Dec()
 	}
 	if w.registered {
 		w.n.unregister(w.req, w)
 		w.n.Seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
-	}
-	if w.parked {
-		w.n.m.parked.Dec()
 	}
 	w.done(res, err)
 }
