@@ -195,6 +195,26 @@ func (c *Cache) Offer(k channelgroups.GroupKey, snap *channelgroups.Snapshot) *G
 // Invalidate drops a group; the next read loads it again.
 func (c *Cache) Invalidate(k channelgroups.GroupKey) { c.c.Invalidate(k) }
 
+// InvalidateIf drops every cached and published group whose key matches
+// and returns how many it dropped: a node that gains an account shard drops
+// what it cached while it did not follow that shard's log.
+func (c *Cache) InvalidateIf(match func(channelgroups.GroupKey) bool) int {
+	n := 0
+	for k := range c.c.Keys() {
+		if match(k) {
+			c.c.Invalidate(k)
+			n++
+		}
+	}
+	c.index.Range(func(k channelgroups.GroupKey, _ *Group) bool {
+		if match(k) {
+			c.index.Delete(k)
+		}
+		return true
+	})
+	return n
+}
+
 // Close stops the cache's background work.
 func (c *Cache) Close() { c.c.StopAllGoroutines() }
 

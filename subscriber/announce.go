@@ -3,24 +3,61 @@ package subscriber
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
+// announcer appends durable edits to their shard's log (it is the node's
+// channelgroups.Announcer) and drains the outbox of edits that could not be
+// appended. Nothing new is appended to a shard while it has unannounced
+// edits, so the log order keeps matching the order edits were acknowledged
+// in. In a cluster only a shard's primary appends its edits and messages
+// (requests are forwarded to it), so one node's outbox orders the shard.
+type announcer struct {
+	n      *Node
+	store  Store
+	kick   chan struct{}
+	shards []*announceShard
+}
+
+type announceShard struct {
+	mu      sync.Mutex
+	blocked bool // an edit of this shard is not announced yet: append nothing new
+
+	// cleanMu guards the announced-through watermark: every edit of the
+	// shard at or before cleanThrough was appended at or before cleanLast.
+	cleanMu      sync.Mutex
+	cleanThrough channelgroups.Timetoken
+	cleanLast    channelgroups.Position
+	cleanTried   time.Time
+}
+
+func newAnnouncer(n *Node, store Store) *announcer {
+	a := &announcer{n: n, store: store, kick: make(chan struct{}, 1)}
+	for range n.cfg.Shards {
+		a.shards = append(a.shards, &announceShard{})
+	}
+	return a
+}
+
 // Announce implements channelgroups.Announcer: it appends a durable edit to
 // its shard's log. When the append fails, or an earlier edit of the shard is
 // still unannounced, the edit is left in the outbox for the dispatcher and
-// ErrUnannounced is returned: nothing new is appended to a shard before its
-// outbox is drained, so the log order keeps matching the order edits were
-// acknowledged in.
+// ErrUnannounced is returned.
 func (n *Node) Announce(ctx context.Context, e channelgroups.Edit) (channelgroups.Position, error) {
-	s := n.shards[e.Shard]
-	s.announceMu.Lock()
-	defer s.announceMu.Unlock()
+	return n.ann.announce(ctx, e)
+}
+
+func (a *announcer) announce(ctx context.Context, e channelgroups.Edit) (channelgroups.Position, error) {
+	n := a.n
+	s := a.shards[e.Shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.blocked {
 		n.m.announced.WithLabelValues("deferred").Inc()
-		n.kickDispatcher()
+		a.kickDispatcher()
 		return channelgroups.Position{}, channelgroups.ErrUnannounced
 	}
 	pos, err := n.log.Append(ctx, e.Shard, EncodeEdit(e))
@@ -28,35 +65,52 @@ func (n *Node) Announce(ctx context.Context, e channelgroups.Edit) (channelgroup
 		s.blocked = true
 		n.m.announced.WithLabelValues("deferred").Inc()
 		n.cfg.Logger.Warn("appending an edit failed; it stays in the outbox", "shard", e.Shard, "err", err)
-		n.kickDispatcher()
+		a.kickDispatcher()
 		return channelgroups.Position{}, fmt.Errorf("%w: %w", channelgroups.ErrUnannounced, err)
 	}
 	n.m.announced.WithLabelValues("direct").Inc()
-	n.markAnnounced(e)
+	a.markAnnounced(e)
+	return pos, nil
+}
+
+// appendRecord appends a message or presence record to a shard's log unless
+// the shard is blocked on unannounced edits (then ErrShardBlocked).
+func (a *announcer) appendRecord(ctx context.Context, shard int, rec []byte) (channelgroups.Position, error) {
+	s := a.shards[shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.blocked {
+		a.kickDispatcher()
+		return channelgroups.Position{}, ErrShardBlocked
+	}
+	pos, err := a.n.log.Append(ctx, shard, rec)
+	if err != nil {
+		return channelgroups.Position{}, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
+	}
 	return pos, nil
 }
 
 // markAnnounced removes the edit's outbox record. A failure only means the
 // edit may be announced twice, which is harmless: edits are idempotent.
-func (n *Node) markAnnounced(e channelgroups.Edit) {
+func (a *announcer) markAnnounced(e channelgroups.Edit) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := n.store.Announced(ctx, e); err != nil {
-		n.cfg.Logger.Warn("clearing an outbox record failed", "shard", e.Shard, "err", err)
+	if err := a.store.Announced(ctx, e); err != nil {
+		a.n.cfg.Logger.Warn("clearing an outbox record failed", "shard", e.Shard, "err", err)
 	}
 }
 
-func (n *Node) kickDispatcher() {
+func (a *announcer) kickDispatcher() {
 	select {
-	case n.kick <- struct{}{}:
+	case a.kick <- struct{}{}:
 	default:
 	}
 }
 
 // dispatch drains the outbox of blocked shards when kicked (retrying every
-// second while any is blocked), and sweeps every shard's outbox now and then
-// for edits a crashed node left behind.
-func (n *Node) dispatch(ctx context.Context) {
+// second while any is blocked), and sweeps the outbox of every shard this
+// node is the primary of now and then, for edits a crashed node left behind.
+func (a *announcer) dispatch(ctx context.Context) {
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
 	sweep := time.NewTimer(0) // at start: a previous run of this node may have crashed
@@ -65,42 +119,46 @@ func (n *Node) dispatch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.kick:
-			n.drainBlocked(ctx)
+		case <-a.kick:
+			a.drainBlocked(ctx)
 		case <-retry.C:
-			n.drainBlocked(ctx)
+			a.drainBlocked(ctx)
 		case <-sweep.C:
-			for i := range n.shards {
-				n.drain(ctx, i, 10*time.Second)
+			own := a.n.own.Assignment()
+			for i := range a.shards {
+				if own.IsPrimary(i) {
+					a.drain(ctx, i, 10*time.Second)
+				}
 			}
-			sweep.Reset(n.cfg.SweepEvery)
+			sweep.Reset(a.n.cfg.SweepEvery)
 		}
 	}
 }
 
-func (n *Node) drainBlocked(ctx context.Context) {
-	for i, s := range n.shards {
-		s.announceMu.Lock()
+func (a *announcer) drainBlocked(ctx context.Context) {
+	for i, s := range a.shards {
+		s.mu.Lock()
 		blocked := s.blocked
-		s.announceMu.Unlock()
+		s.mu.Unlock()
 		if blocked {
-			n.drain(ctx, i, 0)
+			a.drain(ctx, i, 0)
 		}
 	}
 }
 
 // drain announces the shard's outbox records older than minAge, oldest
 // first, and unblocks the shard once its outbox is empty.
-func (n *Node) drain(ctx context.Context, shard int, minAge time.Duration) {
-	s := n.shards[shard]
-	s.announceMu.Lock()
-	defer s.announceMu.Unlock()
+func (a *announcer) drain(ctx context.Context, shard int, minAge time.Duration) {
+	n := a.n
+	s := a.shards[shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.blocked && minAge == 0 {
 		return
 	}
-	cutoff := channelgroups.TimetokenOf(time.Now().Add(-minAge))
+	cutoff := channelgroups.TimetokenOf(n.now().Add(-minAge))
 	for ctx.Err() == nil {
-		pending, err := n.store.Pending(ctx, shard, 256)
+		pending, err := a.store.Pending(ctx, shard, 256)
 		if err != nil {
 			n.cfg.Logger.Warn("reading the outbox failed", "shard", shard, "err", err)
 			return
@@ -115,7 +173,7 @@ func (n *Node) drain(ctx context.Context, shard int, minAge time.Duration) {
 				return
 			}
 			n.m.announced.WithLabelValues("outbox").Inc()
-			n.markAnnounced(e)
+			a.markAnnounced(e)
 			progressed = true
 		}
 		if len(pending) < 256 || !progressed {
@@ -126,4 +184,48 @@ func (n *Node) drain(ctx context.Context, shard int, minAge time.Duration) {
 			return
 		}
 	}
+}
+
+// announcedThrough tells whether every edit of the shard up to t is known to
+// be in the log, and up to which position: then covering that position
+// honours a token's pending edit from memory. The proof: read the shard's
+// oldest outbox record first (records are removed only after their append),
+// then the log's last position. If no record is at or before t, every such
+// edit was appended before the second read. Checks are shared per shard and
+// not retried within 100ms of a failed one.
+func (a *announcer) announcedThrough(ctx context.Context, shard int, t channelgroups.Timetoken) (channelgroups.Position, bool) {
+	if shard < 0 || shard >= len(a.shards) {
+		return channelgroups.Position{}, false
+	}
+	n := a.n
+	s := a.shards[shard]
+	if !s.cleanMu.TryLock() {
+		return channelgroups.Position{}, false // another reader is checking: do not queue behind it
+	}
+	defer s.cleanMu.Unlock()
+	if s.cleanThrough >= t {
+		return s.cleanLast, true
+	}
+	now := n.now()
+	if now.Sub(s.cleanTried) < 100*time.Millisecond {
+		return channelgroups.Position{}, false
+	}
+	s.cleanTried = now
+	start := n.clock.Now()
+	oldest, err := a.store.Pending(ctx, shard, 1)
+	if err != nil {
+		return channelgroups.Position{}, false
+	}
+	through := start
+	if len(oldest) > 0 {
+		through = min(through, oldest[0].At-1)
+	}
+	last, err := n.log.Last(ctx, shard)
+	if err != nil {
+		return channelgroups.Position{}, false
+	}
+	if through > s.cleanThrough {
+		s.cleanThrough, s.cleanLast = through, last
+	}
+	return s.cleanLast, s.cleanThrough >= t
 }

@@ -1,11 +1,13 @@
 package subscriber
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +55,15 @@ type Config struct {
 	// PresenceTimeout is how long a user who sent no subscribe or heartbeat
 	// stays present when the request did not say (heartbeat=); zero means 300s.
 	PresenceTimeout time.Duration
+	// Ownership says which shards this node serves and of which it is the
+	// primary; nil means every shard (one node, embedded mode).
+	Ownership Ownership
+	// ReleaseSpread is how long a node that loses shards spreads the
+	// answers of their parked polls over, so that their clients do not all
+	// come back at once; zero means 1s.
+	ReleaseSpread time.Duration
+	// Now is the node's wall clock; nil means time.Now.
+	Now func() time.Time
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the node's metrics; nil means none.
@@ -97,65 +108,121 @@ func ParseConsistency(s string, hasToken bool) (Consistency, error) {
 // ErrBadRequest wraps request errors the HTTP layer answers with 400.
 var ErrBadRequest = errors.New("subscriber: bad request")
 
-// Node is one groupcast node: it applies its region's shard logs in order,
-// keeps group views (storage cache ⊕ volatile overlay) current, announces
-// edits, and serves reads at the consistency they ask for.
-type Node struct {
-	cfg     Config
-	log     Log
-	store   Store
-	cache   *storagecache.Cache
-	overlay *volatile.Overlay
-	clock   *channelgroups.Clock
+// ErrNotServing reports a request for a shard this node does not serve (yet):
+// it lost the shard, or is still rebuilding it after gaining it.
+var ErrNotServing = fmt.Errorf("subscriber: this node does not serve the account's shard now: %w", channelgroups.ErrUnavailable)
 
-	viewMu sync.Mutex // serialises view rebuilds with overlay changes and snapshot installs
+// Node is one groupcast node. It follows the logs of the shards it owns, in
+// order, and wires the parts that act on each entry:
+//
+//   - views: group views (storage cache ⊕ volatile overlay) and causal reads;
+//   - announcer: appends edits to their shard's log, drains the outbox;
+//   - hub: message rings, parked polls and the G3 tracking of groups;
+//   - presence: who is on which channel.
+//
+// Lock order: views.mu, then hub.mu, then a shard's mu; presence.mu before
+// hub.mu. A node that gains a shard rebuilds its state from the log and
+// storage before it serves it; one that loses a shard answers the shard's
+// parked polls and drops its state.
+type Node struct {
+	cfg    Config
+	now    func() time.Time
+	log    Log
+	clock  *channelgroups.Clock
+	own    Ownership
 	shards []*shard
-	kick   chan struct{}
 	m      nodeMetrics
 
-	// Lock order: viewMu, then msgMu, then a shard's mu.
-	msgMu      sync.Mutex
-	rings      map[chanKey]*ring
-	byChannel  map[chanKey]map[*Parked]struct{}
-	tracked    map[channelgroups.GroupKey]*trackedGroup
-	containing map[chanKey]map[channelgroups.Group]struct{}
-	present    map[chanKey]map[string]struct{} // occupancy, from the log's presence events
-	seen       map[chanKey]map[string]seenUser // users this node served, for timeouts
+	views *views
+	ann   *announcer
+	hub   *hub
+	pres  *presenceBook
 
-	release     chan struct{}
-	workers     *workers
-	releaseOnce sync.Once
+	// Only the consume goroutine (and Start, before it) touch these.
+	assigned *Assignment
+	retry    bool
 }
 
+// shard is this node's state of one account shard's log.
 type shard struct {
 	mu      sync.Mutex
 	applied channelgroups.Position
 	changed chan struct{} // closed and replaced when applied advances
-
-	// annotated is the newest message put into a ring, with the tracked
-	// groups that held its channel; guarded by Node.msgMu. A group tracked
-	// from now on is judged by annotations only after it.
-	annotated channelgroups.Position
-
-	announceMu sync.Mutex
-	blocked    bool // an edit of this shard is not announced yet: append nothing new
-
-	// cleanMu guards the announced-through watermark: every edit of the
-	// shard at or before cleanThrough was appended at or before cleanLast.
-	cleanMu      sync.Mutex
-	cleanThrough channelgroups.Timetoken
-	cleanLast    channelgroups.Position
-	cleanTried   time.Time
+	serving atomic.Bool   // owned and rebuilt: the node follows its log
+	ready   chan struct{} // closed while serving; replaced when lost; guarded by mu
 }
 
 type nodeMetrics struct {
-	published prometheus.Counter
-	parked    prometheus.Gauge
 	lag       prometheus.Histogram
+	applied   prometheus.Counter
+	moves     *prometheus.CounterVec
+	rebuild   prometheus.Histogram
+	serving   prometheus.Gauge
 	reads     *prometheus.CounterVec
 	fastReads prometheus.Counter // reads.WithLabelValues("fast"), resolved once: the hot path
-	applied   prometheus.Counter
+	published prometheus.Counter
+	parked    prometheus.Gauge
 	announced *prometheus.CounterVec
+}
+
+// fixed is the Ownership of a node that owns every shard.
+type fixed struct{ a *Assignment }
+
+func (f fixed) Assignment() *Assignment  { return f.a }
+func (f fixed) Changed() <-chan struct{} { return nil }
+func (f fixed) Ready(uint64)             {}
+
+// validate fills Config's zero values with their defaults and rejects
+// values that cannot work.
+func (cfg *Config) validate() error {
+	cfg.Region = cmp.Or(cfg.Region, 1)
+	cfg.Shards = cmp.Or(cfg.Shards, channelgroups.DefaultShards)
+	cfg.FreshWait = cmp.Or(cfg.FreshWait, 250*time.Millisecond)
+	cfg.SweepEvery = cmp.Or(cfg.SweepEvery, 30*time.Second)
+	cfg.RefreshEvery = cmp.Or(cfg.RefreshEvery, 30*time.Second)
+	cfg.RingSize = cmp.Or(cfg.RingSize, 100)
+	cfg.RingAge = cmp.Or(cfg.RingAge, 20*time.Minute)
+	cfg.PollHold = cmp.Or(cfg.PollHold, 280*time.Second)
+	cfg.TrackIdle = cmp.Or(cfg.TrackIdle, 5*time.Minute)
+	cfg.PresenceTimeout = cmp.Or(cfg.PresenceTimeout, 300*time.Second)
+	cfg.ReleaseSpread = cmp.Or(cfg.ReleaseSpread, time.Second)
+	var errs []error
+	if cfg.Region < 1 {
+		errs = append(errs, fmt.Errorf("Region must be >= 1, got %d", cfg.Region))
+	}
+	if cfg.Shards < 1 || cfg.Shards > 1<<16 {
+		errs = append(errs, fmt.Errorf("Shards must be between 1 and 65536, got %d", cfg.Shards))
+	}
+	if cfg.RingSize < 1 {
+		errs = append(errs, fmt.Errorf("RingSize must be >= 1, got %d", cfg.RingSize))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"FreshWait", cfg.FreshWait}, {"SweepEvery", cfg.SweepEvery}, {"RefreshEvery", cfg.RefreshEvery},
+		{"RingAge", cfg.RingAge}, {"PollHold", cfg.PollHold}, {"TrackIdle", cfg.TrackIdle},
+		{"PresenceTimeout", cfg.PresenceTimeout}, {"ReleaseSpread", cfg.ReleaseSpread},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0, got %v", d.name, d.v))
+		}
+	}
+	for r, st := range cfg.RegionStores {
+		if r < 1 || st == nil {
+			errs = append(errs, fmt.Errorf("RegionStores[%d] must be a store of a region >= 1", r))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("subscriber: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return nil
 }
 
 // NewNode wires a node. It starts nothing: call Start, then Run.
@@ -163,48 +230,15 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	if log == nil || store == nil || cache == nil || overlay == nil || clock == nil {
 		return nil, errors.New("subscriber: NewNode needs a log, store, cache, overlay and clock")
 	}
-	if cfg.Region == 0 {
-		cfg.Region = 1
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Shards == 0 {
-		cfg.Shards = channelgroups.DefaultShards
+	n := &Node{cfg: cfg, now: cfg.Now, log: log, clock: clock, own: cfg.Ownership}
+	if n.own == nil {
+		n.own = fixed{All(cfg.Shards)}
 	}
-	if cfg.FreshWait == 0 {
-		cfg.FreshWait = 250 * time.Millisecond
-	}
-	if cfg.SweepEvery == 0 {
-		cfg.SweepEvery = 30 * time.Second
-	}
-	if cfg.RefreshEvery == 0 {
-		cfg.RefreshEvery = 30 * time.Second
-	}
-	if cfg.RingSize == 0 {
-		cfg.RingSize = 100
-	}
-	if cfg.RingAge == 0 {
-		cfg.RingAge = 20 * time.Minute
-	}
-	if cfg.PollHold == 0 {
-		cfg.PollHold = 280 * time.Second
-	}
-	if cfg.TrackIdle == 0 {
-		cfg.TrackIdle = 5 * time.Minute
-	}
-	if cfg.PresenceTimeout == 0 {
-		cfg.PresenceTimeout = 300 * time.Second
-	}
-	if cfg.Region < 0 || cfg.Shards < 0 || cfg.FreshWait < 0 || cfg.SweepEvery < 0 || cfg.RingSize < 0 || cfg.RingAge < 0 || cfg.PollHold < 0 || cfg.TrackIdle < 0 {
-		return nil, errors.New("subscriber: Region, Shards, FreshWait and SweepEvery must be >= 0")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	n := &Node{cfg: cfg, log: log, store: store, cache: cache, overlay: overlay, clock: clock, kick: make(chan struct{}, 1),
-		rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{}, tracked: map[channelgroups.GroupKey]*trackedGroup{},
-		containing: map[chanKey]map[channelgroups.Group]struct{}{}, release: make(chan struct{}), workers: newWorkers(2 * time.Second),
-		present: map[chanKey]map[string]struct{}{}, seen: map[chanKey]map[string]seenUser{}}
 	for range cfg.Shards {
-		n.shards = append(n.shards, &shard{changed: make(chan struct{})})
+		n.shards = append(n.shards, &shard{changed: make(chan struct{}), ready: make(chan struct{})})
 	}
 	n.m = nodeMetrics{
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -212,13 +246,24 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 			Help:    "Age of a log entry (from its append) when this node applied it.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_log_entries_applied_total", Help: "Shard log entries applied by this node.",
+		}),
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_shards_moved_total", Help: "Shards this node started (gained) or stopped (lost) serving.",
+		}, []string{"how"}),
+		rebuild: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "groupcast_shard_rebuild_seconds",
+			Help:    "How long a gained shard took to rebuild (log position, rings from the retention window) before it was served.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		serving: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "groupcast_shards_serving", Help: "Shards whose log this node follows now.",
+		}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_group_reads_total",
 			Help: "Token-carrying group reads by path: fast (memory), waited (memory after waiting for the log), slow (storage), failed; fully consistent reads count as slow.",
 		}, []string{"path"}),
-		applied: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "groupcast_log_entries_applied_total", Help: "Shard log entries applied by this node.",
-		}),
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "groupcast_parked_polls", Help: "Subscribe long-polls parked on this node now.",
 		}),
@@ -232,58 +277,204 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	}
 	n.m.fastReads = n.m.reads.WithLabelValues("fast")
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{n.m.lag, n.m.reads, n.m.applied, n.m.announced, n.m.published, n.m.parked} {
+		for _, c := range []prometheus.Collector{n.m.lag, n.m.applied, n.m.moves, n.m.rebuild, n.m.serving, n.m.reads, n.m.parked, n.m.published, n.m.announced} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
 		}
 	}
+	n.hub = newHub(n)
+	n.views = &views{n: n, store: store, cache: cache, overlay: overlay}
+	n.ann = newAnnouncer(n, store)
+	n.pres = newPresenceBook(n)
 	return n, nil
 }
 
-// Start sets every shard's applied position to the end of its log: what is
-// before it is already in storage (an edit is stored before it is appended),
-// what follows is applied by Run. It also replays the retention window's
-// messages into the rings, so cursors from before the start are served.
-// Call it once, before serving.
+// Start brings the node to its shards: for each shard it owns it sets the
+// applied position to the end of the shard's log (what is before it is
+// already in storage: an edit is stored before it is appended; what follows
+// is applied by Run) and replays the retention window's messages into the
+// rings, so cursors from before the start are served. Call it once, before
+// serving.
 func (n *Node) Start(ctx context.Context) error {
-	for i, s := range n.shards {
-		p, err := n.log.Last(ctx, i)
-		if err != nil {
-			return fmt.Errorf("subscriber: start: %w", err)
-		}
-		s.applied = p
+	if err := n.reconcile(ctx); err != nil {
+		return fmt.Errorf("subscriber: start: %w", err)
 	}
-	return n.replay(ctx)
+	return nil
 }
 
-// Run applies the shard logs, re-reads storage for unconfirmed overlay
-// entries and announces outbox edits, until ctx ends.
+// Run follows the logs of the shards this node owns (taking up and giving
+// up shards as its Ownership changes), re-reads storage for unconfirmed
+// overlay entries and announces outbox edits, until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.consume(ctx) })
 	wg.Go(func() { n.janitor(ctx) })
-	wg.Go(func() { n.dispatch(ctx) })
+	wg.Go(func() { n.ann.dispatch(ctx) })
 	wg.Wait()
 	return nil
 }
 
-func (n *Node) cursors() []channelgroups.Position {
-	out := make([]channelgroups.Position, len(n.shards))
-	for i := range n.shards {
-		out[i] = n.applied(i)
+// Serving reports how many shards this node serves now.
+func (n *Node) Serving() int {
+	c := 0
+	for _, s := range n.shards {
+		if s.serving.Load() {
+			c++
+		}
+	}
+	return c
+}
+
+// reconcile takes up the shards the current assignment gives this node and
+// gives up the ones it took away. It reports the assignment's version as
+// ready once every owned shard is served. Only the consume goroutine (and
+// Start, before it runs) calls it.
+func (n *Node) reconcile(ctx context.Context) error {
+	a := n.own.Assignment()
+	if a == n.assigned && !n.retry {
+		return nil
+	}
+	var errs []error
+	for i, s := range n.shards {
+		serving := s.serving.Load()
+		switch owns := a.Owns(i); {
+		case serving && !owns:
+			n.lose(i)
+		case !serving && owns:
+			if err := n.gain(ctx, i); err != nil {
+				errs = append(errs, fmt.Errorf("shard %d: %w", i, err))
+			}
+		}
+	}
+	n.assigned, n.retry = a, len(errs) > 0
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	n.m.serving.Set(float64(a.Count()))
+	n.own.Ready(a.Version)
+	return nil
+}
+
+// gain starts serving a shard: its applied position becomes the end of its
+// log, the state kept from an earlier time the node served it is dropped,
+// cached groups of its accounts are dropped (the node did not follow their
+// changes), and the retention window's messages and presence events are
+// replayed into fresh rings. Requests for the shard wait until it is done.
+func (n *Node) gain(ctx context.Context, i int) error {
+	start := n.now()
+	last, err := n.log.Last(ctx, i)
+	if err != nil {
+		return err
+	}
+	n.hub.dropShard(i)
+	n.pres.dropShard(i)
+	n.views.dropShard(i)
+	s := n.shards[i]
+	s.mu.Lock()
+	s.applied = last
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	if err := n.replay(ctx, i, last); err != nil {
+		n.hub.dropShard(i)
+		n.pres.dropShard(i)
+		return err
+	}
+	s.mu.Lock()
+	s.serving.Store(true)
+	close(s.ready)
+	s.mu.Unlock()
+	n.m.moves.WithLabelValues("gained").Inc()
+	n.m.rebuild.Observe(n.now().Sub(start).Seconds())
+	return nil
+}
+
+// lose stops serving a shard: its parked polls answer (spread over
+// ReleaseSpread) with the cursor they were given, and its state is dropped.
+// Their clients come back through any node to the shard's new owners.
+func (n *Node) lose(i int) {
+	s := n.shards[i]
+	s.mu.Lock()
+	s.serving.Store(false)
+	s.ready = make(chan struct{})
+	s.mu.Unlock()
+	polls := n.hub.dropShard(i)
+	n.pres.dropShard(i)
+	n.views.dropShard(i)
+	n.hub.releaseOver(polls, n.cfg.ReleaseSpread)
+	n.m.moves.WithLabelValues("lost").Inc()
+}
+
+// serve waits, never longer than FreshWait, until the node serves the shard.
+func (n *Node) serve(ctx context.Context, i int) bool {
+	if i < 0 || i >= len(n.shards) {
+		return false
+	}
+	s := n.shards[i]
+	if s.serving.Load() {
+		return true
+	}
+	s.mu.Lock()
+	ready := s.ready
+	s.mu.Unlock()
+	t := time.NewTimer(n.cfg.FreshWait)
+	defer t.Stop()
+	select {
+	case <-ready:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// cursors returns where the node is in each shard it serves.
+func (n *Node) cursors() []Cursor {
+	var out []Cursor
+	for i, s := range n.shards {
+		if s.serving.Load() {
+			out = append(out, Cursor{Shard: i, After: n.applied(i)})
+		}
 	}
 	return out
 }
 
 func (n *Node) consume(ctx context.Context) {
-	cursors := n.cursors()
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		entries, err := n.log.Read(ctx, cursors, 512, time.Second)
+		changed := n.own.Changed()
+		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
+			n.cfg.Logger.Warn("taking up shards failed; retrying", "err", err)
+		}
+		cursors := n.cursors()
+		if len(cursors) == 0 {
+			t := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		if changed != nil {
+			// An ownership change interrupts the blocking read.
+			go func() {
+				select {
+				case <-changed:
+					cancel()
+				case <-rctx.Done():
+				}
+			}()
+		}
+		entries, err := n.log.Read(rctx, cursors, 512, time.Second)
+		interrupted := rctx.Err() != nil
+		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			if ctx.Err() != nil || interrupted {
+				continue
 			}
 			n.cfg.Logger.Warn("reading the shard logs failed; retrying", "err", err, "backoff", backoff)
 			wait(ctx, backoff)
@@ -293,7 +484,6 @@ func (n *Node) consume(ctx context.Context) {
 		backoff = 50 * time.Millisecond
 		for _, e := range entries {
 			n.apply(e)
-			cursors[e.Shard] = e.Pos
 		}
 	}
 }
@@ -307,35 +497,26 @@ func wait(ctx context.Context, d time.Duration) {
 	}
 }
 
-// apply applies one log entry: the overlay first (so the view has the change
-// before anyone can learn the position is applied), then the position.
+// apply applies one log entry: the views first (so a view has the change
+// before anyone can learn the position is applied), then the position, then
+// the wake-up of the polls a message concerns.
 func (n *Node) apply(le LogEntry) {
 	d, err := decodeRecord(le.Data, le.Shard)
 	var wake *wakeup
-	switch e := d.edit; {
+	switch {
 	case err != nil:
 		n.cfg.Logger.Error("skipping a log entry", "shard", le.Shard, "pos", le.Pos, "err", err)
 	case d.msg != nil:
 		d.msg.Pos = le.Pos
-		wake = n.applyMessage(d.msg)
+		wake = n.hub.applyMessage(d.msg)
 	case d.presence != nil:
-		wake = n.applyPresence(d.presence, le.Pos)
+		wake = n.pres.apply(d.presence, le.Pos)
 	default:
-		_ = n.clock.Witness(e.At) // a far-future timetoken is not witnessed; the change still applies
-		key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
-		n.viewMu.Lock()
-		overlaid := n.overlay.Apply(*e)
-		if overlaid {
-			n.buildLocked(key)
-		}
-		n.viewMu.Unlock()
-		if overlaid {
-			// Storage already has the change: refresh the snapshot so the
-			// overlay entry is confirmed and dropped.
-			n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
-		}
-		// A storage-only account (overlay off) sees the change at the next
-		// periodic refresh, as a cache polling storage would.
+		_ = n.clock.Witness(d.edit.At) // a far-future timetoken is not witnessed; the change still applies
+		n.views.applyEdit(*d.edit)
+	}
+	if wake != nil && n.hub.afterInsert != nil {
+		n.hub.afterInsert(le.Pos) // a test's seam between the ring insert and the position
 	}
 	s := n.shards[le.Shard]
 	s.mu.Lock()
@@ -347,45 +528,22 @@ func (n *Node) apply(le LogEntry) {
 	s.mu.Unlock()
 	// After the position moved: a poll found now has a cut that includes
 	// the message, and one registered later sees it on its first check.
-	n.wake(wake)
+	n.hub.wake(wake)
 	n.m.applied.Inc()
-	n.m.lag.Observe(time.Since(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
+	n.m.lag.Observe(n.now().Sub(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
 }
 
-// rebuild re-merges a group's view after its snapshot was refreshed.
-func (n *Node) rebuild(key channelgroups.GroupKey, err error) {
-	if err != nil {
-		n.cfg.Logger.Warn("refreshing a group from storage failed", "account", key.Account, "group", key.Group, "err", err)
-		return
-	}
-	n.viewMu.Lock()
-	defer n.viewMu.Unlock()
-	n.buildLocked(key)
-}
-
-// buildLocked rebuilds the view of the group cached now: it drops the overlay
-// entries that group's snapshot confirms, merges the rest in and publishes
-// the group. If the group is no longer cached its published view is
-// withdrawn, so a view can never outlive the snapshot it was built on while
-// changes keep arriving. viewMu is held: confirmations, builds and publishes
-// happen in one order.
-func (n *Node) buildLocked(key channelgroups.GroupKey) *channelgroups.View {
-	g, ok := n.cache.Peek(key)
-	if !ok {
-		n.cache.Unpublish(key)
-		return nil
-	}
-	n.overlay.Confirm(key, g.Snapshot)
-	entries, cleared := n.overlay.Entries(key)
-	v := channelgroups.Merge(g.Snapshot, entries, cleared)
-	g.SetView(v)
-	n.cache.Publish(key, g)
-	n.trackLocked(key, v)
-	return v
+// applied is where the node is in a shard's log.
+func (n *Node) applied(shard int) channelgroups.Position {
+	s := n.shards[shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied
 }
 
 // janitor re-reads the groups whose overlay entries outlived the TTL
-// unconfirmed, and, every RefreshEvery, the groups read since the last round.
+// unconfirmed, and, every RefreshEvery, the groups read since the last
+// round; it times out absent users and sweeps old messages.
 func (n *Node) janitor(ctx context.Context) {
 	expire := time.NewTicker(500 * time.Millisecond)
 	defer expire.Stop()
@@ -397,233 +555,41 @@ func (n *Node) janitor(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-refresh.C:
-			n.cache.Touched(func(key channelgroups.GroupKey) {
-				n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
-			})
-			n.sweepMessages(now)
-		case now := <-t.C:
-			n.presenceTimeouts(ctx, now)
+		case <-refresh.C:
+			n.views.refreshTouched()
+			n.hub.sweep(n.now())
+		case <-t.C:
+			n.pres.timeouts(ctx, n.now())
 		case <-expire.C:
-			for _, key := range n.overlay.Expired() {
-				if _, ok := n.cache.Peek(key); ok {
-					n.cache.Refresh(key, func(err error) { n.rebuild(key, err) })
-					continue
-				}
-				// Not cached: load it, which confirms against a fresh read.
-				if _, err := n.cache.Get(ctx, key); err == nil {
-					n.rebuild(key, nil)
-				}
-			}
+			n.views.refreshExpired(ctx)
 		}
 	}
 }
 
-// View returns the group's view at the requested consistency. With
-// AtLeastAsFresh the view reflects every change tok covers, or the read
-// fails with channelgroups.ErrUnavailable; it is never silently stale.
-func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode Consistency) (*channelgroups.View, error) {
-	switch {
-	case mode == FullyConsistent:
-		return n.slow(ctx, key, tok)
-	case mode == MinimizeLatency || tok == nil:
-		// Not counted: the path metric is about reads that carry a token,
-		// and this is the hot path (HTTP request metrics count every read).
-		return n.fast(ctx, key)
-	case !n.overlay.Enabled(key.Account):
-		return n.slow(ctx, key, tok)
-	}
-	switch ok, waited := n.catchUp(ctx, tok); {
-	case ok && !waited:
-		n.m.fastReads.Inc()
-		return n.fast(ctx, key)
-	case ok:
-		n.m.reads.WithLabelValues("waited").Inc()
-		return n.fast(ctx, key)
-	}
-	return n.slow(ctx, key, tok)
-}
-
-// catchUp reports whether this node has applied everything tok covers: its
-// positions in this region and, for a pending edit, the log position that
-// proves it was announced (announcedThrough). It waits on the shard's signal
-// up to FreshWait; waited tells whether it had to.
-func (n *Node) catchUp(ctx context.Context, tok *channelgroups.Token) (ok, waited bool) {
-	if tok.Pending != 0 {
-		last, ok := n.announcedThrough(ctx, tok.Shard, tok.Pending)
-		if !ok {
-			return false, false
-		}
-		t := tok.Merge(channelgroups.Token{Shard: tok.Shard, Positions: []channelgroups.RegionPosition{{Region: n.cfg.Region, Pos: last}}})
-		tok = &t
-	}
-	if n.covers(tok) {
-		return true, false
-	}
-	return n.await(ctx, tok), true
-}
-
-// ErrNoRoute reports a token naming a region this node cannot read.
-var ErrNoRoute = fmt.Errorf("subscriber: no storage route to a region the token names: %w", channelgroups.ErrUnavailable)
-
-// read reads the group from this region's storage and from the storage of
-// every other region whose edits tok covers, and merges the snapshots.
-func (n *Node) read(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token) (channelgroups.Snapshot, error) {
-	snap, err := n.store.Read(ctx, key.Account, key.Group)
-	if err != nil || tok == nil {
-		return snap, err
-	}
-	regions := map[int]bool{}
-	if tok.Origin != 0 && tok.Origin != n.cfg.Region {
-		regions[tok.Origin] = true
-	}
-	for _, rp := range tok.Positions {
-		if rp.Region != n.cfg.Region {
-			regions[rp.Region] = true
-		}
-	}
-	for r := range regions {
-		st, ok := n.cfg.RegionStores[r]
-		if !ok {
-			return channelgroups.Snapshot{}, fmt.Errorf("region %d: %w", r, ErrNoRoute)
-		}
-		remote, err := st.Read(ctx, key.Account, key.Group)
+// replay loads the retention window's messages and presence events of a
+// shard's log, up to last, into the rings.
+func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Position) error {
+	after := channelgroups.Position{Ms: uint64(n.now().Add(-n.cfg.RingAge).UnixMilli())}
+	for after.Less(last) {
+		entries, err := n.log.Range(ctx, shard, after, 1000)
 		if err != nil {
-			return channelgroups.Snapshot{}, fmt.Errorf("region %d: %w", r, err)
+			return fmt.Errorf("replaying shard %d: %w", shard, err)
 		}
-		snap = channelgroups.MergeSnapshots(snap, remote)
-	}
-	return snap, nil
-}
-
-// fast serves from memory: one lock-free lookup on a hit.
-func (n *Node) fast(ctx context.Context, key channelgroups.GroupKey) (*channelgroups.View, error) {
-	if g, ok := n.cache.Published(key); ok {
-		if v := g.View(); v != nil {
-			return v, nil
+		if len(entries) == 0 {
+			break
 		}
-	}
-	g, err := n.cache.Get(ctx, key)
-	if err != nil {
-		n.m.reads.WithLabelValues("failed").Inc()
-		return nil, err
-	}
-	n.viewMu.Lock()
-	defer n.viewMu.Unlock()
-	if v := n.buildLocked(key); v != nil {
-		return v, nil
-	}
-	// Evicted between the load and now: serve a merge of what was loaded.
-	entries, cleared := n.overlay.Entries(key)
-	return channelgroups.Merge(g.Snapshot, entries, cleared), nil
-}
-
-// slow reads the group from storage (LOCAL_QUORUM in every region tok's
-// edits come from), merges the overlay and offers the snapshot to the cache.
-func (n *Node) slow(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token) (*channelgroups.View, error) {
-	snap, err := n.read(ctx, key, tok)
-	if err != nil {
-		n.m.reads.WithLabelValues("failed").Inc()
-		return nil, err
-	}
-	n.m.reads.WithLabelValues("slow").Inc()
-	n.viewMu.Lock()
-	defer n.viewMu.Unlock()
-	n.cache.Offer(key, &snap)
-	n.buildLocked(key)
-	// Serve the merge of the snapshot just read: whatever the cache keeps,
-	// this read reflects everything storage held when it was made.
-	entries, cleared := n.overlay.Entries(key)
-	return channelgroups.Merge(&snap, entries, cleared), nil
-}
-
-// announcedThrough tells whether every edit of the shard up to t is known to
-// be in the log, and up to which position: then covering that position
-// honours a token's pending edit from memory. The proof: read the shard's
-// oldest outbox record first (records are removed only after their append),
-// then the log's last position. If no record is at or before t, every such
-// edit was appended before the second read. Checks are shared per shard and
-// not retried within 100ms of a failed one.
-func (n *Node) announcedThrough(ctx context.Context, shard int, t channelgroups.Timetoken) (channelgroups.Position, bool) {
-	if shard < 0 || shard >= len(n.shards) {
-		return channelgroups.Position{}, false
-	}
-	s := n.shards[shard]
-	if !s.cleanMu.TryLock() {
-		return channelgroups.Position{}, false // another reader is checking: do not queue behind it
-	}
-	defer s.cleanMu.Unlock()
-	if s.cleanThrough >= t {
-		return s.cleanLast, true
-	}
-	if time.Since(s.cleanTried) < 100*time.Millisecond {
-		return channelgroups.Position{}, false
-	}
-	s.cleanTried = time.Now()
-	start := n.clock.Now()
-	oldest, err := n.store.Pending(ctx, shard, 1)
-	if err != nil {
-		return channelgroups.Position{}, false
-	}
-	through := start
-	if len(oldest) > 0 {
-		through = min(through, oldest[0].At-1)
-	}
-	last, err := n.log.Last(ctx, shard)
-	if err != nil {
-		return channelgroups.Position{}, false
-	}
-	if through > s.cleanThrough {
-		s.cleanThrough, s.cleanLast = through, last
-	}
-	return s.cleanLast, s.cleanThrough >= t
-}
-
-// covers reports whether this node has applied everything tok covers in
-// this region. Positions in other regions are not followed here yet: a token
-// carrying one is not covered.
-func (n *Node) covers(tok *channelgroups.Token) bool {
-	if tok.Shard < 0 || tok.Shard >= len(n.shards) {
-		return false
-	}
-	s := n.shards[tok.Shard]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, rp := range tok.Positions {
-		if rp.Region != n.cfg.Region || s.applied.Less(rp.Pos) {
-			return false
+		for _, le := range entries {
+			if last.Less(le.Pos) {
+				return nil
+			}
+			if d, err := decodeRecord(le.Data, shard); err == nil && d.msg != nil {
+				d.msg.Pos = le.Pos
+				n.hub.applyMessage(d.msg)
+			} else if err == nil && d.presence != nil {
+				n.pres.apply(d.presence, le.Pos)
+			}
+			after = le.Pos
 		}
 	}
-	return true
-}
-
-// await waits, on the shard's signal and never longer than FreshWait, until
-// the node covers tok.
-func (n *Node) await(ctx context.Context, tok *channelgroups.Token) bool {
-	if tok.Shard < 0 || tok.Shard >= len(n.shards) {
-		return false
-	}
-	for _, rp := range tok.Positions {
-		if rp.Region != n.cfg.Region {
-			return false // another region's log: not followed here
-		}
-	}
-	s := n.shards[tok.Shard]
-	timer := time.NewTimer(n.cfg.FreshWait)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		changed := s.changed
-		s.mu.Unlock()
-		if n.covers(tok) {
-			return true
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
+	return nil
 }

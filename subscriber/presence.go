@@ -3,7 +3,9 @@ package subscriber
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
@@ -12,45 +14,62 @@ import (
 // Presence is minimal but real: a user who subscribes to a channel joins it,
 // one who leaves or is not seen for its heartbeat timeout leaves it. The
 // events go through the account's shard log like messages, so every node
-// counts the same occupancy and delivers the events, on "<channel>-pnpres",
-// in the same order.
+// serving the shard counts the same occupancy and delivers the events, on
+// "<channel>-pnpres", in the same order.
 
 // PresenceSuffix marks a presence channel.
 const PresenceSuffix = "-pnpres"
+
+// presenceBook keeps occupancy (from the log's presence events) and the
+// users this node served (for timeouts). Its mu comes before hub.mu.
+type presenceBook struct {
+	n       *Node
+	mu      sync.Mutex
+	present map[chanKey]map[string]struct{}
+	served  map[chanKey]map[string]seenUser
+}
 
 type seenUser struct {
 	last    time.Time
 	timeout time.Duration
 }
 
+func newPresenceBook(n *Node) *presenceBook {
+	return &presenceBook{n: n, present: map[chanKey]map[string]struct{}{}, served: map[chanKey]map[string]seenUser{}}
+}
+
 // Seen records that uuid is active on channels (a subscribe or heartbeat),
 // announcing a join where it is not present yet.
 func (n *Node) Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) {
+	n.pres.seen(a, chs, uuid, timeout)
+}
+
+func (p *presenceBook) seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) {
 	if uuid == "" {
 		return
 	}
 	if timeout <= 0 {
-		timeout = n.cfg.PresenceTimeout
+		timeout = p.n.cfg.PresenceTimeout
 	}
-	now := time.Now()
+	now := p.n.now()
 	var joins []channelgroups.Channel
-	n.msgMu.Lock()
+	p.mu.Lock()
 	for _, c := range chs {
 		if strings.HasSuffix(string(c), PresenceSuffix) {
 			continue
 		}
 		ck := chanKey{Account: a, Channel: c}
-		if n.seen[ck] == nil {
-			n.seen[ck] = map[string]seenUser{}
+		if p.served[ck] == nil {
+			p.served[ck] = map[string]seenUser{}
 		}
-		n.seen[ck][uuid] = seenUser{last: now, timeout: timeout}
-		if _, ok := n.present[ck][uuid]; !ok {
+		p.served[ck][uuid] = seenUser{last: now, timeout: timeout}
+		if _, ok := p.present[ck][uuid]; !ok {
 			joins = append(joins, c)
 		}
 	}
-	n.msgMu.Unlock()
+	p.mu.Unlock()
 	for _, c := range joins {
-		n.announcePresence(context.Background(), presence{Account: a, Channel: c, Action: "join", UUID: uuid, When: now.Unix()})
+		p.announce(context.Background(), presence{Account: a, Channel: c, Action: "join", UUID: uuid, When: now.Unix()})
 	}
 }
 
@@ -59,98 +78,118 @@ func (n *Node) Leave(ctx context.Context, a channelgroups.Account, chs []channel
 	if uuid == "" {
 		return
 	}
-	now := time.Now()
+	p := n.pres
+	now := n.now()
 	for _, c := range chs {
 		ck := chanKey{Account: a, Channel: c}
-		n.msgMu.Lock()
-		delete(n.seen[ck], uuid)
-		_, present := n.present[ck][uuid]
-		n.msgMu.Unlock()
+		p.mu.Lock()
+		delete(p.served[ck], uuid)
+		_, present := p.present[ck][uuid]
+		p.mu.Unlock()
 		if present {
-			n.announcePresence(ctx, presence{Account: a, Channel: c, Action: "leave", UUID: uuid, When: now.Unix()})
+			p.announce(ctx, presence{Account: a, Channel: c, Action: "leave", UUID: uuid, When: now.Unix()})
 		}
 	}
 }
 
 // Occupancy returns the users present on a channel.
 func (n *Node) Occupancy(a channelgroups.Account, c channelgroups.Channel) []string {
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
+	p := n.pres
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	var out []string
-	for u := range n.present[chanKey{Account: a, Channel: c}] {
+	for u := range p.present[chanKey{Account: a, Channel: c}] {
 		out = append(out, u)
 	}
 	return out
 }
 
-// presenceTimeouts announces a timeout for every user this node served that
-// was not seen within its timeout (a parked subscribe counts as seen).
-func (n *Node) presenceTimeouts(ctx context.Context, now time.Time) {
+// timeouts announces a timeout for every user this node served that was not
+// seen within its timeout (a parked subscribe counts as seen).
+func (p *presenceBook) timeouts(ctx context.Context, now time.Time) {
 	var out []presence
-	n.msgMu.Lock()
-	for ck, users := range n.seen {
+	p.mu.Lock()
+	for ck, users := range p.served {
 		for u, s := range users {
-			if now.Sub(s.last) >= s.timeout && !n.pollingLocked(ck, u) {
+			if now.Sub(s.last) >= s.timeout && !p.n.hub.polling(ck) {
 				delete(users, u)
-				if _, ok := n.present[ck][u]; ok {
+				if _, ok := p.present[ck][u]; ok {
 					out = append(out, presence{Account: ck.Account, Channel: ck.Channel, Action: "timeout", UUID: u, When: now.Unix()})
 				}
 			}
 		}
 		if len(users) == 0 {
-			delete(n.seen, ck)
+			delete(p.served, ck)
 		}
 	}
-	n.msgMu.Unlock()
-	for _, p := range out {
-		n.announcePresence(ctx, p)
+	p.mu.Unlock()
+	for _, e := range out {
+		p.announce(ctx, e)
 	}
 }
 
-// pollingLocked reports whether a subscribe of the channel is parked here;
-// users are not tracked per waiter, so any parked poll keeps the channel's
-// users of this node alive until it returns and Seen refreshes them.
-func (n *Node) pollingLocked(ck chanKey, _ string) bool { return len(n.byChannel[ck]) > 0 }
+// polling reports whether a subscribe of the channel is parked here; users
+// are not tracked per waiter, so any parked poll keeps the channel's users
+// of this node alive until it returns and Seen refreshes them.
+func (h *hub) polling(ck chanKey) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byChannel[ck]) > 0
+}
 
-func (n *Node) announcePresence(ctx context.Context, p presence) {
-	shard := channelgroups.ShardOf(p.Account, len(n.shards))
-	s := n.shards[shard]
-	s.announceMu.Lock()
-	defer s.announceMu.Unlock()
-	if s.blocked {
-		return // a best-effort event: the next subscribe or timeout says it again
-	}
-	if _, err := n.log.Append(ctx, shard, encodePresence(p)); err != nil {
-		n.cfg.Logger.Warn("announcing a presence event failed", "err", err)
+// announce appends a presence event; a best-effort one: if it fails, the
+// next subscribe or timeout says it again.
+func (p *presenceBook) announce(ctx context.Context, e presence) {
+	shard := channelgroups.ShardOf(e.Account, len(p.n.shards))
+	if _, err := p.n.ann.appendRecord(ctx, shard, encodePresence(e)); err != nil && !errors.Is(err, ErrShardBlocked) {
+		p.n.cfg.Logger.Warn("announcing a presence event failed", "err", err)
 	}
 }
 
-// applyPresence updates occupancy from a logged event and delivers it on the
+// apply updates occupancy from a logged event and delivers it on the
 // channel's presence channel. A join of a present user, or a leave of an
 // absent one, changes nothing and is not delivered.
-func (n *Node) applyPresence(p *presence, pos channelgroups.Position) *wakeup {
-	ck := chanKey{Account: p.Account, Channel: p.Channel}
-	n.msgMu.Lock()
-	users := n.present[ck]
-	_, was := users[p.UUID]
+func (p *presenceBook) apply(e *presence, pos channelgroups.Position) *wakeup {
+	ck := chanKey{Account: e.Account, Channel: e.Channel}
+	p.mu.Lock()
+	users := p.present[ck]
+	_, was := users[e.UUID]
 	switch {
-	case p.Action == "join" && !was:
+	case e.Action == "join" && !was:
 		if users == nil {
 			users = map[string]struct{}{}
-			n.present[ck] = users
+			p.present[ck] = users
 		}
-		users[p.UUID] = struct{}{}
-	case p.Action != "join" && was:
-		delete(users, p.UUID)
+		users[e.UUID] = struct{}{}
+	case e.Action != "join" && was:
+		delete(users, e.UUID)
 		if len(users) == 0 {
-			delete(n.present, ck)
+			delete(p.present, ck)
 		}
 	default:
-		n.msgMu.Unlock()
+		p.mu.Unlock()
 		return nil
 	}
 	occupancy := len(users)
-	n.msgMu.Unlock()
-	d, _ := json.Marshal(map[string]any{"action": p.Action, "uuid": p.UUID, "timestamp": p.When, "occupancy": occupancy})
-	return n.applyMessage(&Message{Account: p.Account, Channel: p.Channel + PresenceSuffix, Payload: d, NoStore: true, Pos: pos})
+	p.mu.Unlock()
+	d, _ := json.Marshal(map[string]any{"action": e.Action, "uuid": e.UUID, "timestamp": e.When, "occupancy": occupancy})
+	return p.n.hub.applyMessage(&Message{Account: e.Account, Channel: e.Channel + PresenceSuffix, Payload: d, NoStore: true, Pos: pos})
+}
+
+// dropShard forgets the occupancy of a shard's channels (a node that gains
+// the shard again rebuilds it from the log) and the users it served there.
+func (p *presenceBook) dropShard(shard int) {
+	shards := len(p.n.shards)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k := range p.present {
+		if channelgroups.ShardOf(k.Account, shards) == shard {
+			delete(p.present, k)
+		}
+	}
+	for k := range p.served {
+		if channelgroups.ShardOf(k.Account, shards) == shard {
+			delete(p.served, k)
+		}
+	}
 }

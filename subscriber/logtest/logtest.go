@@ -22,6 +22,7 @@ func Run(t *testing.T, newLog func(t *testing.T, shards int) subscriber.Log) {
 	t.Run("ConcurrentAppends", func(t *testing.T) { t.Parallel(); testConcurrentAppends(t, newLog(t, 2)) })
 	t.Run("BadShard", func(t *testing.T) { t.Parallel(); testBadShard(t, newLog(t, 2)) })
 	t.Run("Range", func(t *testing.T) { t.Parallel(); testRange(t, newLog(t, 2)) })
+	t.Run("ReadSubset", func(t *testing.T) { t.Parallel(); testReadSubset(t, newLog(t, 4)) })
 }
 
 func appendN(t *testing.T, l subscriber.Log, shard, n int, prefix string) []channelgroups.Position {
@@ -37,6 +38,15 @@ func appendN(t *testing.T, l subscriber.Log, shard, n int, prefix string) []chan
 	return out
 }
 
+// every returns a cursor for each shard, after the given positions.
+func every(after []channelgroups.Position) []subscriber.Cursor {
+	out := make([]subscriber.Cursor, len(after))
+	for i, p := range after {
+		out[i] = subscriber.Cursor{Shard: i, After: p}
+	}
+	return out
+}
+
 // readAll reads until it has want entries, failing after a deadline.
 func readAll(t *testing.T, l subscriber.Log, cursors []channelgroups.Position, want int) []subscriber.LogEntry {
 	t.Helper()
@@ -47,7 +57,7 @@ func readAll(t *testing.T, l subscriber.Log, cursors []channelgroups.Position, w
 		if time.Now().After(deadline) {
 			t.Fatalf("read %d of %d entries before the deadline", len(out), want)
 		}
-		es, err := l.Read(t.Context(), cur, 100, 100*time.Millisecond)
+		es, err := l.Read(t.Context(), every(cur), 100, 100*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +107,7 @@ func testReadWaits(t *testing.T, l subscriber.Log) {
 	got := make(chan []subscriber.LogEntry, 1)
 	errs := make(chan error, 1)
 	go func() {
-		es, err := l.Read(t.Context(), make([]channelgroups.Position, 4), 10, 10*time.Second)
+		es, err := l.Read(t.Context(), every(make([]channelgroups.Position, 4)), 10, 10*time.Second)
 		errs <- err
 		got <- es
 	}()
@@ -122,7 +132,7 @@ func testReadWaits(t *testing.T, l subscriber.Log) {
 }
 
 func testReadTimesOut(t *testing.T, l subscriber.Log) {
-	es, err := l.Read(t.Context(), make([]channelgroups.Position, 4), 10, 50*time.Millisecond)
+	es, err := l.Read(t.Context(), every(make([]channelgroups.Position, 4)), 10, 50*time.Millisecond)
 	if err != nil || len(es) != 0 {
 		t.Fatalf("Read of empty logs = %+v, %v; want nothing", es, err)
 	}
@@ -163,8 +173,21 @@ func testBadShard(t *testing.T, l subscriber.Log) {
 	if _, err := l.Append(t.Context(), 2, []byte("x")); err == nil {
 		t.Fatal("Append to shard 2 of 2 succeeded")
 	}
-	if _, err := l.Read(t.Context(), make([]channelgroups.Position, 3), 1, time.Millisecond); err == nil {
-		t.Fatal("Read with 3 cursors for 2 shards succeeded")
+	if _, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 2}}, 1, time.Millisecond); err == nil {
+		t.Fatal("Read of shard 2 of 2 succeeded")
+	}
+}
+
+// testReadSubset: a reader that names some shards gets only their entries.
+func testReadSubset(t *testing.T, l subscriber.Log) {
+	appendN(t, l, 0, 3, "zero")
+	two := appendN(t, l, 2, 2, "two")
+	es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 2}, {Shard: 3}}, 100, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 || es[0].Shard != 2 || es[0].Pos != two[0] || es[1].Pos != two[1] {
+		t.Fatalf("Read of shards 2 and 3 = %+v, want the two entries of shard 2 only", es)
 	}
 }
 

@@ -77,17 +77,20 @@ func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.
 }
 
 // Read implements subscriber.Log.
-func (l *Log) Read(ctx context.Context, cursors []channelgroups.Position, max int, block time.Duration) ([]subscriber.LogEntry, error) {
-	if len(cursors) != l.cfg.Shards {
-		return nil, errShard
+func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, block time.Duration) ([]subscriber.LogEntry, error) {
+	for _, c := range cursors {
+		if c.Shard < 0 || c.Shard >= l.cfg.Shards {
+			return nil, errShard
+		}
 	}
 	timer := time.NewTimer(block)
 	defer timer.Stop()
 	for {
 		l.mu.Lock()
 		var out []subscriber.LogEntry
-		for shard, s := range l.shards {
-			i, _ := slices.BinarySearchFunc(s, cursors[shard], func(e subscriber.LogEntry, p channelgroups.Position) int {
+		for _, c := range cursors {
+			s := l.shards[c.Shard]
+			i, _ := slices.BinarySearchFunc(s, c.After, func(e subscriber.LogEntry, p channelgroups.Position) int {
 				if e.Pos.Less(p) || e.Pos == p {
 					return -1
 				}

@@ -103,15 +103,18 @@ func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.
 	return channelgroups.ParsePosition(id)
 }
 
-// Read implements subscriber.Log with one XREAD over every shard's stream.
-func (l *Log) Read(ctx context.Context, cursors []channelgroups.Position, max int, block time.Duration) ([]subscriber.LogEntry, error) {
-	if len(cursors) != len(l.keys) {
-		return nil, fmt.Errorf("redislog: %d cursors for %d shards", len(cursors), len(l.keys))
+// Read implements subscriber.Log with one XREAD over the cursors' streams.
+func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, block time.Duration) ([]subscriber.LogEntry, error) {
+	if len(cursors) == 0 {
+		return nil, errors.New("redislog: read with no cursors")
 	}
-	streams := make([]string, 0, 2*len(l.keys))
-	streams = append(streams, l.keys...)
-	for _, c := range cursors {
-		streams = append(streams, c.String())
+	streams := make([]string, 2*len(cursors))
+	for i, c := range cursors {
+		key, err := l.key(c.Shard)
+		if err != nil {
+			return nil, err
+		}
+		streams[i], streams[len(cursors)+i] = key, c.After.String()
 	}
 	if block < time.Millisecond {
 		block = time.Millisecond // 0 would block forever

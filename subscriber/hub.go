@@ -4,11 +4,51 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
+
+// hub holds what subscribe needs: each channel's recent messages (rings),
+// the parked polls indexed by channel and by group, and the G3 tracking of
+// the groups with subscribers on this node. Messages and membership changes
+// reach it in log order, so every message is annotated with the groups that
+// held its channel at that point of the log.
+type hub struct {
+	n  *Node
+	mu sync.Mutex
+
+	rings      map[chanKey]*ring
+	byChannel  map[chanKey]map[*Parked]struct{}
+	tracked    map[channelgroups.GroupKey]*trackedGroup
+	containing map[chanKey]map[channelgroups.Group]struct{}
+	// annotated is, per shard, the newest message put into a ring, with the
+	// tracked groups that held its channel. A group tracked from now on is
+	// judged by annotations only after it.
+	annotated []channelgroups.Position
+	// gen counts, per shard, the times its state was dropped; a poll
+	// registered before answers with its own cursor rather than scan rings
+	// that are gone.
+	gen []uint64
+
+	release     chan struct{}
+	releaseOnce sync.Once
+	workers     *workers
+
+	// afterInsert, if set (tests), runs between a message's ring insert and
+	// the advance of its shard's applied position: the seam where a poll
+	// registering must not miss the wake-up.
+	afterInsert func(channelgroups.Position)
+}
+
+func newHub(n *Node) *hub {
+	return &hub{n: n, rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{},
+		tracked: map[channelgroups.GroupKey]*trackedGroup{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
+		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]uint64, n.cfg.Shards),
+		release: make(chan struct{}), workers: newWorkers(2 * time.Second)}
+}
 
 // chanKey names one channel of one account.
 type chanKey struct {
@@ -29,9 +69,20 @@ type ring struct {
 	entries []ringEntry
 }
 
+// leaveGrace is how long a tracked group keeps a channel that storage no
+// longer shows before the log's remove of it has been applied. Storage can
+// be ahead of the log (an edit is stored before it is appended), and a
+// message published before the remove was acknowledged is owed to the
+// group's subscribers (G3); the remove reaches the log within this, unless
+// the shard's outbox is blocked.
+const leaveGrace = 10 * time.Second
+
 // trackedGroup is a group with subscribers on this node (or recently so).
 // After since, every message applied records whether the group held its
-// channel.
+// channel. Its channels change in log order: a channel joins when an add
+// is applied or a view shows it, and leaves when the log's remove (or
+// delete) of it is applied — not when a storage read that is ahead of the
+// log stops showing it, which only starts the channel's leaveGrace.
 type trackedGroup struct {
 	since    channelgroups.Position
 	channels map[channelgroups.Channel]struct{}
@@ -39,7 +90,10 @@ type trackedGroup struct {
 	// applied position just before it left. A subscriber whose cursor is at
 	// or before that position may still be owed messages published on the
 	// channel while it was in the group (G3), so collect scans it too.
-	left     map[channelgroups.Channel]channelgroups.Position
+	left map[channelgroups.Channel]channelgroups.Position
+	// leaving holds the channels a view no longer shows whose remove the log
+	// has not brought yet, with when that was first seen.
+	leaving  map[channelgroups.Channel]time.Time
 	waiters  map[*Parked]struct{}
 	lastUsed time.Time
 }
@@ -66,20 +120,16 @@ func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token
 		if tok.Shard != shard {
 			return 0, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken)
 		}
+		if !n.serve(ctx, shard) {
+			return 0, ErrNotServing
+		}
 		if ok, _ := n.catchUp(ctx, tok); !ok {
 			return 0, ErrNotFresh
 		}
 	}
-	s := n.shards[shard]
-	s.announceMu.Lock()
-	defer s.announceMu.Unlock()
-	if s.blocked {
-		n.kickDispatcher()
-		return 0, ErrShardBlocked
-	}
-	pos, err := n.log.Append(ctx, shard, encodeMessage(m))
+	pos, err := n.ann.appendRecord(ctx, shard, encodeMessage(m))
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
+		return 0, err
 	}
 	n.m.published.Inc()
 	return CursorOf(pos), nil
@@ -95,18 +145,18 @@ type wakeup struct {
 // applyMessage puts a message into its channel's ring, annotated with the
 // tracked groups that hold its channel now, and returns whom to wake once
 // the shard's applied position has moved past it (nil for a retry).
-func (n *Node) applyMessage(m *Message) *wakeup {
+func (h *hub) applyMessage(m *Message) *wakeup {
 	key := chanKey{Account: m.Account, Channel: m.Channel}
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
-	s := n.shards[channelgroups.ShardOf(m.Account, len(n.shards))]
-	if s.annotated.Less(m.Pos) {
-		s.annotated = m.Pos
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	shard := channelgroups.ShardOf(m.Account, len(h.annotated))
+	if h.annotated[shard].Less(m.Pos) {
+		h.annotated[shard] = m.Pos
 	}
-	r := n.rings[key]
+	r := h.rings[key]
 	if r == nil {
 		r = &ring{}
-		n.rings[key] = r
+		h.rings[key] = r
 	}
 	if m.Key != "" {
 		for _, e := range r.entries {
@@ -116,12 +166,12 @@ func (n *Node) applyMessage(m *Message) *wakeup {
 		}
 	}
 	var groups []channelgroups.Group
-	for g := range n.containing[key] {
+	for g := range h.containing[key] {
 		groups = append(groups, g)
 	}
 	slices.Sort(groups)
-	if len(r.entries) >= n.cfg.RingSize {
-		r.entries = slices.Delete(r.entries, 0, len(r.entries)-n.cfg.RingSize+1)
+	if size := h.n.cfg.RingSize; len(r.entries) >= size {
+		r.entries = slices.Delete(r.entries, 0, len(r.entries)-size+1)
 	}
 	r.entries = append(r.entries, ringEntry{msg: m, groups: groups})
 	return &wakeup{key: key, groups: groups}
@@ -130,87 +180,154 @@ func (n *Node) applyMessage(m *Message) *wakeup {
 // wake signals the polls a message concerns. It runs after the shard's
 // applied position has moved past the message: a poll registered before
 // is found here, one registered after finds the message on its first check.
-func (n *Node) wake(w *wakeup) {
+func (h *hub) wake(w *wakeup) {
 	if w == nil {
 		return
 	}
 	var ws []*Parked
-	n.msgMu.Lock()
-	for p := range n.byChannel[w.key] {
+	h.mu.Lock()
+	for p := range h.byChannel[w.key] {
 		ws = append(ws, p)
 	}
 	for _, g := range w.groups {
-		if tg := n.tracked[channelgroups.GroupKey{Account: w.key.Account, Group: g}]; tg != nil {
+		if tg := h.tracked[channelgroups.GroupKey{Account: w.key.Account, Group: g}]; tg != nil {
 			for p := range tg.waiters {
 				ws = append(ws, p)
 			}
 		}
 	}
-	n.msgMu.Unlock()
+	h.mu.Unlock()
 	for _, p := range ws {
 		p.signal()
 	}
 }
 
-// trackLocked keeps the reverse index (channel → tracked groups holding it)
-// in step with a rebuilt view and wakes the group's parked subscribers when
-// its membership changed, so they re-expand at once. viewMu is held.
-func (n *Node) trackLocked(key channelgroups.GroupKey, v *channelgroups.View) {
-	n.msgMu.Lock()
-	tg := n.tracked[key]
+// track brings a tracked group's channels in step with a rebuilt view: a
+// channel the view shows joins at once; one it no longer shows starts its
+// leaveGrace (the log's remove makes it leave, see trackEdit). The group's
+// parked subscribers are woken when its channels changed, so they re-expand
+// at once. views.mu is held.
+func (h *hub) track(key channelgroups.GroupKey, v *channelgroups.View) {
+	h.mu.Lock()
+	tg := h.tracked[key]
 	if tg == nil {
-		n.msgMu.Unlock()
+		h.mu.Unlock()
 		return
 	}
-	changed := n.setChannelsLocked(key, tg, v)
+	changed := false
+	now := h.n.now()
+	for _, c := range v.Channels {
+		delete(tg.leaving, c)
+		if _, ok := tg.channels[c]; !ok {
+			h.joinLocked(key, tg, c)
+			changed = true
+		}
+	}
+	for c := range tg.channels {
+		if _, ok := slices.BinarySearch(v.Channels, c); ok {
+			continue
+		}
+		switch since, ok := tg.leaving[c]; {
+		case !ok:
+			if tg.leaving == nil {
+				tg.leaving = map[channelgroups.Channel]time.Time{}
+			}
+			tg.leaving[c] = now
+		case now.Sub(since) > leaveGrace:
+			h.leaveLocked(key, tg, c)
+			changed = true
+		}
+	}
+	h.wakeGroupLocked(tg, changed)
+}
+
+// trackEdit applies an edit read from the log to its group's tracking, if
+// the group is tracked: this is where channels leave (G3: a message before
+// the remove in the log was published while the channel was in the group).
+// v is the group's view after the edit (nil if none is built); a channel
+// the edit removes but the view still shows (a later add won) stays.
+// views.mu is held.
+func (h *hub) trackEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *channelgroups.View) {
+	h.mu.Lock()
+	tg := h.tracked[key]
+	if tg == nil {
+		h.mu.Unlock()
+		return
+	}
+	shows := func(c channelgroups.Channel) bool {
+		if v == nil {
+			return e.Op == channelgroups.OpAdd
+		}
+		_, ok := slices.BinarySearch(v.Channels, c)
+		return ok
+	}
+	changed := false
+	switch e.Op {
+	case channelgroups.OpAdd:
+		for _, c := range e.Channels {
+			if _, ok := tg.channels[c]; !ok && shows(c) {
+				h.joinLocked(key, tg, c)
+				changed = true
+			}
+		}
+	case channelgroups.OpRemove:
+		for _, c := range e.Channels {
+			if _, ok := tg.channels[c]; ok && !shows(c) {
+				h.leaveLocked(key, tg, c)
+				changed = true
+			}
+		}
+	case channelgroups.OpClear:
+		for c := range tg.channels {
+			if !shows(c) {
+				h.leaveLocked(key, tg, c)
+				changed = true
+			}
+		}
+	}
+	h.wakeGroupLocked(tg, changed)
+}
+
+// wakeGroupLocked unlocks mu and, if changed, wakes the group's waiters.
+func (h *hub) wakeGroupLocked(tg *trackedGroup, changed bool) {
 	var wake []*Parked
 	if changed {
 		for w := range tg.waiters {
 			wake = append(wake, w)
 		}
 	}
-	n.msgMu.Unlock()
+	h.mu.Unlock()
 	for _, w := range wake {
 		w.signal()
 	}
 }
 
-// setChannelsLocked updates a tracked group's channels and the reverse
-// index; msgMu is held.
-func (n *Node) setChannelsLocked(key channelgroups.GroupKey, tg *trackedGroup, v *channelgroups.View) bool {
-	changed := false
-	now := make(map[channelgroups.Channel]struct{}, len(v.Channels))
-	for _, c := range v.Channels {
-		now[c] = struct{}{}
-		if _, ok := tg.channels[c]; !ok {
-			changed = true
-			delete(tg.left, c)
-			ck := chanKey{Account: key.Account, Channel: c}
-			if n.containing[ck] == nil {
-				n.containing[ck] = map[channelgroups.Group]struct{}{}
-			}
-			n.containing[ck][key.Group] = struct{}{}
-		}
+func (h *hub) joinLocked(key channelgroups.GroupKey, tg *trackedGroup, c channelgroups.Channel) {
+	tg.channels[c] = struct{}{}
+	delete(tg.left, c)
+	delete(tg.leaving, c)
+	ck := chanKey{Account: key.Account, Channel: c}
+	if h.containing[ck] == nil {
+		h.containing[ck] = map[channelgroups.Group]struct{}{}
 	}
-	for c := range tg.channels {
-		if _, ok := now[c]; !ok {
-			changed = true
-			if tg.left == nil {
-				tg.left = map[channelgroups.Channel]channelgroups.Position{}
-			}
-			tg.left[c] = n.applied(channelgroups.ShardOf(key.Account, len(n.shards)))
-			n.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
-		}
-	}
-	tg.channels = now
-	return changed
+	h.containing[ck][key.Group] = struct{}{}
 }
 
-func (n *Node) uncontainLocked(ck chanKey, g channelgroups.Group) {
-	if set := n.containing[ck]; set != nil {
+func (h *hub) leaveLocked(key channelgroups.GroupKey, tg *trackedGroup, c channelgroups.Channel) {
+	delete(tg.channels, c)
+	delete(tg.leaving, c)
+	if tg.left == nil {
+		tg.left = map[channelgroups.Channel]channelgroups.Position{}
+	}
+	tg.left[c] = h.n.applied(channelgroups.ShardOf(key.Account, len(h.gen)))
+	h.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
+}
+
+func (h *hub) uncontainLocked(ck chanKey, g channelgroups.Group) {
+	if set := h.containing[ck]; set != nil {
 		delete(set, g)
 		if len(set) == 0 {
-			delete(n.containing, ck)
+			delete(h.containing, ck)
 		}
 	}
 }
@@ -276,14 +393,24 @@ func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 // later from a short-lived goroutine. The handshake answers with the
 // current cursor; otherwise the answer carries the messages after the
 // cursor on the subscribed channels and groups, and the poll parks until
-// there are some, until Hold passes, or until ReleasePolls. ctx bounds the
-// expansion of the groups. The returned Parked can end the poll early.
+// there are some, until Hold passes, until ReleasePolls, or until the node
+// stops serving the account's shard (then it answers with the cursor it was
+// given, and the client comes back to the shard's new owners). ctx bounds
+// the expansion of the groups. The returned Parked can end the poll early.
 func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollResult, error)) *Parked {
 	shard := channelgroups.ShardOf(req.Account, len(n.shards))
 	w := &Parked{n: n, req: req, shard: shard, done: done}
 	w.state.Store(stateChecking) // the caller's own check below comes first
 	if req.Token != nil && req.Token.Shard != shard {
 		w.finish(PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken))
+		return w
+	}
+	if !n.serve(ctx, shard) {
+		if req.Cursor == 0 {
+			w.finish(PollResult{}, ErrNotServing)
+		} else {
+			w.finish(PollResult{Cursor: req.Cursor}, nil)
+		}
 		return w
 	}
 	views := make([]*channelgroups.View, len(req.Groups))
@@ -300,7 +427,7 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 	}
 	n.register(req, views, w)
 	w.registered = true
-	n.Seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
+	n.pres.seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
 	if req.Cursor == 0 {
 		w.finish(PollResult{Cursor: handshakeCursor(n.applied(shard))}, nil)
 		return w
@@ -313,7 +440,7 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 	n.m.parked.Inc()
 	w.timer = time.AfterFunc(hold, w.expire)
 	select {
-	case <-n.release:
+	case <-n.hub.release:
 		w.expired.Store(true) // registered after ReleasePolls collected the waiters
 	default:
 	}
@@ -327,6 +454,7 @@ type Parked struct {
 	n     *Node
 	req   PollRequest
 	shard int
+	gen   uint64 // the shard's generation when the poll registered
 	done  func(PollResult, error)
 	timer *time.Timer
 	// after is where the next scan starts; only the checking goroutine
@@ -353,7 +481,7 @@ func (w *Parked) signal() {
 		switch s := w.state.Load(); s {
 		case stateIdle:
 			if w.state.CompareAndSwap(stateIdle, stateChecking) {
-				w.n.workers.Go(w.check)
+				w.n.hub.workers.Go(w.check)
 				return
 			}
 		case stateChecking:
@@ -386,7 +514,14 @@ func (w *Parked) check() {
 func (w *Parked) try() bool {
 	n := w.n
 	cut := n.applied(w.shard)
-	if ds := n.collect(w.req, w.after, cut); len(ds) > 0 {
+	ds, ok := n.hub.collect(w.req, w.shard, w.gen, w.after, cut)
+	if !ok {
+		// The shard's state was dropped: answer with where the client is,
+		// so it resumes from there on the shard's owners.
+		w.finish(PollResult{Cursor: CursorOf(w.after)}, nil)
+		return true
+	}
+	if len(ds) > 0 {
 		res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
 		if len(ds) > MaxDeliveries {
 			res.Deliveries = ds[:MaxDeliveries]
@@ -412,17 +547,10 @@ func (w *Parked) finish(res PollResult, err error) {
 		w.n.m.parked.Dec()
 	}
 	if w.registered {
-		w.n.unregister(w.req, w)
-		w.n.Seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
+		w.n.hub.unregister(w.req, w)
+		w.n.pres.seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
 	}
 	w.done(res, err)
-}
-
-func (n *Node) applied(shard int) channelgroups.Position {
-	s := n.shards[shard]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.applied
 }
 
 // handshakeCursor is the cursor a handshake hands out: the applied position,
@@ -435,68 +563,75 @@ func handshakeCursor(applied channelgroups.Position) channelgroups.Timetoken {
 // register indexes a waiter under its channels and groups, tracking the
 // groups (from their current views) if they were not tracked yet.
 func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked) {
-	shard := channelgroups.ShardOf(req.Account, len(n.shards))
-	n.viewMu.Lock()
-	defer n.viewMu.Unlock()
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
+	n.views.mu.Lock()
+	defer n.views.mu.Unlock()
+	h := n.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.gen = h.gen[w.shard]
 	for _, c := range req.Channels {
 		ck := chanKey{Account: req.Account, Channel: c}
-		if n.byChannel[ck] == nil {
-			n.byChannel[ck] = map[*Parked]struct{}{}
+		if h.byChannel[ck] == nil {
+			h.byChannel[ck] = map[*Parked]struct{}{}
 		}
-		n.byChannel[ck][w] = struct{}{}
+		h.byChannel[ck][w] = struct{}{}
 	}
-	now := time.Now()
+	now := n.now()
 	for i, g := range req.Groups {
 		key := channelgroups.GroupKey{Account: req.Account, Group: g}
-		tg := n.tracked[key]
+		tg := h.tracked[key]
 		if tg == nil {
 			// Messages up to since were annotated before the group was
 			// tracked; they are judged by its current view.
-			since := channelgroups.MaxPosition(n.applied(shard), n.shards[shard].annotated)
+			since := channelgroups.MaxPosition(n.applied(w.shard), h.annotated[w.shard])
 			tg = &trackedGroup{since: since, channels: map[channelgroups.Channel]struct{}{}, waiters: map[*Parked]struct{}{}}
-			n.tracked[key] = tg
+			h.tracked[key] = tg
 			v := views[i]
-			if pg, ok := n.cache.Published(key); ok && pg.View() != nil {
+			if pg, ok := n.views.cache.Published(key); ok && pg.View() != nil {
 				v = pg.View() // the newest build: later builds diff against it
 			}
-			n.setChannelsLocked(key, tg, v)
+			for _, c := range v.Channels {
+				h.joinLocked(key, tg, c)
+			}
 		}
 		tg.waiters[w] = struct{}{}
 		tg.lastUsed = now
 	}
 }
 
-func (n *Node) unregister(req PollRequest, w *Parked) {
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
+func (h *hub) unregister(req PollRequest, w *Parked) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for _, c := range req.Channels {
 		ck := chanKey{Account: req.Account, Channel: c}
-		if set := n.byChannel[ck]; set != nil {
+		if set := h.byChannel[ck]; set != nil {
 			delete(set, w)
 			if len(set) == 0 {
-				delete(n.byChannel, ck)
+				delete(h.byChannel, ck)
 			}
 		}
 	}
-	now := time.Now()
+	now := h.n.now()
 	for _, g := range req.Groups {
-		if tg := n.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]; tg != nil {
+		if tg := h.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]; tg != nil {
 			delete(tg.waiters, w)
 			tg.lastUsed = now
 		}
 	}
 }
 
-// collect returns the deliveries after `after` up to cut, in log order.
-func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Delivery {
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
-	oldest := uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())
+// collect returns the deliveries after `after` up to cut, in log order; ok
+// is false when the shard's state was dropped since the poll registered.
+func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channelgroups.Position) (_ []Delivery, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gen[shard] != gen {
+		return nil, false
+	}
+	oldest := uint64(h.n.now().Add(-h.n.cfg.RingAge).UnixMilli())
 	var out []Delivery
 	scan := func(c channelgroups.Channel, via func(ringEntry) (channelgroups.Group, bool)) {
-		r := n.rings[chanKey{Account: req.Account, Channel: c}]
+		r := h.rings[chanKey{Account: req.Account, Channel: c}]
 		if r == nil {
 			return
 		}
@@ -523,7 +658,7 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 		scan(c, func(ringEntry) (channelgroups.Group, bool) { return "", true })
 	}
 	for _, g := range req.Groups {
-		tg := n.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]
+		tg := h.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]
 		if tg == nil {
 			continue
 		}
@@ -560,19 +695,20 @@ func (n *Node) collect(req PollRequest, after, cut channelgroups.Position) []Del
 		}
 		return 1
 	})
-	return slices.CompactFunc(out, func(a, b Delivery) bool { return a.Msg == b.Msg })
+	return slices.CompactFunc(out, func(a, b Delivery) bool { return a.Msg == b.Msg }), true
 }
 
 // History returns up to max stored messages of a channel with timetokens in
 // [end, start) (zero bounds are open), oldest first.
 func (n *Node) History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*Message {
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
-	r := n.rings[chanKey{Account: a, Channel: c}]
+	h := n.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rings[chanKey{Account: a, Channel: c}]
 	if r == nil {
 		return nil
 	}
-	oldest := uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())
+	oldest := uint64(n.now().Add(-n.cfg.RingAge).UnixMilli())
 	var out []*Message
 	for _, e := range r.entries {
 		m := e.msg
@@ -590,82 +726,152 @@ func (n *Node) History(a channelgroups.Account, c channelgroups.Channel, start, 
 
 // ReleasePolls answers every parked subscribe at once (at shutdown, so that
 // clients reconnect elsewhere) and makes later ones return without parking.
-func (n *Node) ReleasePolls() {
-	n.releaseOnce.Do(func() { close(n.release) })
-	n.msgMu.Lock()
+func (n *Node) ReleasePolls() { n.ReleasePollsOver(0) }
+
+// ReleasePollsOver makes later subscribes return without parking and
+// answers every parked one, spread evenly over d so that their clients do
+// not all come back at once; it returns when the last one was released.
+func (n *Node) ReleasePollsOver(d time.Duration) {
+	h := n.hub
+	h.releaseOnce.Do(func() { close(h.release) })
+	h.mu.Lock()
 	all := map[*Parked]struct{}{}
-	for _, set := range n.byChannel {
+	for _, set := range h.byChannel {
 		for w := range set {
 			all[w] = struct{}{}
 		}
 	}
-	for _, tg := range n.tracked {
+	for _, tg := range h.tracked {
 		for w := range tg.waiters {
 			all[w] = struct{}{}
 		}
 	}
-	n.msgMu.Unlock()
+	h.mu.Unlock()
+	polls := make([]*Parked, 0, len(all))
 	for w := range all {
-		w.expire()
+		polls = append(polls, w)
 	}
+	done := h.releaseOver(polls, d)
+	<-done
 }
 
-// sweepMessages drops rings whose newest message is past the retention and
-// groups nobody subscribed to for a while.
-func (n *Node) sweepMessages(now time.Time) {
-	oldest := uint64(now.Add(-n.cfg.RingAge).UnixMilli())
-	n.viewMu.Lock()
-	defer n.viewMu.Unlock()
-	n.msgMu.Lock()
-	defer n.msgMu.Unlock()
-	for k, r := range n.rings {
-		if len(r.entries) == 0 || r.entries[len(r.entries)-1].msg.Pos.Ms < oldest {
-			delete(n.rings, k)
+// releaseOver expires polls evenly over d (all at once if d <= 0); the
+// returned channel is closed once the last one was expired.
+func (h *hub) releaseOver(polls []*Parked, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if d <= 0 || len(polls) < 2 {
+		for _, w := range polls {
+			w.expire()
+		}
+		close(done)
+		return done
+	}
+	var left atomic.Int64
+	left.Store(int64(len(polls)))
+	for i, w := range polls {
+		time.AfterFunc(d*time.Duration(i)/time.Duration(len(polls)), func() {
+			w.expire()
+			if left.Add(-1) == 0 {
+				close(done)
+			}
+		})
+	}
+	return done
+}
+
+// dropShard forgets everything the hub keeps for a shard's accounts and
+// returns the shard's parked polls, which must be answered: their state is
+// gone, so their next check answers with their own cursor.
+func (h *hub) dropShard(shard int) []*Parked {
+	shards := len(h.gen)
+	of := func(a channelgroups.Account) bool { return channelgroups.ShardOf(a, shards) == shard }
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gen[shard]++
+	h.annotated[shard] = channelgroups.Position{}
+	polls := map[*Parked]struct{}{}
+	for k := range h.rings {
+		if of(k.Account) {
+			delete(h.rings, k)
 		}
 	}
-	for key, tg := range n.tracked {
+	for k, set := range h.byChannel {
+		if of(k.Account) {
+			for w := range set {
+				polls[w] = struct{}{}
+			}
+			delete(h.byChannel, k)
+		}
+	}
+	for k, tg := range h.tracked {
+		if of(k.Account) {
+			for w := range tg.waiters {
+				polls[w] = struct{}{}
+			}
+			delete(h.tracked, k)
+		}
+	}
+	for k := range h.containing {
+		if of(k.Account) {
+			delete(h.containing, k)
+		}
+	}
+	out := make([]*Parked, 0, len(polls))
+	for w := range polls {
+		out = append(out, w)
+	}
+	return out
+}
+
+// sweep drops rings whose newest message is past the retention, channels
+// whose leaveGrace passed, and groups nobody subscribed to for a while.
+func (h *hub) sweep(now time.Time) {
+	n := h.n
+	oldest := uint64(now.Add(-n.cfg.RingAge).UnixMilli())
+	n.views.mu.Lock()
+	defer n.views.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, r := range h.rings {
+		if len(r.entries) == 0 || r.entries[len(r.entries)-1].msg.Pos.Ms < oldest {
+			delete(h.rings, k)
+		}
+	}
+	for key, tg := range h.tracked {
 		for c, at := range tg.left {
 			if at.Ms < oldest {
 				delete(tg.left, c) // its messages have left the rings too
 			}
 		}
+		for c, since := range tg.leaving {
+			if now.Sub(since) > leaveGrace {
+				h.leaveLocked(key, tg, c)
+			}
+		}
 		if len(tg.waiters) == 0 && now.Sub(tg.lastUsed) > n.cfg.TrackIdle {
 			for c := range tg.channels {
-				n.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
+				h.uncontainLocked(chanKey{Account: key.Account, Channel: c}, key.Group)
 			}
-			delete(n.tracked, key)
+			delete(h.tracked, key)
 		}
 	}
 }
 
-// replay loads the recent messages of every shard log into the rings, so a
-// node that starts (or restarts) can serve cursors from before it started.
-func (n *Node) replay(ctx context.Context) error {
-	from := channelgroups.Position{Ms: uint64(time.Now().Add(-n.cfg.RingAge).UnixMilli())}
-	for shard := range n.shards {
-		after := from
-		last := n.applied(shard)
-		for after.Less(last) {
-			entries, err := n.log.Range(ctx, shard, after, 1000)
-			if err != nil {
-				return fmt.Errorf("subscriber: replaying shard %d: %w", shard, err)
-			}
-			if len(entries) == 0 {
-				break
-			}
-			for _, le := range entries {
-				if last.Less(le.Pos) {
-					break
-				}
-				if d, err := decodeRecord(le.Data, shard); err == nil && d.msg != nil {
-					d.msg.Pos = le.Pos
-					n.applyMessage(d.msg)
-				} else if err == nil && d.presence != nil {
-					n.applyPresence(d.presence, le.Pos)
-				}
-				after = le.Pos
-			}
+// Parked returns how many subscribes are parked on this node now.
+func (n *Node) Parked() int {
+	h := n.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	all := map[*Parked]struct{}{}
+	for _, set := range h.byChannel {
+		for w := range set {
+			all[w] = struct{}{}
 		}
 	}
-	return nil
+	for _, tg := range h.tracked {
+		for w := range tg.waiters {
+			all[w] = struct{}{}
+		}
+	}
+	return len(all)
 }

@@ -1,0 +1,249 @@
+package subscriber_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/subscriber"
+	"github.com/groupcast/groupcast/subscriber/memlog"
+	"github.com/groupcast/groupcast/volatile"
+)
+
+func openBolt(t *testing.T) *bolt.Store {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// eventually polls cond until it holds, failing the test after a deadline.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline, not synchronising on time
+	}
+}
+
+type pollOutcome struct {
+	res subscriber.PollResult
+	err error
+}
+
+func pollAsync(ctx context.Context, n *subscriber.Node, req subscriber.PollRequest) <-chan pollOutcome {
+	ch := make(chan pollOutcome, 1)
+	go func() {
+		res, err := n.Poll(ctx, req)
+		ch <- pollOutcome{res, err}
+	}()
+	return ch
+}
+
+func wait(t *testing.T, ch <-chan pollOutcome) subscriber.PollResult {
+	t.Helper()
+	select {
+	case o := <-ch:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		return o.res
+	case <-time.After(10 * time.Second):
+		t.Fatal("the poll did not answer within 10s")
+	}
+	return subscriber.PollResult{}
+}
+
+func channelsOf(ds []subscriber.Delivery) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, string(d.Msg.Channel)+"@"+string(d.Group))
+	}
+	return out
+}
+
+// TestG3StorageAheadOfLog is the G3 race found with three nodes (add c →
+// publish to c → remove c at once; now and then one subscriber missed the
+// message): storage is ahead of the log, because an edit is stored before
+// it is appended. Here the storage refresh that the add's overlay entry
+// triggers reads the remove, which is stored but not yet in the log, and
+// the group's view loses c before the message is applied. The message was
+// published while c was in the group (the add returned, the remove had
+// not), so the group's subscriber must get it: the G3 tracking follows the
+// log, not the view.
+func TestG3StorageAheadOfLog(t *testing.T) {
+	st := openBolt(t)
+	n, _ := node(t, st, subscriber.Config{PollHold: time.Minute})
+	clock := channelgroups.NewClock(nil, 0)
+	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, g = channelgroups.Account("acct"), channelgroups.Group("g")
+	key := channelgroups.GroupKey{Account: a, Group: g}
+	if _, err := svc.Add(t.Context(), a, g, []channelgroups.Channel{"keep"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parked := pollAsync(t.Context(), n, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor})
+
+	// Both edits are stored; only the add is in the log yet.
+	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
+	add := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
+	remove := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
+	for _, e := range []channelgroups.Edit{add, remove} {
+		if err := st.Write(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pos, err := n.Announce(t.Context(), add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := &channelgroups.Token{Shard: shard, At: add.At, Origin: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: pos}}}
+	if _, err := n.View(t.Context(), key, tok, subscriber.AtLeastAsFresh); err != nil {
+		t.Fatal(err)
+	}
+	// The refresh the add started reads the stored remove: the view drops c.
+	eventually(t, "the view reflects the stored remove", func() bool {
+		v, err := n.View(t.Context(), key, nil, subscriber.MinimizeLatency)
+		return err == nil && !slices.Contains(v.Channels, "c")
+	})
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"owed"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Announce(t.Context(), remove); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	cursor := hs.Cursor
+	for !slices.Contains(got, "keep@g") {
+		res := wait(t, parked)
+		got = append(got, channelsOf(res.Deliveries)...)
+		cursor = res.Cursor
+		parked = pollAsync(t.Context(), n, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: cursor})
+	}
+	if want := []string{"c@g", "keep@g"}; !slices.Equal(got, want) {
+		t.Fatalf("the group's subscriber got %v, want %v: a message published while c was in the group is owed (G3)", got, want)
+	}
+	// After the remove, a message on c reaches nobody through the group.
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"after"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel2"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := channelsOf(wait(t, parked).Deliveries); !slices.Equal(got, []string{"keep@g"}) {
+		t.Fatalf("after the remove the group's subscriber got %v, want [keep@g]", got)
+	}
+}
+
+// TestNoLostWakeUpAtTheSeam holds the log consumer between a message's ring
+// insert and the advance of its shard's position, and registers a poll
+// right there: the poll's own check cannot see the message yet (its cut is
+// older), so the wake-up after the advance must find it.
+func TestNoLostWakeUpAtTheSeam(t *testing.T) {
+	st := openBolt(t)
+	lg, err := memlog.New(memlog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := storagecache.New(st, storagecache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := subscriber.NewNode(lg, st, cache, ov, channelgroups.NewClock(nil, 0), subscriber.Config{PollHold: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inserted, proceed := make(chan struct{}), make(chan struct{})
+	subscriber.SetAfterInsert(n, func(channelgroups.Position) {
+		select {
+		case inserted <- struct{}{}:
+			<-proceed
+		default: // only the message the test waits for is held
+		}
+	})
+	if err := n.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { n.ReleasePolls(); cancel(); <-done })
+
+	req := subscriber.PollRequest{Account: "a", Channels: []channelgroups.Channel{"x"}}
+	hs, err := n.Poll(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan error, 1)
+	go func() {
+		_, err := n.Publish(t.Context(), &subscriber.Message{Account: "a", Channel: "x", Payload: []byte(`1`)}, nil)
+		published <- err
+	}()
+	<-inserted // the consumer holds between the insert and the position advance
+	req.Cursor = hs.Cursor
+	parked := pollAsync(t.Context(), n, req)
+	eventually(t, "the poll is parked", func() bool { return n.Parked() == 1 })
+	close(proceed)
+	if err := <-published; err != nil {
+		t.Fatal(err)
+	}
+	if got := channelsOf(wait(t, parked).Deliveries); !slices.Equal(got, []string{"x@"}) {
+		t.Fatalf("got %v, want the message on x", got)
+	}
+}
+
+// TestConfigValidation: values that cannot work are refused by NewNode with
+// a message naming the field, instead of a panic later (a negative refresh
+// period used to panic in time.NewTicker).
+func TestConfigValidation(t *testing.T) {
+	st := openBolt(t)
+	lg, _ := memlog.New(memlog.Config{})
+	cache, _ := storagecache.New(st, storagecache.Config{})
+	t.Cleanup(cache.Close)
+	ov, _ := volatile.New(volatile.Config{})
+	for _, tc := range []struct {
+		cfg  subscriber.Config
+		want string
+	}{
+		{subscriber.Config{RefreshEvery: -time.Second}, "RefreshEvery must be > 0"},
+		{subscriber.Config{PollHold: -1}, "PollHold must be > 0"},
+		{subscriber.Config{Shards: -3}, "Shards must be between 1 and 65536"},
+		{subscriber.Config{RingSize: -1}, "RingSize must be >= 1"},
+		{subscriber.Config{Region: -1}, "Region must be >= 1"},
+		{subscriber.Config{ReleaseSpread: -time.Second}, "ReleaseSpread must be > 0"},
+	} {
+		_, err := subscriber.NewNode(lg, st, cache, ov, channelgroups.NewClock(nil, 0), tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewNode(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
+	if _, err := subscriber.NewNode(lg, st, cache, ov, channelgroups.NewClock(nil, 0), subscriber.Config{}); err != nil {
+		t.Fatalf("the zero Config: %v", err)
+	}
+}
