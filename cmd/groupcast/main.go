@@ -10,6 +10,7 @@
 //	publish CHANNEL JSON             publish a message (prints its timetoken)
 //	subscribe [-g GROUP]... [CHANNEL...]   print messages as they arrive, one JSON line each
 //	time                             the origin's time
+//	cluster [--json]                 the cluster's members and shard ownership, as the origin sees them
 //	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
 //	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
 //	bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
@@ -34,6 +35,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/groupcast/groupcast/bench"
@@ -53,6 +55,7 @@ const usage = `usage: groupcast [--origin URL] [--sub-key K] [--pub-key K] [--uu
   publish CHANNEL JSON
   subscribe [-g GROUP]... [CHANNEL...]
   time
+  cluster [--json]
   bench propagation --a URL --b URL [--samples N]`
 
 type client struct {
@@ -96,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, strings.Join(v, ""))
 		return nil
+	case "cluster":
+		return c.cluster(ctx, rest[1:], stderr)
 	case "bench":
 		return benchCmd(ctx, rest[1:], stdout, stderr)
 	}
@@ -391,5 +396,74 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(dir, "report.md"))
 	}
+	return err
+}
+
+// clusterState is the answer of GET /cluster.
+type clusterState struct {
+	Self        string `json:"self"`
+	RingVersion uint64 `json:"ring_version"`
+	Replicas    int    `json:"replicas"`
+	Members     []struct {
+		Node         string `json:"node"`
+		HTTP         string `json:"http"`
+		Region       int    `json:"region"`
+		State        string `json:"state"`
+		ReadyVersion uint64 `json:"ready_version"`
+	} `json:"members"`
+	// Owners lists each shard's owners, the primary first, by shard number.
+	Owners map[string][]string `json:"owners"`
+}
+
+func (c *client) cluster(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the origin's JSON as it came")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return errors.New("usage: groupcast cluster [--json]")
+	}
+	var raw json.RawMessage
+	if err := c.get(ctx, "/cluster", nil, &raw); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if *asJSON {
+		_, err := fmt.Fprintln(c.out, string(raw))
+		return err
+	}
+	return renderCluster(c.out, raw)
+}
+
+// renderCluster prints a /cluster answer as a members table and a summary
+// line.
+func renderCluster(w io.Writer, raw []byte) error {
+	var st clusterState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("cluster: decoding the answer: %w", err)
+	}
+	owned, primary := map[string]int{}, map[string]int{}
+	for _, owners := range st.Owners {
+		for i, n := range owners {
+			owned[n]++
+			if i == 0 {
+				primary[n]++
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tHTTP\tREGION\tSTATE\tREADY_VERSION\tSHARDS\tPRIMARY")
+	for _, m := range st.Members {
+		node := m.Node
+		if node == st.Self {
+			node += " *"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\n", node, m.HTTP, m.Region, m.State, m.ReadyVersion, owned[m.Node], primary[m.Node])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "self=%s ring_version=%d replicas=%d shards=%d\n", st.Self, st.RingVersion, st.Replicas, len(st.Owners))
 	return err
 }

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -81,5 +85,70 @@ func TestCLI(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"--origin", origin, "publish", "c", "not json"}, &bytes.Buffer{}, &errs); err == nil {
 		t.Fatal("publish of non-JSON accepted")
+	}
+}
+
+const clusterJSON = `{"self":"n1","ring_version":123,"replicas":2,` +
+	`"members":[{"node":"n1","http":"127.0.0.1:8081","region":1,"state":"active","ready_version":123},` +
+	`{"node":"n2","http":"127.0.0.1:8082","region":1,"state":"active","ready_version":123},` +
+	`{"node":"n3","http":"127.0.0.1:8083","region":2,"state":"draining","ready_version":120}],` +
+	`"owners":{"0":["n1","n2"],"1":["n2","n3"],"2":["n2","n1"]}}`
+
+func TestRenderCluster(t *testing.T) {
+	var out bytes.Buffer
+	if err := renderCluster(&out, []byte(clusterJSON)); err != nil {
+		t.Fatal(err)
+	}
+	want := `NODE  HTTP            REGION  STATE     READY_VERSION  SHARDS  PRIMARY
+n1 *  127.0.0.1:8081  1       active    123            2       1
+n2    127.0.0.1:8082  1       active    123            3       2
+n3    127.0.0.1:8083  2       draining  120            1       0
+self=n1 ring_version=123 replicas=2 shards=3
+`
+	if got := out.String(); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	if err := renderCluster(&out, []byte(`{"members":`)); err == nil {
+		t.Fatal("a truncated answer rendered without error")
+	}
+}
+
+func TestClusterCommand(t *testing.T) {
+	var paths []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, clusterJSON)
+	}))
+	t.Cleanup(srv.Close)
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"--origin", srv.URL, "cluster", "--json"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(out.String()); got != clusterJSON {
+		t.Fatalf("--json printed %s, want %s", got, clusterJSON)
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"--origin", srv.URL, "cluster"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "NODE ") || !strings.Contains(out.String(), "self=n1 ring_version=123 replicas=2") {
+		t.Fatalf("table: %q", out.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !reflect.DeepEqual(paths, []string{"/cluster", "/cluster"}) {
+		t.Fatalf("requested %v", paths)
+	}
+
+	// A node without a cluster answers 404 in PubNub's error shape.
+	_, cfg := nodetest.Embedded(t, nil, subscriber.Config{})
+	origin := nodetest.Serve(t, cfg)
+	err := run(t.Context(), []string{"--origin", origin, "cluster"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("cluster on a single node: %v, want a 404 error", err)
 	}
 }

@@ -96,7 +96,7 @@ func Serve(t testing.TB, cfg httpapi.Config) string {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
-		api.Drain() // parked polls answer, or Shutdown would wait for them
+		api.Drain(0) // parked polls answer, or Shutdown would wait for them
 		if err := srv.Shutdown(); err != nil {
 			t.Error(err)
 		}

@@ -1,5 +1,7 @@
 // Package httpapi serves groupcast's PubNub-compatible REST API over
-// fasthttp: channel registration, time, health, readiness and metrics.
+// fasthttp: channel registration, publish and subscribe, history, presence,
+// time, health, readiness, metrics and the cluster's state. In a cluster it
+// forwards a request for an account shard another node owns to that node.
 //
 // Every response, errors included, carries Content-Type: application/json
 // and CORS headers: PubNub SDKs fail to parse an error without the content
@@ -13,7 +15,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,13 +55,32 @@ type Config struct {
 	// ReadyTimeout bounds one readiness check; zero means 2s.
 	ReadyTimeout time.Duration
 	// RequestTimeout bounds the storage work of one request; zero means 10s.
+	// A forwarded request other than a subscribe waits RequestTimeout plus
+	// ForwardMargin for the owner's answer.
 	RequestTimeout time.Duration
+
+	// Router says which node serves a request's account shard; nil means
+	// this node serves every request itself (one node, or embedded mode).
+	Router Router
+	// Shards is the number of account shards the Router is asked about; it
+	// must match the cluster's. Zero means channelgroups.DefaultShards.
+	Shards int
+	// Node names this node in the Groupcast-Forwarded header of the requests
+	// it forwards; empty means the host name.
+	Node string
+	// ForwardTimeout bounds how long a forwarded subscribe long-poll waits
+	// for the owner's answer; zero means 300s (longer than a parked poll).
+	ForwardTimeout time.Duration
+	// Cluster returns the cluster's state, served JSON-encoded on GET
+	// /cluster; nil means /cluster answers 404.
+	Cluster func() any
 }
 
 // API is the request handler.
 type API struct {
 	cfg      Config
-	draining atomic.Bool
+	draining atomic.Bool // parked and forwarded polls are being released
+	unready  atomic.Bool // /readyz answers 503
 	metrics  fasthttp.RequestHandler
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -66,6 +89,12 @@ type API struct {
 	server *fasthttp.Server
 	// handedOff counts hijacked polls whose answer is not written yet.
 	handedOff atomic.Int64
+
+	forwards       *prometheus.CounterVec // by result; nil without a Registerer
+	forwardLatency prometheus.Histogram
+	mu             sync.Mutex
+	upstreams      map[string]*upstream   // by address, guarded by mu
+	pollConns      map[*pollConn]struct{} // forwarded subscribes' connections, guarded by mu
 }
 
 // New validates cfg and returns the API.
@@ -85,7 +114,22 @@ func New(cfg Config) (*API, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
 	}
-	a := &API{cfg: cfg}
+	if cfg.Shards < 0 || cfg.ForwardTimeout < 0 {
+		return nil, errors.New("httpapi: Config.Shards and ForwardTimeout must be >= 0")
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = channelgroups.DefaultShards
+	}
+	if cfg.ForwardTimeout == 0 {
+		cfg.ForwardTimeout = 300 * time.Second
+	}
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+		if cfg.Node == "" {
+			cfg.Node = serverName
+		}
+	}
+	a := &API{cfg: cfg, upstreams: map[string]*upstream{}, pollConns: map[*pollConn]struct{}{}}
 	if cfg.Gatherer != nil {
 		a.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
@@ -99,7 +143,19 @@ func New(cfg Config) (*API, error) {
 			Help:    "HTTP request latency by endpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"endpoint"})
-		for _, c := range []prometheus.Collector{a.requests, a.latency} {
+		a.forwards = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_forwards_total",
+			Help: "Requests forwarded to the owner of their account shard, by result: ok (the owner's answer was relayed), refused (no owner could be connected to), failed (the connection broke or timed out after the request was sent), loop (the request had been forwarded already).",
+		}, []string{"result"})
+		for _, r := range []string{"ok", "refused", "failed", "loop"} {
+			a.forwards.WithLabelValues(r)
+		}
+		a.forwardLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "groupcast_forward_duration_seconds",
+			Help:    "Latency of forwarded requests other than subscribes, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		})
+		for _, c := range []prometheus.Collector{a.requests, a.latency, a.forwards, a.forwardLatency} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("httpapi: %w", err)
 			}
@@ -113,7 +169,7 @@ type Pubsub interface {
 	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
 	StartPoll(ctx context.Context, req subscriber.PollRequest, done func(subscriber.PollResult, error)) *subscriber.Parked
 	History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*subscriber.Message
-	ReleasePolls()
+	ReleasePollsOver(d time.Duration)
 	Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration)
 	Leave(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string)
 	Occupancy(a channelgroups.Account, c channelgroups.Channel) []string
@@ -124,14 +180,26 @@ type Viewer interface {
 	View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode subscriber.Consistency) (*channelgroups.View, error)
 }
 
-// Drain turns readiness off, so load balancers stop sending new requests,
-// and answers every parked long-poll, so its client reconnects elsewhere.
-// It returns once those answers are written (they are not on fasthttp's
+// SetDraining turns readiness off, so that load balancers stop sending new
+// requests; everything else is still served.
+func (a *API) SetDraining() { a.unready.Store(true) }
+
+// Drain turns readiness off and answers every parked long-poll, so its
+// client reconnects elsewhere, and so are the subscribes this node forwarded
+// to other nodes; the answers are spread evenly over spread (all at once if
+// zero), so that the clients do not all come back at the same moment. It
+// returns once those answers are written (they are not on fasthttp's
 // connections any more, so Server.Shutdown would not wait for them), or
-// after DrainTimeout.
-func (a *API) Drain() {
-	a.draining.Store(true)
-	a.cfg.Pubsub.ReleasePolls()
+// DrainTimeout after the spread.
+func (a *API) Drain(spread time.Duration) {
+	a.unready.Store(true)
+	a.mu.Lock()
+	a.draining.Store(true) // under mu: no forwarded poll dials after the cut
+	a.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.cutForwardedPolls(spread) })
+	wg.Go(func() { a.cfg.Pubsub.ReleasePollsOver(spread) })
+	wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
 	defer cancel()
 	a.waitHandedOff(ctx)
@@ -208,8 +276,9 @@ func setCommonHeaders(ctx *fasthttp.RequestCtx) {
 }
 
 // route dispatches on the raw path, decoding each segment itself so that an
-// encoded "/" in a name cannot change the route. It returns the endpoint
-// label for metrics.
+// encoded "/" in a name cannot change the route. A request for an account
+// shard another node serves is forwarded there (see forward.go). It returns
+// the endpoint label for metrics.
 func (a *API) route(ctx *fasthttp.RequestCtx) string {
 	if ctx.IsOptions() {
 		ctx.SetStatusCode(fasthttp.StatusOK)
@@ -229,62 +298,87 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 		}
 		parts[i] = s
 	}
-	get := func(endpoint string, h func(*fasthttp.RequestCtx, []string)) string {
-		if !ctx.IsGet() {
-			ctx.Response.Header.Set("Allow", "GET, OPTIONS")
-			writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "method "+string(ctx.Method())+" not allowed")
-			return endpoint
-		}
-		h(ctx, parts)
-		return endpoint
+	ep := a.endpoint(ctx, parts)
+	if ep.get && !ctx.IsGet() {
+		ctx.Response.Header.Set("Allow", "GET, OPTIONS")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "method "+string(ctx.Method())+" not allowed")
+		return ep.name
 	}
+	if ep.account > 0 && a.cfg.Router != nil && a.forward(ctx, ep, parts[ep.account]) {
+		return ep.name
+	}
+	ep.serve(ctx, parts)
+	return ep.name
+}
+
+// endpoint is what a request path names.
+type endpoint struct {
+	name  string // the metrics label
+	serve func(*fasthttp.RequestCtx, []string)
+	get   bool // GET only: other methods get 405
+	// account is the index of the account (subscribe key) among the path
+	// segments; zero means the endpoint has no account and is served here.
+	account int
+	// write: an edit or a publish, served by the shard's primary and never
+	// sent twice.
+	write bool
+}
+
+// endpoint resolves a request's decoded path segments.
+func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 	switch {
 	case match(parts, "time", "0"):
-		return get("time", a.serveTime)
+		return endpoint{name: "time", serve: a.serveTime, get: true}
 	case match(parts, "healthz"):
-		return get("healthz", func(ctx *fasthttp.RequestCtx, _ []string) { ctx.SetBodyString(`{"status":200,"healthy":true}`) })
+		return endpoint{name: "healthz", get: true, serve: func(ctx *fasthttp.RequestCtx, _ []string) {
+			ctx.SetBodyString(`{"status":200,"healthy":true}`)
+		}}
 	case match(parts, "readyz"):
-		return get("readyz", a.serveReady)
+		return endpoint{name: "readyz", serve: a.serveReady, get: true}
 	case match(parts, "metrics") && a.metrics != nil:
-		return get("metrics", func(ctx *fasthttp.RequestCtx, _ []string) { a.metrics(ctx) })
+		return endpoint{name: "metrics", get: true, serve: func(ctx *fasthttp.RequestCtx, _ []string) { a.metrics(ctx) }}
+	case match(parts, "cluster") && a.cfg.Cluster != nil:
+		return endpoint{name: "cluster", get: true, serve: func(ctx *fasthttp.RequestCtx, _ []string) { writeJSON(ctx, a.cfg.Cluster()) }}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group"):
-		return get("cg_groups", a.serveListGroups)
+		return endpoint{name: "cg_groups", serve: a.serveListGroups, get: true, account: 3}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group", "*"):
 		switch args := ctx.QueryArgs(); {
 		case args.Has("add") && args.Has("remove"):
-			writeError(ctx, fasthttp.StatusBadRequest, registry, "give either add or remove, not both")
-			return "cg_bad"
+			return endpoint{name: "cg_bad", serve: func(ctx *fasthttp.RequestCtx, _ []string) {
+				writeError(ctx, fasthttp.StatusBadRequest, registry, "give either add or remove, not both")
+			}}
 		case args.Has("add"):
-			return get("cg_add", a.serveEdit)
+			return endpoint{name: "cg_add", serve: a.serveEdit, get: true, account: 3, write: true}
 		case args.Has("remove"):
-			return get("cg_remove", a.serveEdit)
+			return endpoint{name: "cg_remove", serve: a.serveEdit, get: true, account: 3, write: true}
 		default:
-			return get("cg_list", a.serveListChannels)
+			return endpoint{name: "cg_list", serve: a.serveListChannels, get: true, account: 3}
 		}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group", "*", "remove"):
-		return get("cg_delete", a.serveEdit)
+		return endpoint{name: "cg_delete", serve: a.serveEdit, get: true, account: 3, write: true}
 	case len(parts) >= 6 && (parts[0] == "publish" || parts[0] == "signal") && parts[3] == "0" && parts[5] == "0":
 		if ctx.IsPost() && len(parts) == 6 || ctx.IsGet() && len(parts) >= 7 {
-			a.servePublish(ctx, parts)
-			return parts[0]
+			return endpoint{name: parts[0], serve: a.servePublish, account: 2, write: true}
 		}
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "publish is GET with the message in the path, or POST with it as the body")
-		return parts[0]
+		return endpoint{name: parts[0], serve: func(ctx *fasthttp.RequestCtx, _ []string) {
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "publish is GET with the message in the path, or POST with it as the body")
+		}}
 	case match(parts, "v2", "subscribe", "*", "*", "0"):
-		return get("subscribe", a.serveSubscribe)
+		return endpoint{name: "subscribe", serve: a.serveSubscribe, get: true, account: 2}
 	case match(parts, "v3", "history", "sub-key", "*", "channel", "*"):
-		return get("history_v3", a.serveHistoryV3)
+		return endpoint{name: "history_v3", serve: a.serveHistoryV3, get: true, account: 3}
 	case match(parts, "v2", "history", "sub-key", "*", "channel", "*"):
-		return get("history_v2", a.serveHistoryV2)
+		return endpoint{name: "history_v2", serve: a.serveHistoryV2, get: true, account: 3}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "heartbeat"):
-		return get("heartbeat", a.serveHeartbeat)
+		return endpoint{name: "heartbeat", serve: a.serveHeartbeat, get: true, account: 3}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "leave"):
-		return get("leave", a.serveLeave)
+		return endpoint{name: "leave", serve: a.serveLeave, get: true, account: 3}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*"):
-		return get("here_now", a.serveHereNow)
+		return endpoint{name: "here_now", serve: a.serveHereNow, get: true, account: 3}
 	}
-	writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+raw)
-	return "not_found"
+	return endpoint{name: "not_found", serve: func(ctx *fasthttp.RequestCtx, _ []string) {
+		writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+string(ctx.URI().PathOriginal()))
+	}}
 }
 
 // match compares path segments with a pattern; "*" matches any one segment.
@@ -307,7 +401,7 @@ func (a *API) serveTime(ctx *fasthttp.RequestCtx, _ []string) {
 }
 
 func (a *API) serveReady(ctx *fasthttp.RequestCtx, _ []string) {
-	if a.draining.Load() {
+	if a.unready.Load() {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "groupcast", "draining")
 		return
 	}

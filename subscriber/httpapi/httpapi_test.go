@@ -359,7 +359,7 @@ func TestDrainTurnsReadinessOff(t *testing.T) {
 	if got := status(); got != 200 {
 		t.Fatalf("before Drain: %d", got)
 	}
-	api.Drain()
+	api.Drain(0)
 	if got := status(); got != 503 {
 		t.Fatalf("after Drain: %d, want 503", got)
 	}
