@@ -6,6 +6,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -34,6 +35,7 @@ import (
 	"github.com/groupcast/groupcast/channelgroups/observe"
 	"github.com/groupcast/groupcast/storagecache"
 	"github.com/groupcast/groupcast/subscriber"
+	membership "github.com/groupcast/groupcast/subscriber/cluster"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
 	"github.com/groupcast/groupcast/subscriber/memlog"
 	"github.com/groupcast/groupcast/subscriber/redislog"
@@ -66,6 +68,12 @@ type options struct {
 	ringSize                     int
 	shutdownTimeout              time.Duration
 	debugListen                  string
+
+	gossip, join, advertise string
+	replicas, suspicionMult int
+	drain                   time.Duration
+	probeInterval           time.Duration
+	probeTimeout            time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -96,6 +104,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&o.debugListen, "debug-listen", "", "address to serve Go's profiler on (/debug/pprof/); empty = off")
+	fs.StringVar(&o.gossip, "gossip", "", "address (ip:port) to gossip on with the cluster's other nodes (memberlist); empty = a single node that owns every shard")
+	fs.StringVar(&o.join, "join", "", "comma-separated gossip addresses of nodes to join through; empty = the first node")
+	fs.StringVar(&o.advertise, "advertise", "", "this node's HTTP address (host:port) as other nodes reach it; empty = the --listen address")
+	fs.IntVar(&o.replicas, "replicas", 2, "how many nodes own each account shard (the first is its primary)")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGTERM, how long parked long-polls are released over (after the shards' new owners caught up)")
+	fs.DurationVar(&o.probeInterval, "gossip-probe-interval", 0, "how often a random member is probed for failure; 0 = memberlist's LAN default (1s; a dead node is noticed in about 5s)")
+	fs.DurationVar(&o.probeTimeout, "gossip-probe-timeout", 0, "how long a probe waits for its ack; 0 = memberlist's LAN default (500ms)")
+	fs.IntVar(&o.suspicionMult, "gossip-suspicion-mult", 0, "how many probe intervals (times log10 of the member count) a suspect has to refute it; 0 = memberlist's LAN default (4)")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "GROUPCAST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -125,6 +141,24 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if o.secret != "" && len(o.secret) < 16 {
 		return o, errors.New("--secret must be at least 16 bytes")
+	}
+	if o.gossip == "" && (o.join != "" || o.advertise != "") {
+		return o, errors.New("--join and --advertise need --gossip")
+	}
+	if o.gossip != "" && (o.cassandra == "" || o.redis == "") {
+		return o, errors.New("--gossip needs --cassandra and --redis: the nodes of a cluster share their store and their shard logs")
+	}
+	if o.replicas < 1 {
+		return o, fmt.Errorf("--replicas must be >= 1, got %d", o.replicas)
+	}
+	for name, d := range map[string]time.Duration{"--drain": o.drain, "--gossip-probe-interval": o.probeInterval, "--gossip-probe-timeout": o.probeTimeout,
+		"--poll-hold": o.pollHold, "--refresh-every": o.refreshEvery, "--fresh-wait": o.freshWait, "--ring-age": o.ringAge, "--volatile-ttl": o.volatileTTL, "--shutdown-timeout": o.shutdownTimeout} {
+		if d < 0 {
+			return o, fmt.Errorf("%s must not be negative, got %v", name, d)
+		}
+	}
+	if o.suspicionMult < 0 || o.ringSize < 1 {
+		return o, errors.New("--gossip-suspicion-mult must be >= 0 and --ring-size >= 1")
 	}
 	return o, nil
 }
@@ -314,9 +348,46 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	advertise := cmp.Or(o.advertise, ln.Addr().String())
+
+	var (
+		cl        *membership.Cluster
+		ownership subscriber.Ownership
+		status    = func() any { return single(o.node, advertise, o.region, o.shards) }
+	)
+	if o.gossip != "" {
+		var join []string
+		if o.join != "" {
+			join = strings.Split(o.join, ",")
+		}
+		cl, err = membership.New(membership.Config{
+			Name: o.node, BindAddr: o.gossip, Join: join, HTTPAddr: advertise, Region: o.region, Shards: o.shards,
+			Replicas: o.replicas, ProbeInterval: o.probeInterval, ProbeTimeout: o.probeTimeout, SuspicionMult: o.suspicionMult,
+			Logger: logger, Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, cl.Shutdown)
+		if err := cl.Join(ctx); err != nil {
+			return err
+		}
+		ownership, status = cl, func() any { return cl.Status() }
+		logger.Info("joined the cluster", "gossip", cl.GossipAddr(), "members", len(cl.Status().Members), "shards_owned", cl.Assignment().Count())
+	}
+
+	var router httpapi.Router // a nil *membership.Cluster must not become a non-nil Router
+	if cl != nil {
+		router = cl
+	}
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
-		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery,
+		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery, Ownership: ownership,
 		RegionStores: regionStores, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
@@ -341,6 +412,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Replays:    observed,
 		Pubsub:     node,
 		Region:     o.region,
+		Shards:     o.shards,
+		Node:       o.node,
+		Cluster:    status,
+		Router:     router,
 		Registerer: reg,
 		Gatherer:   reg,
 		Logger:     logger,
@@ -353,10 +428,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return nil
 		},
 	})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return err
 	}
@@ -373,7 +444,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	url := "http://" + ln.Addr().String()
-	fmt.Fprintf(stdout, "groupcastd serving %s (store: %s; log: %s; region %d; node %s)\n", url, storeDesc, logDesc, o.region, o.node)
+	gossipDesc := "single node"
+	if cl != nil {
+		gossipDesc = "gossip " + cl.GossipAddr()
+	}
+	fmt.Fprintf(stdout, "groupcastd serving %s (store: %s; log: %s; region %d; node %s; %s)\n", url, storeDesc, logDesc, o.region, o.node, gossipDesc)
 	logger.Info("serving", "url", url, "store", storeDesc, "log", logDesc)
 
 	select {
@@ -381,14 +456,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "timeout", o.shutdownTimeout)
-	api.Drain() // readiness off; parked long-polls answer now, so clients reconnect elsewhere
+	logger.Info("shutting down", "timeout", o.shutdownTimeout, "drain", o.drain)
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
+	// Readiness off; in a cluster, the others take over this node's shards
+	// while it keeps serving its parked polls until they have caught up.
+	api.SetDraining()
+	if cl != nil {
+		cl.SetDraining()
+		hctx, hcancel := context.WithTimeout(sctx, o.shutdownTimeout/2)
+		if err := cl.WaitHandover(hctx); err != nil {
+			logger.Warn("the new owners did not all report caught up; releasing anyway", "err", err)
+		}
+		hcancel()
+	}
+	// Parked polls answer spread over --drain (their clients come back
+	// through any node, not all at once), then in-flight requests finish.
+	api.Drain(o.drain)
 	if err := srv.ShutdownWithContext(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	<-served
+	if cl != nil {
+		if err := cl.Leave(2 * time.Second); err != nil {
+			logger.Warn("leaving the cluster", "err", err)
+		}
+	}
 	logger.Info("stopped")
 	return nil
+}
+
+// single is GET /cluster of a node without gossip: it owns every shard.
+func single(node, http string, region, shards int) membership.Status {
+	s := membership.Status{Self: node, Replicas: 1, Owners: make(map[string][]string, shards),
+		Members: []membership.Member{{Node: node, HTTP: http, Region: region, State: membership.Active}}}
+	for i := range shards {
+		s.Owners[strconv.Itoa(i)] = []string{node}
+	}
+	return s
 }
