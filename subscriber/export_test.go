@@ -5,3 +5,12 @@ import "github.com/groupcast/groupcast/channelgroups"
 // SetAfterInsert installs the seam between a message's ring insert and the
 // advance of its shard's applied position. Set it before the node runs.
 func SetAfterInsert(n *Node, f func(channelgroups.Position)) { n.hub.afterInsert = f }
+
+// DropCached drops a group's cached snapshot and published view, as an
+// eviction does: the next read loads it from storage.
+func DropCached(n *Node, key channelgroups.GroupKey) {
+	n.views.mu.Lock()
+	defer n.views.mu.Unlock()
+	n.views.cache.Invalidate(key)
+	n.views.cache.Unpublish(key)
+}

@@ -247,3 +247,109 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatalf("the zero Config: %v", err)
 	}
 }
+
+// TestG3GroupTrackedLate: a subscriber that follows a group from node to
+// node brings its cursor to a node where the group is not tracked yet. The
+// messages between its cursor and now were applied before the group was
+// tracked there, so they carry no annotation for it; they are judged by the
+// group's edits in the log: one published while c was in the group is
+// delivered, one published after c was removed is not.
+func TestG3GroupTrackedLate(t *testing.T) {
+	st := openBolt(t)
+	n, _ := node(t, st, subscriber.Config{PollHold: time.Minute})
+	svc, err := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{Announcer: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, g = channelgroups.Account("acct"), channelgroups.Group("g")
+	ctx := t.Context()
+	if _, err := svc.Add(ctx, a, g, []channelgroups.Channel{"keep"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	// The cursor comes from elsewhere: this node does not track the group.
+	hs, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(c channelgroups.Channel, p string) {
+		t.Helper()
+		if _, err := n.Publish(ctx, &subscriber.Message{Account: a, Channel: c, Payload: []byte(p)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := svc.Add(ctx, a, g, []channelgroups.Channel{"c"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	publish("c", `"owed"`)
+	r, err := svc.Remove(ctx, a, g, []channelgroups.Channel{"c"}, channelgroups.IfMatch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish("c", `"not owed"`)
+	publish("keep", `"sentinel"`)
+	if _, err := n.View(ctx, channelgroups.GroupKey{Account: a, Group: g}, &r.Token, subscriber.AtLeastAsFresh); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the sentinel applied", func() bool { return len(n.History(a, "keep", 0, 0, 10)) == 1 })
+	res, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range res.Deliveries {
+		got = append(got, string(d.Msg.Payload)+"@"+string(d.Group))
+	}
+	if want := []string{`"owed"@g`, `"sentinel"@g`}; !slices.Equal(got, want) {
+		t.Fatalf("the group's subscriber got %v, want %v", got, want)
+	}
+}
+
+// TestG3TrackedLateStorageAhead: as TestG3GroupTrackedLate, but the add is
+// before the subscriber's cursor and the remove is stored and not yet in
+// the log when the group becomes tracked: the view the tracking starts from
+// lacks the channel, and the message published while it was in the group
+// is still owed.
+func TestG3TrackedLateStorageAhead(t *testing.T) {
+	st := openBolt(t)
+	n, _ := node(t, st, subscriber.Config{PollHold: 5 * time.Second})
+	clock := channelgroups.NewClock(nil, 0)
+	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, g = channelgroups.Account("acct"), channelgroups.Group("g")
+	ctx := t.Context()
+	added, err := svc.Add(ctx, a, g, []channelgroups.Channel{"keep", "c"}, channelgroups.IfMatch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The subscriber's cursor is after the add.
+	if _, err := n.View(ctx, channelgroups.GroupKey{Account: a, Group: g}, &added.Token, subscriber.AtLeastAsFresh); err != nil {
+		t.Fatal(err)
+	}
+	subscriber.DropCached(n, channelgroups.GroupKey{Account: a, Group: g}) // tracking starts from a storage read
+	if _, err := n.Publish(ctx, &subscriber.Message{Account: a, Channel: "other", Payload: []byte(`0`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a later entry applied", func() bool { return len(n.History(a, "other", 0, 0, 10)) == 1 })
+	hs, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Publish(ctx, &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"owed"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the message applied", func() bool { return len(n.History(a, "c", 0, 0, 10)) == 1 })
+	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
+	remove := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
+	if err := st.Write(ctx, remove); err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := channelsOf(res.Deliveries); !slices.Equal(got, []string{"c@g"}) {
+		t.Fatalf("the group's subscriber got %v, want [c@g]", got)
+	}
+}

@@ -28,6 +28,12 @@ type hub struct {
 	// tracked groups that held its channel. A group tracked from now on is
 	// judged by annotations only after it.
 	annotated []channelgroups.Position
+	// edits holds each group's recent edits as the log brought them (the
+	// retention window, at most maxGroupEdits per group), for every group of
+	// the shards served: the membership a message was published under, for
+	// messages applied before the group was tracked here (a subscriber that
+	// moves between nodes, a shard that moved).
+	edits map[channelgroups.GroupKey][]loggedEdit
 	// gen counts, per shard, the times its state was dropped; a poll
 	// registered before answers with its own cursor rather than scan rings
 	// that are gone.
@@ -45,7 +51,7 @@ type hub struct {
 
 func newHub(n *Node) *hub {
 	return &hub{n: n, rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{},
-		tracked: map[channelgroups.GroupKey]*trackedGroup{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
+		tracked: map[channelgroups.GroupKey]*trackedGroup{}, edits: map[channelgroups.GroupKey][]loggedEdit{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
 		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]uint64, n.cfg.Shards),
 		release: make(chan struct{}), workers: newWorkers(2 * time.Second)}
 }
@@ -241,6 +247,59 @@ func (h *hub) track(key channelgroups.GroupKey, v *channelgroups.View) {
 	h.wakeGroupLocked(tg, changed)
 }
 
+// loggedEdit is an edit of a group at its position in the log.
+type loggedEdit struct {
+	pos      channelgroups.Position
+	op       channelgroups.Op
+	channels []channelgroups.Channel // empty for OpClear: it names every channel
+}
+
+// maxGroupEdits bounds how many recent edits are kept per group.
+const maxGroupEdits = 256
+
+func (e loggedEdit) names(c channelgroups.Channel) bool {
+	return e.op == channelgroups.OpClear || slices.Contains(e.channels, c)
+}
+
+// recordEdit keeps an edit read from the log (or replayed) in its group's
+// recent edits.
+func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
+	key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	es := append(h.edits[key], loggedEdit{pos: pos, op: e.Op, channels: e.Channels})
+	if len(es) > maxGroupEdits {
+		es = slices.Delete(es, 0, len(es)-maxGroupEdits)
+	}
+	h.edits[key] = es
+}
+
+// heldAt reports whether the group's recent edits say channel c was in it
+// at log position p: the last edit before p that names c decides (an add:
+// in; a remove or delete: out); with none, the first one after p (a remove
+// or delete means c was in until then; an add, that it was not). ok is
+// false when no recent edit names c. Log order decides, not timetokens:
+// concurrent edits of the same channel may be judged either way.
+func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) (held, ok bool) {
+	i, _ := slices.BinarySearchFunc(es, p, func(e loggedEdit, p channelgroups.Position) int {
+		if e.pos.Less(p) {
+			return -1
+		}
+		return 1
+	})
+	for j := i - 1; j >= 0; j-- {
+		if es[j].names(c) {
+			return es[j].op == channelgroups.OpAdd, true
+		}
+	}
+	for j := i; j < len(es); j++ {
+		if es[j].names(c) {
+			return es[j].op != channelgroups.OpAdd, true
+		}
+	}
+	return false, false
+}
+
 // trackEdit applies an edit read from the log to its group's tracking, if
 // the group is tracked: this is where channels leave (G3: a message before
 // the remove in the log was published while the channel was in the group).
@@ -413,6 +472,7 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 		}
 		return w
 	}
+	gen := n.hub.generation(shard)
 	views := make([]*channelgroups.View, len(req.Groups))
 	for i, g := range req.Groups {
 		v, err := n.View(ctx, channelgroups.GroupKey{Account: req.Account, Group: g}, req.Token, req.Consistency)
@@ -425,7 +485,12 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 		}
 		views[i] = v
 	}
-	n.register(req, views, w)
+	if !n.register(req, views, w, gen) {
+		// The shard was given up (and maybe taken up again) meanwhile: the
+		// views and rings this poll would read are not the ones it checked.
+		w.finish(PollResult{Cursor: req.Cursor}, nil)
+		return w
+	}
 	w.registered = true
 	n.pres.seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
 	if req.Cursor == 0 {
@@ -560,15 +625,29 @@ func handshakeCursor(applied channelgroups.Position) channelgroups.Timetoken {
 	return max(CursorOf(applied), 1)
 }
 
+// generation returns the shard's generation: it changes when the hub drops
+// the shard's state.
+func (h *hub) generation(shard int) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen[shard]
+}
+
 // register indexes a waiter under its channels and groups, tracking the
-// groups (from their current views) if they were not tracked yet.
-func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked) {
+// groups (from their current views) if they were not tracked yet. It
+// registers nothing and reports false when the shard's generation is no
+// longer gen (taken after the shard was found served) or the shard is not
+// served any more.
+func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked, gen uint64) bool {
 	n.views.mu.Lock()
 	defer n.views.mu.Unlock()
 	h := n.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	w.gen = h.gen[w.shard]
+	if h.gen[w.shard] != gen || !n.shards[w.shard].serving.Load() {
+		return false
+	}
+	w.gen = gen
 	for _, c := range req.Channels {
 		ck := chanKey{Account: req.Account, Channel: c}
 		if h.byChannel[ck] == nil {
@@ -597,6 +676,7 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked)
 		tg.waiters[w] = struct{}{}
 		tg.lastUsed = now
 	}
+	return true
 }
 
 func (h *hub) unregister(req PollRequest, w *Parked) {
@@ -658,30 +738,55 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 		scan(c, func(ringEntry) (channelgroups.Group, bool) { return "", true })
 	}
 	for _, g := range req.Groups {
-		tg := h.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]
+		key := channelgroups.GroupKey{Account: req.Account, Group: g}
+		tg := h.tracked[key]
 		if tg == nil {
 			continue
 		}
-		for c := range tg.channels {
-			scan(c, func(e ringEntry) (channelgroups.Group, bool) {
-				if !tg.since.Less(e.msg.Pos) {
-					return g, true // before tracking began: judged by the current view
+		es := h.edits[key]
+		// A message applied after tracking began carries the groups that
+		// held its channel; one from before is judged by the group's recent
+		// edits in the log, else by its current channels.
+		via := func(c channelgroups.Channel) func(ringEntry) (channelgroups.Group, bool) {
+			_, now := tg.channels[c]
+			return func(e ringEntry) (channelgroups.Group, bool) {
+				if tg.since.Less(e.msg.Pos) {
+					_, held := slices.BinarySearch(e.groups, g)
+					return g, held
 				}
-				_, held := slices.BinarySearch(e.groups, g)
-				return g, held
-			})
+				if held, ok := heldAt(es, c, e.msg.Pos); ok {
+					return g, held
+				}
+				return g, now
+			}
+		}
+		scanned := map[channelgroups.Channel]bool{}
+		for c := range tg.channels {
+			scanned[c] = true
+			scan(c, via(c))
 		}
 		for c, at := range tg.left {
-			if at.Less(after) {
+			if scanned[c] || at.Less(after) {
 				continue // it left before the cursor: nothing owed
 			}
-			scan(c, func(e ringEntry) (channelgroups.Group, bool) {
-				if !tg.since.Less(e.msg.Pos) {
-					return g, false // before tracking began: judged by the current view, which lacks it
+			scanned[c] = true
+			scan(c, via(c))
+		}
+		// Channels an edit after the cursor names may have been in the group
+		// since the cursor; while messages from before tracking began are
+		// owed (the cursor is before since), so may any channel the group's
+		// recent edits name.
+		early := after.Less(tg.since)
+		for _, e := range es {
+			if (!early && e.pos.Less(after)) || e.op == channelgroups.OpClear {
+				continue
+			}
+			for _, c := range e.channels {
+				if !scanned[c] {
+					scanned[c] = true
+					scan(c, via(c))
 				}
-				_, held := slices.BinarySearch(e.groups, g)
-				return g, held
-			})
+			}
 		}
 	}
 	// In log order; a message reached through several routes (directly and
@@ -816,6 +921,11 @@ func (h *hub) dropShard(shard int) []*Parked {
 			delete(h.containing, k)
 		}
 	}
+	for k := range h.edits {
+		if of(k.Account) {
+			delete(h.edits, k)
+		}
+	}
 	out := make([]*Parked, 0, len(polls))
 	for w := range polls {
 		out = append(out, w)
@@ -835,6 +945,17 @@ func (h *hub) sweep(now time.Time) {
 	for k, r := range h.rings {
 		if len(r.entries) == 0 || r.entries[len(r.entries)-1].msg.Pos.Ms < oldest {
 			delete(h.rings, k)
+		}
+	}
+	for key, es := range h.edits {
+		i := 0
+		for i < len(es) && es[i].pos.Ms < oldest {
+			i++
+		}
+		if i == len(es) {
+			delete(h.edits, key)
+		} else if i > 0 {
+			h.edits[key] = slices.Clone(es[i:])
 		}
 	}
 	for key, tg := range h.tracked {

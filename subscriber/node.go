@@ -513,6 +513,7 @@ func (n *Node) apply(le LogEntry) {
 		wake = n.pres.apply(d.presence, le.Pos)
 	default:
 		_ = n.clock.Witness(d.edit.At) // a far-future timetoken is not witnessed; the change still applies
+		n.hub.recordEdit(*d.edit, le.Pos)
 		n.views.applyEdit(*d.edit)
 	}
 	if wake != nil && n.hub.afterInsert != nil {
@@ -566,10 +567,17 @@ func (n *Node) janitor(ctx context.Context) {
 	}
 }
 
-// replay loads the retention window's messages and presence events of a
-// shard's log, up to last, into the rings.
+// replayOverlay is how far back a gained shard's edits are put into the
+// overlay as well as into the groups' recent edits.
+const replayOverlay = 10 * time.Second
+
+// replay loads the retention window's messages, presence events and edits
+// of a shard's log, up to last, into the rings and the groups' recent
+// edits, and the last replayOverlay of edits into the overlay.
 func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Position) error {
-	after := channelgroups.Position{Ms: uint64(n.now().Add(-n.cfg.RingAge).UnixMilli())}
+	now := n.now()
+	after := channelgroups.Position{Ms: uint64(now.Add(-n.cfg.RingAge).UnixMilli())}
+	recent := uint64(now.Add(-replayOverlay).UnixMilli())
 	for after.Less(last) {
 		entries, err := n.log.Range(ctx, shard, after, 1000)
 		if err != nil {
@@ -587,6 +595,15 @@ func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Positio
 				n.hub.applyMessage(d.msg)
 			} else if err == nil && d.presence != nil {
 				n.pres.apply(d.presence, le.Pos)
+			} else if err == nil && d.edit != nil {
+				n.hub.recordEdit(*d.edit, le.Pos)
+				if le.Pos.Ms >= recent {
+					// Recent edits go into the overlay too: a storage read
+					// that was in flight when the shard was gained may
+					// predate them, and the overlay is what makes a view
+					// reflect the log regardless.
+					n.views.applyEdit(*d.edit)
+				}
 			}
 			after = le.Pos
 		}
