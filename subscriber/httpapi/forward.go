@@ -193,12 +193,21 @@ func (a *API) forward(ctx *fasthttp.RequestCtx, ep endpoint, rawAccount string) 
 	if err != nil {
 		return false
 	}
-	addrs := a.cfg.Router.Route(channelgroups.ShardOf(acct, a.cfg.Shards), ep.write)
+	shard := channelgroups.ShardOf(acct, a.cfg.Shards)
+	addrs := a.cfg.Router.Route(shard, ep.write)
 	if addrs == nil {
 		return false
 	}
 	if from := ctx.Request.Header.Peek(ForwardedHeader); len(from) > 0 {
+		// The sender saw this node as an owner: the two views of the ring
+		// differ, which gossip settles within moments (a node joined, died
+		// or is draining). Wait for this node's view to make it an owner
+		// before calling it a loop.
+		if a.awaitRoute(shard, ep.write) {
+			return false
+		}
 		a.forwarded("loop")
+		ctx.Response.Header.Set("Retry-After", "1")
 		a.cfg.Logger.Warn("forwarded request would be forwarded again", "from", string(from), "to", addrs, "path", string(ctx.Path()))
 		writeError(ctx, fasthttp.StatusLoopDetected, "groupcast",
 			"request forwarded by "+string(from)+" is not served here either; the nodes disagree on the shard's owners, retry")
@@ -211,6 +220,23 @@ func (a *API) forward(ctx *fasthttp.RequestCtx, ep endpoint, rawAccount string) 
 		a.forwardLatency.Observe(time.Since(start).Seconds())
 	}
 	return true
+}
+
+// LoopWait bounds how long a forwarded request that this node would forward
+// again waits for its view of the ring to make it an owner.
+const LoopWait = time.Second
+
+// awaitRoute reports whether, within LoopWait, the Router comes to say the
+// shard is served here.
+func (a *API) awaitRoute(shard int, write bool) bool {
+	deadline := time.Now().Add(LoopWait)
+	for time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the Router has no change signal; its view changes by gossip
+		if a.cfg.Router.Route(shard, write) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *API) forwarded(result string) {
