@@ -149,14 +149,17 @@ func (a *API) upstream(addr string) *upstream {
 	}
 	client := func(maxConns int, timeout time.Duration, dial fasthttp.DialFunc) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
-			Addr:                     addr,
-			Dial:                     dial,
-			MaxConns:                 maxConns,
-			MaxConnWaitTimeout:       ForwardConnWait,
-			ReadTimeout:              timeout,
-			WriteTimeout:             a.cfg.RequestTimeout,
-			ReadBufferSize:           MaxRequestHeaderBytes,
-			WriteBufferSize:          MaxRequestHeaderBytes,
+			Addr:               addr,
+			Dial:               dial,
+			MaxConns:           maxConns,
+			MaxConnWaitTimeout: ForwardConnWait,
+			ReadTimeout:        timeout,
+			WriteTimeout:       a.cfg.RequestTimeout,
+			// Owners answer with small headers; a long request (a GET
+			// publish carries its message in the path) is written through
+			// the buffer, not limited by it. Per pooled connection, so small.
+			ReadBufferSize:           forwardBufferSize,
+			WriteBufferSize:          forwardBufferSize,
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true,
 			// Retries are ours: a write must not be sent twice.
@@ -221,6 +224,10 @@ func (a *API) forward(ctx *fasthttp.RequestCtx, ep endpoint, rawAccount string) 
 	}
 	return true
 }
+
+// forwardBufferSize is the read and write buffer of a pooled connection to
+// an owner.
+const forwardBufferSize = 8 << 10
 
 // LoopWait bounds how long a forwarded request that this node would forward
 // again waits for its view of the ring to make it an owner.

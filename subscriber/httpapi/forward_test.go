@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -303,6 +304,16 @@ func TestForwardAnswersAsTheOwner(t *testing.T) {
 	if r.status != 200 || !strings.HasPrefix(string(r.body), `[1,"Sent","`) {
 		t.Fatalf("publish via C: %d %s", r.status, r.body)
 	}
+	// A GET publish whose message (30 KB, in the path) is far longer than a
+	// pooled connection's buffers goes through whole.
+	big := `"` + strings.Repeat("x", 30000) + `"`
+	r = c.get(t, "/publish/pk/demo/0/big/0/"+url.PathEscape(big)+"?uuid=p")
+	if r.status != 200 {
+		t.Fatalf("a 30 KB GET publish via C: %d %s", r.status, r.body)
+	}
+	waitFor(t, "the 30 KB message in A's history", func() bool {
+		return strings.Contains(string(a.get(t, "/v3/history/sub-key/demo/channel/big").body), strings.Repeat("x", 30000))
+	})
 	var z bytes.Buffer
 	zw := zlib.NewWriter(&z)
 	zw.Write([]byte(`{"posted":true}`))
