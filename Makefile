@@ -1,5 +1,5 @@
 # groupcast — the two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test vet infra-up infra-down build bench bench-quick bench-propagation bench-views
+.PHONY: run test vet infra-up infra-down build bench bench-quick bench-cluster bench-propagation bench-views
 
 run:
 	go run ./cmd/groupcastd
@@ -29,6 +29,11 @@ bench:
 
 bench-quick:
 	scripts/bench --quick
+
+# The cluster scenario alone: memory per node with 1-3 nodes, one forward's
+# latency, the failover gap after a kill -9.
+bench-cluster:
+	scripts/bench --only cluster
 
 # Propagation A → B on real Cassandra and Redis: overlay on vs. the 1 s storage-polling baseline.
 bench-propagation:

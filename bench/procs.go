@@ -83,6 +83,17 @@ func (p *Proc) Stop() error {
 	}
 }
 
+// Kill kills the process at once (SIGKILL), as a crash would, and waits
+// for it to exit. Stop afterwards returns at once.
+func (p *Proc) Kill() error {
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	err := <-p.done
+	p.done <- err // for Stop
+	return nil
+}
+
 // RaiseFileLimit lifts this process's open-file limit to its hard limit:
 // tens of thousands of long-polls need as many descriptors, on both ends.
 func RaiseFileLimit() error {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -14,6 +15,9 @@ const (
 	targetPeerRatio        = 2.0   // groupcast delivered/s ÷ peer delivered/s
 	targetHalfRateP99US    = 10000 // µs, publish → deliver at half the saturated rate
 	targetBytesPerParked   = 12 << 10
+	targetStateSlack       = 1.25 // per-node state on N nodes ÷ 1 node's, at most this × 1/N
+	targetForwardP99US     = 500  // µs added by one forward, p99
+	targetFailoverGapUS    = 3_000_000
 )
 
 func (r *Results) fanout(target string, n int) (FanoutRun, bool) {
@@ -95,6 +99,39 @@ func checks(r *Results) []Check {
 	}
 	if t := r.Tokens; t != nil {
 		cs = append(cs, Check{"tokens: reads that missed the token's edit", fmt.Sprintf("%d of %d", t.Stale, t.Samples), "0", t.Stale == 0 && t.Samples > 0})
+	}
+	if c := r.Cluster; c != nil {
+		cs = append(cs, clusterChecks(c)...)
+	}
+	return cs
+}
+
+func clusterChecks(c *ClusterResult) []Check {
+	var cs []Check
+	one, _ := c.memory(1)
+	for _, m := range c.Memory {
+		if m.Nodes == 1 {
+			continue
+		}
+		what := fmt.Sprintf("cluster N=%d (replicas 1): heap state per node vs. 1 node", m.Nodes)
+		mean, largest, ok := c.StateRatio(m.Nodes)
+		if !ok {
+			cs = append(cs, Check{what, "no 1-node run to compare with", fmt.Sprintf("≤ %.2f× (1.25/N)", targetStateSlack/float64(m.Nodes)), false})
+			continue
+		}
+		cs = append(cs, Check{what,
+			fmt.Sprintf("mean %.2f×, largest node %.2f× (1/N = %.2f; %s of %d accounts on 1 node)", mean, largest, 1/float64(m.Nodes), mib(one.MeanState()), m.Accounts),
+			fmt.Sprintf("≤ %.2f× (1.25/N)", targetStateSlack/float64(m.Nodes)), mean <= targetStateSlack/float64(m.Nodes) && m.Errors == 0})
+	}
+	if f := c.Forward; f != nil && f.Forwarded.Count > 0 {
+		p50, p99 := f.Added()
+		cs = append(cs, Check{"cluster: list via a non-owner (one forward) vs. via an owner, added p99",
+			fmt.Sprintf("%+.2f ms (p50 %+.2f ms; %s vs. %s p99)", p99/1000, p50/1000, ms(f.Forwarded.P99), ms(f.Direct.P99)), "≤ 0.5 ms", p99 <= targetForwardP99US})
+	}
+	if f := c.Failover; f != nil {
+		cs = append(cs, Check{fmt.Sprintf("cluster: failover gap p99, kill -9 of an owner (%d subscribers)", f.Subscribers),
+			fmt.Sprintf("%.2f s (p50 %.2f s, max %.2f s; %d silent; %d publishes 503)", f.Gap.P99/1e6, f.Gap.P50/1e6, f.Gap.Max/1e6, f.Silent, f.Unavailable),
+			"≤ 3 s", f.Gap.Count > 0 && f.Gap.P99 <= targetFailoverGapUS})
 	}
 	return cs
 }
@@ -206,6 +243,9 @@ func Report(r *Results, plots []string) string {
 			}
 		}
 	}
+	if c := r.Cluster; c != nil {
+		clusterReport(&b, c)
+	}
 	if len(plots) > 0 {
 		b.WriteString("\n## Plots\n\n")
 		for _, p := range plots {
@@ -213,4 +253,55 @@ func Report(r *Results, plots []string) string {
 		}
 	}
 	return b.String()
+}
+
+func clusterReport(b *strings.Builder, c *ClusterResult) {
+	fmt.Fprintf(b, "\n## cluster\n\ngroupcastd nodes gossiping over loopback (127.0.0.1, .2, .3; memberlist probe every 200 ms, 100 ms timeout, suspicion ×2) on real Cassandra and Redis, %d account shards.\n", c.Shards)
+	if len(c.Memory) > 0 {
+		fmt.Fprintf(b, "\n### memory per node\n\nFresh processes per cluster size, **--replicas 1** (one owner per shard, so that per-node state can fall with N; with the default of 2 it would fall as 2/N). Each run creates the state of %d accounts: per account one channel-group edit adding a channel, 3 publishes to that channel and one list of the group (its view cached), requests spread round-robin over the nodes. Heap is go_memstats_heap_inuse_bytes after a forced GC (the node's profiler, heap?gc=1), before (idle) and after the workload; state is the difference, the figure the target is checked on; live state is the same difference in go_memstats_heap_alloc_bytes (live objects only). Pss is the process's proportional set size. The ratio is the state per node over the 1-node run's. Each node's state also holds what serving the workload leaves behind whatever it owns (pooled connections and buffers, forwarding pools to the other nodes), which does not fall with N.\n\n", c.Memory[0].Accounts)
+		fmt.Fprintf(b, "| nodes | node | shards served | heap idle | heap after | state | state × 1 node | live state | live × 1 node | Pss idle | Pss after |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		one, has1 := c.memory(1)
+		for _, m := range c.Memory {
+			for _, n := range m.PerNode {
+				ratio, live := "–", "–"
+				if has1 && one.MeanState() > 0 {
+					ratio = fmt.Sprintf("%.2f", n.State()/one.MeanState())
+				}
+				if has1 && len(one.PerNode) > 0 && one.PerNode[0].LiveState() > 0 {
+					live = fmt.Sprintf("%.2f", n.LiveState()/one.PerNode[0].LiveState())
+				}
+				fmt.Fprintf(b, "| %d | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.Nodes, n.Node, n.ShardsServing, mib(n.IdleHeap), mib(n.Heap), mib(n.State()), ratio, mib(n.LiveState()), live, mib(n.IdlePss), mib(n.Pss))
+			}
+		}
+		fmt.Fprintf(b, "\n| nodes | requests | failed | seconds | requests/s | mean state | largest state | largest heap | largest Pss |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, m := range c.Memory {
+			fmt.Fprintf(b, "| %d | %d | %d | %.1f | %.0f | %s | %s | %s | %s |\n", m.Nodes, m.Requests, m.Errors, m.Seconds, float64(m.Requests)/max(m.Seconds, 1e-9),
+				mib(m.MeanState()), mib(m.MaxState()), mib(m.maxOf(func(n NodeMemory) float64 { return n.Heap })), mib(m.maxOf(func(n NodeMemory) float64 { return n.Pss })))
+		}
+	}
+	if f := c.Forward; f != nil {
+		p50, p99 := f.Added()
+		fmt.Fprintf(b, "\n### forward\n\n3 nodes, 2 owners per shard. One group of account %q (shard %d) listed alternately through %s, an owner, and %s, which owns none of the shard and forwards the request once; one request at a time. Added by the forward: p50 %+.2f ms, p99 %+.2f ms.\n\n%s", f.Account, f.Shard, f.Owner, f.NonOwner, p50/1000, p99/1000, latencyHeader)
+		b.WriteString(latencyRow("via an owner ("+f.Owner+")", f.Direct))
+		b.WriteString(latencyRow("via a non-owner ("+f.NonOwner+", one forward)", f.Forwarded))
+	}
+	if f := c.Failover; f != nil {
+		ring := "never, within the run"
+		if f.RingAfter > 0 {
+			ring = fmt.Sprintf("%.2f s", f.RingAfter)
+		}
+		fmt.Fprintf(b, "\n### failover\n\n3 nodes, 2 owners per shard. %d long-poll subscribers through n1, one per account, of accounts whose shard %s owns (%d as primary, %d as second owner); a publisher through n2 publishes to each of their channels every %v; then `kill -9` of %s. Gap: per subscriber, the longest time without a delivery from 1 s before the kill until publishing stopped; the table is its distribution over subscribers (max is the worst subscriber). n1's ring left %s out, every member ready, after %s.\n\n", f.Subscribers, f.Killed, f.Primary, f.Second, f.Every, f.Killed, f.Killed, ring)
+		fmt.Fprintf(b, "%s", latencyHeader)
+		b.WriteString(latencyRow("longest gap per subscriber", f.Gap))
+		other := fmt.Sprint(f.Failed)
+		if len(f.Failures) > 0 {
+			var parts []string
+			for _, k := range slices.Sorted(maps.Keys(f.Failures)) {
+				parts = append(parts, fmt.Sprintf("%s: %d", k, f.Failures[k]))
+			}
+			other += " (" + strings.Join(parts, ", ") + ")"
+		}
+		fmt.Fprintf(b, "\n| publishes acknowledged | answered 503 | failed otherwise | acknowledged, never delivered | failed subscribe requests | subscribers silent after the kill |\n|---:|---:|---:|---:|---:|---:|\n| %d | %d | %s | %d | %d | %d |\n",
+			f.Published, f.Unavailable, other, f.Lost, f.PollErrors, f.Silent)
+	}
 }

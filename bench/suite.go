@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -30,6 +31,10 @@ type SuiteConfig struct {
 	// Command is how the run was started, quoted in the report.
 	Command string
 	Log     io.Writer
+	// Scenarios names the scenarios to run: "pair" (propagation, tokens,
+	// groups), "baseline", "fanout" (ceiling, groupcast, peer) and
+	// "cluster". Empty runs them all.
+	Scenarios []string
 }
 
 // Results is everything one suite run measured; results.json holds it.
@@ -45,6 +50,7 @@ type Results struct {
 	Propagation struct{ Overlay, Baseline Latencies }
 	Tokens      *TokensResult
 	Groups      *GroupsResult
+	Cluster     *ClusterResult  `json:",omitempty"`
 	Ceiling     map[int]float64 // requests/s by client concurrency
 	Fanout      []FanoutRun     // groupcast and the peer
 	Checks      []Check
@@ -72,15 +78,28 @@ type plan struct {
 	groupFor, step, ceilingFor             time.Duration
 	subscribers                            []int
 	loads                                  []float64 // fractions of the ceiling
+	cluster                                clusterPlan
+}
+
+// clusterPlan sizes the cluster scenario.
+type clusterPlan struct {
+	accounts       int   // whose state the memory runs create
+	nodes          []int // cluster sizes of the memory runs
+	workers        int   // concurrent requests creating the state
+	forwardSamples int   // lists through each of an owner and a non-owner
+	failoverSubs   int
+	before, after  time.Duration // delivering before the kill, publishing after it
 }
 
 func planFor(quick bool) plan {
 	if quick {
 		return plan{propSamples: 200, baseSamples: 5, tokenSamples: 150, groupSubs: 5, groupFor: 3 * time.Second,
-			step: 2500 * time.Millisecond, ceilingFor: 2 * time.Second, subscribers: []int{1000}, loads: []float64{0.5, 1, 2}}
+			step: 2500 * time.Millisecond, ceilingFor: 2 * time.Second, subscribers: []int{1000}, loads: []float64{0.5, 1, 2},
+			cluster: clusterPlan{accounts: 1000, nodes: []int{1, 2}, workers: 32, forwardSamples: 300, failoverSubs: 10, before: 2 * time.Second, after: 6 * time.Second}}
 	}
 	return plan{propSamples: 1000, baseSamples: 30, tokenSamples: 1000, groupSubs: 20, groupFor: 10 * time.Second,
-		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4}}
+		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4},
+		cluster: clusterPlan{accounts: 10_000, nodes: []int{1, 2, 3}, workers: 64, forwardSamples: 2000, failoverSubs: 30, before: 3 * time.Second, after: 10 * time.Second}}
 }
 
 // RunSuite runs every scenario and writes results.json, report.md and the
@@ -108,16 +127,26 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
 	}
 	s := &suite{cfg: cfg, work: work, prog: prog}
 
-	fail("propagation/tokens/groups", s.pairScenarios(ctx, p, res))
-	fail("propagation baseline", s.baseline(ctx, p, res))
+	if s.runs("pair") {
+		fail("propagation/tokens/groups", s.pairScenarios(ctx, p, res))
+	}
+	if s.runs("baseline") {
+		fail("propagation baseline", s.baseline(ctx, p, res))
+	}
 	for _, n := range p.subscribers {
+		if !s.runs("fanout") {
+			break
+		}
 		fail(fmt.Sprintf("ceiling n=%d", n), s.ceiling(ctx, p, n, res))
 		fail(fmt.Sprintf("fanout groupcast n=%d", n), s.fanoutGroupcast(ctx, p, n, res))
 		if cfg.NchanModule != "" {
 			fail(fmt.Sprintf("peer nchan n=%d", n), s.fanoutNchan(ctx, p, n, res))
 		}
 	}
-	if cfg.NchanModule == "" {
+	if s.runs("cluster") {
+		fail("cluster", s.clusterScenario(ctx, p.cluster, res))
+	}
+	if cfg.NchanModule == "" && s.runs("fanout") {
 		res.Notes = append(res.Notes, "peer skipped: no Nchan module given (scripts/nchan install provides one)")
 	}
 	prog.Close()
@@ -161,6 +190,11 @@ func (s *suite) pair(ctx context.Context, extra ...string) ([]*Proc, error) {
 		procs = append(procs, p)
 	}
 	return procs, nil
+}
+
+// runs reports whether the run includes the named scenario.
+func (s *suite) runs(name string) bool {
+	return len(s.cfg.Scenarios) == 0 || slices.Contains(s.cfg.Scenarios, name)
 }
 
 func stopAll(procs []*Proc) {

@@ -13,7 +13,7 @@
 //	cluster [--json]                 the cluster's members and shard ownership, as the origin sees them
 //	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
 //	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
-//	bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
+//	bench suite [--quick] [--only S,..] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
 //	                                 every scenario, with results.json, report.md and plots (make bench)
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
 package main
@@ -371,8 +371,13 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	redis := fs.String("redis", os.Getenv("GROUPCAST_REDIS"), "Redis address")
 	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module); empty skips the peer")
 	command := fs.String("command", "", "how the run was started, for the report; default: this command line")
+	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, cluster); empty runs them all")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var scenarios []string
+	if *only != "" {
+		scenarios = strings.Split(*only, ",")
 	}
 	if *gcd == "" || *cass == "" || *redis == "" {
 		return errors.New("bench suite: --groupcastd, --cassandra and --redis are required (make bench sets them)")
@@ -385,7 +390,7 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		*command = "groupcast bench suite " + strings.Join(args, " ")
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
-		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Command: *command, Log: stderr})
+		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Command: *command, Log: stderr, Scenarios: scenarios})
 	if res != nil {
 		for _, c := range res.Checks {
 			verdict := "met"
