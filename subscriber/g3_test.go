@@ -10,6 +10,7 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/storagecache"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/memlog"
@@ -161,39 +162,16 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 // right there: the poll's own check cannot see the message yet (its cut is
 // older), so the wake-up after the advance must find it.
 func TestNoLostWakeUpAtTheSeam(t *testing.T) {
-	st := openBolt(t)
-	lg, err := memlog.New(memlog.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := storagecache.New(st, storagecache.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cache.Close)
-	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := subscriber.NewNode(lg, st, cache, ov, channelgroups.NewClock(nil, 0), subscriber.Config{PollHold: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
 	inserted, proceed := make(chan struct{}), make(chan struct{})
-	subscriber.SetAfterInsert(n, func(channelgroups.Position) {
-		select {
-		case inserted <- struct{}{}:
-			<-proceed
-		default: // only the message the test waits for is held
-		}
+	n, _ := nodetest.NodeWith(t, openBolt(t), subscriber.Config{PollHold: time.Minute}, func(n *subscriber.Node) {
+		subscriber.SetAfterInsert(n, func(channelgroups.Position) {
+			select {
+			case inserted <- struct{}{}:
+				<-proceed
+			default: // only the message the test waits for is held
+			}
+		})
 	})
-	if err := n.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() { n.ReleasePolls(); cancel(); <-done })
 
 	req := subscriber.PollRequest{Account: "a", Channels: []channelgroups.Channel{"x"}}
 	hs, err := n.Poll(t.Context(), req)

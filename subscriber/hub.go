@@ -840,17 +840,7 @@ func (n *Node) ReleasePollsOver(d time.Duration) {
 	h := n.hub
 	h.releaseOnce.Do(func() { close(h.release) })
 	h.mu.Lock()
-	all := map[*Parked]struct{}{}
-	for _, set := range h.byChannel {
-		for w := range set {
-			all[w] = struct{}{}
-		}
-	}
-	for _, tg := range h.tracked {
-		for w := range tg.waiters {
-			all[w] = struct{}{}
-		}
-	}
+	all := h.pollsLocked()
 	h.mu.Unlock()
 	polls := make([]*Parked, 0, len(all))
 	for w := range all {
@@ -983,6 +973,11 @@ func (n *Node) Parked() int {
 	h := n.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return len(h.pollsLocked())
+}
+
+// pollsLocked returns every registered poll; mu is held.
+func (h *hub) pollsLocked() map[*Parked]struct{} {
 	all := map[*Parked]struct{}{}
 	for _, set := range h.byChannel {
 		for w := range set {
@@ -994,5 +989,5 @@ func (n *Node) Parked() int {
 			all[w] = struct{}{}
 		}
 	}
-	return len(all)
+	return all
 }

@@ -27,6 +27,12 @@ const Secret = "test-secret-0123456789"
 // the test ends.
 func Node(t testing.TB, store subscriber.Store, cfg subscriber.Config) (*subscriber.Node, *memlog.Log) {
 	t.Helper()
+	return NodeWith(t, store, cfg, nil)
+}
+
+// NodeWith is Node with a hook that sees the node before it starts.
+func NodeWith(t testing.TB, store subscriber.Store, cfg subscriber.Config, before func(*subscriber.Node)) (*subscriber.Node, *memlog.Log) {
+	t.Helper()
 	lg, err := memlog.New(memlog.Config{Shards: cfg.Shards})
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +49,9 @@ func Node(t testing.TB, store subscriber.Store, cfg subscriber.Config) (*subscri
 	n, err := subscriber.NewNode(lg, store, cache, ov, channelgroups.NewClock(nil, 0), cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(n)
 	}
 	if err := n.Start(t.Context()); err != nil {
 		t.Fatal(err)
