@@ -90,6 +90,26 @@ func (a *announcer) appendRecord(ctx context.Context, shard int, rec []byte) (ch
 	return pos, nil
 }
 
+// takeOver is called when this node becomes a shard's primary: if the
+// shard's outbox holds edits (a previous primary acknowledged them but could
+// not append them), the shard is blocked until the dispatcher has appended
+// them, so nothing this node appends overtakes them.
+func (a *announcer) takeOver(ctx context.Context, shard int) error {
+	s := a.shards[shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pending, err := a.store.Pending(ctx, shard, 1)
+	if err != nil {
+		return err
+	}
+	if len(pending) > 0 && !s.blocked {
+		s.blocked = true
+		a.n.cfg.Logger.Info("took over a shard with unannounced edits; appending them first", "shard", shard)
+		a.kickDispatcher()
+	}
+	return nil
+}
+
 // markAnnounced removes the edit's outbox record. A failure only means the
 // edit may be announced twice, which is harmless: edits are idempotent.
 func (a *announcer) markAnnounced(e channelgroups.Edit) {

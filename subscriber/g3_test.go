@@ -268,7 +268,7 @@ func TestG3GroupTrackedLate(t *testing.T) {
 	if _, err := n.View(ctx, channelgroups.GroupKey{Account: a, Group: g}, &r.Token, subscriber.AtLeastAsFresh); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the sentinel applied", func() bool { return len(n.History(a, "keep", 0, 0, 10)) == 1 })
+	eventually(t, "the sentinel applied", func() bool { return historyLen(t, n, a, "keep") == 1 })
 	res, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor})
 	if err != nil {
 		t.Fatal(err)
@@ -309,7 +309,7 @@ func TestG3TrackedLateStorageAhead(t *testing.T) {
 	if _, err := n.Publish(ctx, &subscriber.Message{Account: a, Channel: "other", Payload: []byte(`0`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a later entry applied", func() bool { return len(n.History(a, "other", 0, 0, 10)) == 1 })
+	eventually(t, "a later entry applied", func() bool { return historyLen(t, n, a, "other") == 1 })
 	hs, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"other"}})
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func TestG3TrackedLateStorageAhead(t *testing.T) {
 	if _, err := n.Publish(ctx, &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"owed"`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the message applied", func() bool { return len(n.History(a, "c", 0, 0, 10)) == 1 })
+	eventually(t, "the message applied", func() bool { return historyLen(t, n, a, "c") == 1 })
 	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
 	remove := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
 	if err := st.Write(ctx, remove); err != nil {
@@ -330,4 +330,13 @@ func TestG3TrackedLateStorageAhead(t *testing.T) {
 	if got := channelsOf(res.Deliveries); !slices.Equal(got, []string{"c@g"}) {
 		t.Fatalf("the group's subscriber got %v, want [c@g]", got)
 	}
+}
+
+func historyLen(t *testing.T, n *subscriber.Node, a channelgroups.Account, c channelgroups.Channel) int {
+	t.Helper()
+	ms, err := n.History(t.Context(), a, c, 0, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ms)
 }

@@ -278,8 +278,10 @@ func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
 // at log position p: the last edit before p that names c decides (an add:
 // in; a remove or delete: out); with none, the first one after p (a remove
 // or delete means c was in until then; an add, that it was not). ok is
-// false when no recent edit names c. Log order decides, not timetokens:
-// concurrent edits of the same channel may be judged either way.
+// false when no recent edit names c. Log order decides, not timetokens. An
+// edit that changed nothing (an add of a channel already in the group, a
+// remove of one not in it) misleads the second rule; the log does not say
+// what a channel's state was before an edit.
 func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) (held, ok bool) {
 	i, _ := slices.BinarySearchFunc(es, p, func(e loggedEdit, p channelgroups.Position) int {
 		if e.pos.Less(p) {
@@ -298,6 +300,24 @@ func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) 
 		}
 	}
 	return false, false
+}
+
+// lastOps returns, for each channel the edits name, whether the last of
+// them added it.
+func lastOps(es []loggedEdit) map[channelgroups.Channel]bool {
+	out := map[channelgroups.Channel]bool{}
+	for _, e := range es {
+		if e.op == channelgroups.OpClear {
+			for c := range out {
+				out[c] = false
+			}
+			continue
+		}
+		for _, c := range e.channels {
+			out[c] = e.op == channelgroups.OpAdd
+		}
+	}
+	return out
 }
 
 // trackEdit applies an edit read from the log to its group's tracking, if
@@ -672,6 +692,19 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked,
 			for _, c := range v.Channels {
 				h.joinLocked(key, tg, c)
 			}
+			// A channel whose last edit in the log is an add is in the
+			// group as far as the log goes, even if the view (read from
+			// storage, which can be ahead of the log) lacks it: it joins,
+			// and leaves when the log's remove comes (or after leaveGrace).
+			for c, in := range lastOps(h.edits[key]) {
+				if _, ok := tg.channels[c]; in && !ok {
+					h.joinLocked(key, tg, c)
+					if tg.leaving == nil {
+						tg.leaving = map[channelgroups.Channel]time.Time{}
+					}
+					tg.leaving[c] = now
+				}
+			}
 		}
 		tg.waiters[w] = struct{}{}
 		tg.lastUsed = now
@@ -804,14 +837,18 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 }
 
 // History returns up to max stored messages of a channel with timetokens in
-// [end, start) (zero bounds are open), oldest first.
-func (n *Node) History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*Message {
+// [end, start) (zero bounds are open), oldest first; ErrNotServing when this
+// node does not serve the account's shard (yet).
+func (n *Node) History(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) ([]*Message, error) {
+	if !n.serve(ctx, channelgroups.ShardOf(a, len(n.shards))) {
+		return nil, ErrNotServing
+	}
 	h := n.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rings[chanKey{Account: a, Channel: c}]
 	if r == nil {
-		return nil
+		return nil, nil
 	}
 	oldest := uint64(n.now().Add(-n.cfg.RingAge).UnixMilli())
 	var out []*Message
@@ -826,7 +863,7 @@ func (n *Node) History(a channelgroups.Account, c channelgroups.Channel, start, 
 	if len(out) > max {
 		out = out[len(out)-max:]
 	}
-	return out
+	return out, nil
 }
 
 // ReleasePolls answers every parked subscribe at once (at shutdown, so that

@@ -335,7 +335,7 @@ func (n *Node) reconcile(ctx context.Context) error {
 	if a == n.assigned && !n.retry {
 		return nil
 	}
-	var errs []error
+	errs := n.takeOver(ctx, a)
 	for i, s := range n.shards {
 		serving := s.serving.Load()
 		switch owns := a.Owns(i); {
@@ -354,6 +354,33 @@ func (n *Node) reconcile(ctx context.Context) error {
 	n.m.serving.Set(float64(a.Count()))
 	n.own.Ready(a.Version)
 	return nil
+}
+
+// takeOver checks the outbox of every shard this node has just become the
+// primary of (see announcer.takeOver), a few at a time.
+func (n *Node) takeOver(ctx context.Context, a *Assignment) []error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 16)
+	)
+	for i := range n.shards {
+		if !a.IsPrimary(i) || (n.assigned != nil && n.assigned.IsPrimary(i) && !n.retry) {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := n.ann.takeOver(ctx, i); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("shard %d: reading its outbox: %w", i, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errs
 }
 
 // gain starts serving a shard: its applied position becomes the end of its
@@ -442,38 +469,49 @@ func (n *Node) cursors() []Cursor {
 
 func (n *Node) consume(ctx context.Context) {
 	backoff := 50 * time.Millisecond
+	// read.ctx ends when the assignment changes (one watcher per change,
+	// not per read), interrupting a blocking read so that gained shards
+	// are followed at once.
+	var read struct {
+		ctx  context.Context
+		stop context.CancelFunc
+	}
+	defer func() {
+		if read.stop != nil {
+			read.stop()
+		}
+	}()
 	for ctx.Err() == nil {
 		changed := n.own.Changed()
 		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
 			n.cfg.Logger.Warn("taking up shards failed; retrying", "err", err)
 		}
+		if read.ctx == nil || read.ctx.Err() != nil {
+			read.ctx, read.stop = context.WithCancel(ctx)
+			if changed != nil {
+				go func(rctx context.Context, stop context.CancelFunc) {
+					select {
+					case <-changed:
+						stop()
+					case <-rctx.Done():
+					}
+				}(read.ctx, read.stop)
+			}
+		}
+		rctx := read.ctx
 		cursors := n.cursors()
 		if len(cursors) == 0 {
 			t := time.NewTimer(time.Second)
 			select {
-			case <-ctx.Done():
-			case <-changed:
+			case <-rctx.Done():
 			case <-t.C:
 			}
 			t.Stop()
 			continue
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		if changed != nil {
-			// An ownership change interrupts the blocking read.
-			go func() {
-				select {
-				case <-changed:
-					cancel()
-				case <-rctx.Done():
-				}
-			}()
-		}
 		entries, err := n.log.Read(rctx, cursors, 512, time.Second)
-		interrupted := rctx.Err() != nil
-		cancel()
 		if err != nil {
-			if ctx.Err() != nil || interrupted {
+			if rctx.Err() != nil {
 				continue
 			}
 			n.cfg.Logger.Warn("reading the shard logs failed; retrying", "err", err, "backoff", backoff)

@@ -1,7 +1,9 @@
 package subscriber_test
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,5 +121,63 @@ func TestOwnershipChanges(t *testing.T) {
 	}
 	if want := []string{"2", "3", "4"}; !slices.Equal(got, want) {
 		t.Fatalf("after the shard came back the client got %v, want %v", got, want)
+	}
+}
+
+// TestNotServedShardAnswersUnavailable: history and here-now of a shard the
+// node does not serve fail with ErrNotServing (503), never an empty answer.
+func TestNotServedShardAnswersUnavailable(t *testing.T) {
+	const shards = 4
+	own := newOwnership(shards)
+	n, _ := node(t, openBolt(t), subscriber.Config{Shards: shards, Ownership: own, FreshWait: 20 * time.Millisecond})
+	const a = channelgroups.Account("acct")
+	own.set(2, shards, channelgroups.ShardOf(a, shards))
+	eventually(t, "the node gave the shard up", func() bool { return n.Serving() == shards-1 })
+	if _, err := n.History(t.Context(), a, "x", 0, 0, 10); !errors.Is(err, subscriber.ErrNotServing) {
+		t.Fatalf("History of a shard not served: %v, want ErrNotServing", err)
+	}
+	if _, err := n.Occupancy(t.Context(), a, "x"); !errors.Is(err, subscriber.ErrNotServing) {
+		t.Fatalf("Occupancy of a shard not served: %v, want ErrNotServing", err)
+	}
+}
+
+// TestNewPrimaryAppendsTheOutboxFirst: a node that becomes a shard's
+// primary while the shard's outbox holds an acknowledged edit that a
+// previous primary could not append appends that edit before anything of
+// its own, so the log order keeps matching the order of acknowledgement.
+func TestNewPrimaryAppendsTheOutboxFirst(t *testing.T) {
+	const shards = 4
+	own := newOwnership(shards)
+	const a = channelgroups.Account("acct")
+	shard := channelgroups.ShardOf(a, shards)
+	own.set(1, shards, shard)
+	st := openBolt(t)
+	n, lg := node(t, st, subscriber.Config{Shards: shards, Ownership: own, FreshWait: 20 * time.Millisecond})
+	// Stored and acknowledged elsewhere, never appended: it is in the outbox.
+	e := channelgroups.Edit{Account: a, Group: "g", Shard: shard, Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"c"}, At: channelgroups.TimetokenOf(time.Now())}
+	if err := st.Write(t.Context(), e); err != nil {
+		t.Fatal(err)
+	}
+	own.set(2, shards)
+	eventually(t, "the node took the shard up", func() bool { return n.Serving() == shards })
+	var published bool
+	eventually(t, "a publish accepted", func() bool {
+		_, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`1`)}, nil)
+		if err != nil && !errors.Is(err, subscriber.ErrShardBlocked) {
+			t.Fatal(err)
+		}
+		published = err == nil
+		return published
+	})
+	es, err := lg.Range(t.Context(), shard, channelgroups.Position{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, le := range es {
+		kinds = append(kinds, string(le.Data[:8]))
+	}
+	if len(es) < 2 || !strings.Contains(string(es[0].Data), `"k":"e"`) || !strings.Contains(string(es[len(es)-1].Data), `"k":"m"`) {
+		t.Fatalf("the shard's log: %q; want the outbox's edit before the message", kinds)
 	}
 }

@@ -92,8 +92,12 @@ func (n *Node) Leave(ctx context.Context, a channelgroups.Account, chs []channel
 	}
 }
 
-// Occupancy returns the users present on a channel.
-func (n *Node) Occupancy(a channelgroups.Account, c channelgroups.Channel) []string {
+// Occupancy returns the users present on a channel; ErrNotServing when this
+// node does not serve the account's shard (yet).
+func (n *Node) Occupancy(ctx context.Context, a channelgroups.Account, c channelgroups.Channel) ([]string, error) {
+	if !n.serve(ctx, channelgroups.ShardOf(a, len(n.shards))) {
+		return nil, ErrNotServing
+	}
 	p := n.pres
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -101,7 +105,7 @@ func (n *Node) Occupancy(a channelgroups.Account, c channelgroups.Channel) []str
 	for u := range p.present[chanKey{Account: a, Channel: c}] {
 		out = append(out, u)
 	}
-	return out
+	return out, nil
 }
 
 // timeouts announces a timeout for every user this node served that was not

@@ -157,6 +157,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 			return o, fmt.Errorf("%s must not be negative, got %v", name, d)
 		}
 	}
+	if o.drain >= o.shutdownTimeout {
+		return o, fmt.Errorf("--drain (%v) must be shorter than --shutdown-timeout (%v)", o.drain, o.shutdownTimeout)
+	}
 	if o.suspicionMult < 0 || o.ringSize < 1 {
 		return o, errors.New("--gossip-suspicion-mult must be >= 0 and --ring-size >= 1")
 	}
@@ -406,19 +409,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Groups:     svc,
-		Views:      node,
-		Tokens:     tokens,
-		Replays:    observed,
-		Pubsub:     node,
-		Region:     o.region,
-		Shards:     o.shards,
-		Node:       o.node,
-		Cluster:    status,
-		Router:     router,
-		Registerer: reg,
-		Gatherer:   reg,
-		Logger:     logger,
+		Groups:  svc,
+		Views:   node,
+		Tokens:  tokens,
+		Replays: observed,
+		Pubsub:  node,
+		Region:  o.region,
+		Shards:  o.shards,
+		Node:    o.node,
+		Cluster: status,
+		Router:  router,
+		// A forwarded long-poll waits for the owner's answer: its hold,
+		// and a margin.
+		ForwardTimeout: o.pollHold + 30*time.Second,
+		Registerer:     reg,
+		Gatherer:       reg,
+		Logger:         logger,
 		Ready: func(ctx context.Context) error {
 			for _, p := range pingers {
 				if err := p(ctx); err != nil {
@@ -457,31 +463,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down", "timeout", o.shutdownTimeout, "drain", o.drain)
-	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	deadline := time.Now().Add(o.shutdownTimeout)
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	// Readiness off; in a cluster, the others take over this node's shards
 	// while it keeps serving its parked polls until they have caught up.
 	api.SetDraining()
 	if cl != nil {
 		cl.SetDraining()
-		hctx, hcancel := context.WithTimeout(sctx, o.shutdownTimeout/2)
+		hctx, hcancel := context.WithTimeout(sctx, o.shutdownTimeout/4)
 		if err := cl.WaitHandover(hctx); err != nil {
 			logger.Warn("the new owners did not all report caught up; releasing anyway", "err", err)
 		}
 		hcancel()
 	}
 	// Parked polls answer spread over --drain (their clients come back
-	// through any node, not all at once), then in-flight requests finish.
-	api.Drain(o.drain)
+	// through any node, not all at once), within what is left of the
+	// shutdown's time; then in-flight requests finish.
+	api.Drain(max(min(o.drain, time.Until(deadline)-2*time.Second), 0))
+	if cl != nil {
+		// Leave before the listener closes: the others stop routing here
+		// while in-flight forwards still get their answers.
+		if err := cl.Leave(min(2*time.Second, max(time.Until(deadline)/4, 100*time.Millisecond))); err != nil {
+			logger.Warn("leaving the cluster", "err", err)
+		}
+	}
 	if err := srv.ShutdownWithContext(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	<-served
-	if cl != nil {
-		if err := cl.Leave(2 * time.Second); err != nil {
-			logger.Warn("leaving the cluster", "err", err)
-		}
-	}
 	logger.Info("stopped")
 	return nil
 }

@@ -7,12 +7,12 @@ import (
 
 // Route tells the HTTP layer where a request for shard goes: nil when this
 // node serves it itself (a write: this node is the shard's primary; a
-// read: one of its owners; either way not draining). Otherwise the HTTP
-// addresses of the shard's other owners, primary first, in rendezvous
-// order, without those in quarantine (see Refused): a write goes to the
-// first, which is the primary unless the primary is in quarantine; a read
-// may try them in turn. The slice is empty, not nil, when no owner is
-// reachable.
+// read: one of its owners; either way not draining). Otherwise, for a
+// write, the primary's HTTP address alone (a write goes nowhere else: the
+// other owners would forward it back); for a read, the shard's other
+// owners, primary first, in rendezvous order; either way without those in
+// quarantine (see Refused). The slice is empty, not nil, when no owner is
+// reachable: the caller answers 503 at once.
 func (c *Cluster) Route(shard int, write bool) []string {
 	v := c.view.Load()
 	owners := v.ring.row(shard)
@@ -27,6 +27,9 @@ func (c *Cluster) Route(shard int, write bool) []string {
 	q := *c.quarantine.Load()
 	now := c.cfg.Now()
 	out := make([]string, 0, len(owners))
+	if write && len(owners) > 0 {
+		owners = owners[:1]
+	}
 	for _, o := range owners {
 		addr := v.http[o]
 		if o == self || addr == "" {

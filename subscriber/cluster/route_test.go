@@ -47,9 +47,9 @@ func TestRoute(t *testing.T) {
 	}{
 		{"write to primary", primary, true, nil},
 		{"read from primary", primary, false, nil},
-		{"write to secondary", secondary, true, addrs(ring.Owners(secondary))},
+		{"write to secondary", secondary, true, addrs(ring.Owners(secondary)[:1])},
 		{"read from secondary", secondary, false, nil},
-		{"write elsewhere", foreign, true, addrs(ring.Owners(foreign))},
+		{"write elsewhere", foreign, true, addrs(ring.Owners(foreign)[:1])},
 		{"read elsewhere", foreign, false, addrs(ring.Owners(foreign))},
 		{"out of range", testShards, false, []string{}},
 	} {
@@ -66,6 +66,9 @@ func TestRoute(t *testing.T) {
 	self.Refused(owners[0])
 	if got, want := self.Route(foreign, false), owners[1:]; !slices.Equal(got, want) {
 		t.Errorf("after Refused(%s): got %v, want %v", owners[0], got, want)
+	}
+	if got := self.Route(foreign, true); got == nil || len(got) != 0 {
+		t.Errorf("a write with its primary refused: got %#v, want empty (never the second owner)", got)
 	}
 	self.Refused(owners[1])
 	if got := self.Route(foreign, false); got == nil || len(got) != 0 {

@@ -168,11 +168,11 @@ func New(cfg Config) (*API, error) {
 type Pubsub interface {
 	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
 	StartPoll(ctx context.Context, req subscriber.PollRequest, done func(subscriber.PollResult, error)) *subscriber.Parked
-	History(a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) []*subscriber.Message
+	History(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) ([]*subscriber.Message, error)
 	ReleasePollsOver(d time.Duration)
 	Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration)
 	Leave(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string)
-	Occupancy(a channelgroups.Account, c channelgroups.Channel) []string
+	Occupancy(ctx context.Context, a channelgroups.Account, c channelgroups.Channel) ([]string, error)
 }
 
 // Viewer serves group views; *subscriber.Node is one.

@@ -338,7 +338,11 @@ func (a *API) serveHistoryV3(ctx *fasthttp.RequestCtx, parts []string) {
 	withUUID := string(args.Peek("include_uuid")) != "false"
 	out := map[channelgroups.Channel][]historyV3Message{}
 	for _, c := range chs {
-		msgs := a.cfg.Pubsub.History(acct, c, start, end, max)
+		msgs, err := a.cfg.Pubsub.History(ctx, acct, c, start, end, max)
+		if err != nil {
+			a.writeDomainError(ctx, "history", err)
+			return
+		}
 		list := make([]historyV3Message, 0, len(msgs))
 		for _, m := range msgs {
 			h := historyV3Message{Message: m.Payload, Timetoken: m.Timetoken().String(), CMT: m.CustomType}
@@ -377,7 +381,11 @@ func (a *API) serveHistoryV2(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, "history", err)
 		return
 	}
-	msgs := a.cfg.Pubsub.History(acct, ch, start, end, count)
+	msgs, err := a.cfg.Pubsub.History(ctx, acct, ch, start, end, count)
+	if err != nil {
+		a.writeDomainError(ctx, "history", err)
+		return
+	}
 	withToken := string(args.Peek("include_token")) == "true"
 	list := make([]any, 0, len(msgs))
 	var first, last string = "0", "0"
@@ -441,7 +449,11 @@ func (a *API) serveHereNow(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, "Presence", err)
 		return
 	}
-	users := a.cfg.Pubsub.Occupancy(acct, chs[0])
+	users, err := a.cfg.Pubsub.Occupancy(ctx, acct, chs[0])
+	if err != nil {
+		a.writeDomainError(ctx, "Presence", err)
+		return
+	}
 	if users == nil {
 		users = []string{}
 	}
