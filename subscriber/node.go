@@ -336,17 +336,35 @@ func (n *Node) reconcile(ctx context.Context) error {
 		return nil
 	}
 	errs := n.takeOver(ctx, a)
+	var gains []int
 	for i, s := range n.shards {
 		serving := s.serving.Load()
 		switch owns := a.Owns(i); {
 		case serving && !owns:
 			n.lose(i)
 		case !serving && owns:
-			if err := n.gain(ctx, i); err != nil {
-				errs = append(errs, fmt.Errorf("shard %d: %w", i, err))
-			}
+			gains = append(gains, i)
 		}
 	}
+	// Gained shards rebuild side by side (each replays its own log), so
+	// that taking over many shards costs about the longest replay.
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, maxParallelGains)
+	)
+	for _, i := range gains {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := n.gain(ctx, i); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("shard %d: %w", i, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
 	n.assigned, n.retry = a, len(errs) > 0
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -355,6 +373,9 @@ func (n *Node) reconcile(ctx context.Context) error {
 	n.own.Ready(a.Version)
 	return nil
 }
+
+// maxParallelGains bounds how many gained shards rebuild at once.
+const maxParallelGains = 8
 
 // takeOver checks the outbox of every shard this node has just become the
 // primary of (see announcer.takeOver), a few at a time.
