@@ -72,6 +72,27 @@ type Edit struct {
 	Op       Op
 	Channels []Channel // empty for OpClear
 	At       Timetoken
+	// Held lists the channels the edit names (for OpClear: every channel)
+	// that the group held, as storage answered just before the edit was
+	// made, when HeldKnown; it tells a reader of the log whether the edit
+	// changed anything. Stores do not keep it.
+	Held      []Channel
+	HeldKnown bool
+}
+
+// held returns the channels of chs (all of them if chs is nil) that snap
+// holds.
+func held(snap *Snapshot, chs []Channel) []Channel {
+	if chs == nil {
+		return snap.Channels()
+	}
+	var out []Channel
+	for _, c := range chs {
+		if e, ok := snap.Lookup(c); ok && e.State == Added {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Snapshot is a group's membership as storage holds it.

@@ -144,26 +144,35 @@ func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel, pr
 	if n > s.cfg.MaxChannelsPerGroup {
 		return Result{}, fmt.Errorf("group %q would hold %d channels, at most %d: %w", g, n, s.cfg.MaxChannelsPerGroup, ErrTooManyChannels)
 	}
-	return s.write(ctx, Edit{Account: a, Group: g, Op: OpAdd, Channels: chs})
+	return s.write(ctx, Edit{Account: a, Group: g, Op: OpAdd, Channels: chs, Held: held(&snap, chs), HeldKnown: true})
 }
 
-// Remove removes channels from group g and returns the edit's timetoken.
+// Remove removes channels from group g and returns the edit's timetoken. It
+// reads the group first: the log record says which channels it held.
 func (s *Service) Remove(ctx context.Context, a Account, g Group, chs []Channel, pre IfMatch) (Result, error) {
 	if len(chs) == 0 {
 		return Result{}, ErrNoChannels
 	}
-	if err := s.check(ctx, a, g, pre, nil); err != nil {
+	snap, err := s.store.Read(ctx, a, g)
+	if err != nil {
 		return Result{}, err
 	}
-	return s.write(ctx, Edit{Account: a, Group: g, Op: OpRemove, Channels: chs})
+	if err := s.check(ctx, a, g, pre, &snap); err != nil {
+		return Result{}, err
+	}
+	return s.write(ctx, Edit{Account: a, Group: g, Op: OpRemove, Channels: chs, Held: held(&snap, chs), HeldKnown: true})
 }
 
 // Delete removes every channel of group g and the group itself.
 func (s *Service) Delete(ctx context.Context, a Account, g Group, pre IfMatch) (Result, error) {
-	if err := s.check(ctx, a, g, pre, nil); err != nil {
+	snap, err := s.store.Read(ctx, a, g)
+	if err != nil {
 		return Result{}, err
 	}
-	return s.write(ctx, Edit{Account: a, Group: g, Op: OpClear})
+	if err := s.check(ctx, a, g, pre, &snap); err != nil {
+		return Result{}, err
+	}
+	return s.write(ctx, Edit{Account: a, Group: g, Op: OpClear, Held: held(&snap, nil), HeldKnown: true})
 }
 
 // Read returns group g's snapshot.

@@ -159,3 +159,30 @@ func TestServiceIfMatch(t *testing.T) {
 		t.Fatalf("matching If-Match: %v", err)
 	}
 }
+
+// TestServiceSaysWhatWasHeld: every edit tells the log which of its
+// channels the group held before it, so a reader can tell an edit that
+// changed nothing from one that did.
+func TestServiceSaysWhatWasHeld(t *testing.T) {
+	ann := &fakeAnnouncer{}
+	s := newService(t, channelgroups.ServiceConfig{Announcer: ann})
+	ctx := t.Context()
+	steps := []struct {
+		do   func() error
+		want []channelgroups.Channel
+	}{
+		{func() error { _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"x", "y"}, channelgroups.IfMatch{}); return err }, nil},
+		{func() error { _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y", "z"}, channelgroups.IfMatch{}); return err }, []channelgroups.Channel{"y"}},
+		{func() error { _, err := s.Remove(ctx, "a", "g", []channelgroups.Channel{"x", "w"}, channelgroups.IfMatch{}); return err }, []channelgroups.Channel{"x"}},
+		{func() error { _, err := s.Delete(ctx, "a", "g", channelgroups.IfMatch{}); return err }, []channelgroups.Channel{"y", "z"}},
+	}
+	for i, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatal(err)
+		}
+		e := ann.seen[len(ann.seen)-1]
+		if !e.HeldKnown || fmt.Sprint(e.Held) != fmt.Sprint(st.want) {
+			t.Fatalf("edit %d (%v): Held %v (known %t), want %v", i, e.Op, e.Held, e.HeldKnown, st.want)
+		}
+	}
+}

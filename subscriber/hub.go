@@ -252,6 +252,10 @@ type loggedEdit struct {
 	pos      channelgroups.Position
 	op       channelgroups.Op
 	channels []channelgroups.Channel // empty for OpClear: it names every channel
+	// held: the channels it names that the group held before it, when
+	// heldKnown (channelgroups.Edit.Held).
+	held      []channelgroups.Channel
+	heldKnown bool
 }
 
 // maxGroupEdits bounds how many recent edits are kept per group.
@@ -267,7 +271,7 @@ func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
 	key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	es := append(h.edits[key], loggedEdit{pos: pos, op: e.Op, channels: e.Channels})
+	es := append(h.edits[key], loggedEdit{pos: pos, op: e.Op, channels: e.Channels, held: e.Held, heldKnown: e.HeldKnown})
 	if len(es) > maxGroupEdits {
 		es = slices.Delete(es, 0, len(es)-maxGroupEdits)
 	}
@@ -276,12 +280,10 @@ func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
 
 // heldAt reports whether the group's recent edits say channel c was in it
 // at log position p: the last edit before p that names c decides (an add:
-// in; a remove or delete: out); with none, the first one after p (a remove
-// or delete means c was in until then; an add, that it was not). ok is
-// false when no recent edit names c. Log order decides, not timetokens. An
-// edit that changed nothing (an add of a channel already in the group, a
-// remove of one not in it) misleads the second rule; the log does not say
-// what a channel's state was before an edit.
+// in; a remove or delete: out); with none, the first one after p, by what
+// it says the group held before it (an edit that does not say is no
+// evidence). ok is false when no recent edit decides. Log order decides,
+// not timetokens.
 func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) (held, ok bool) {
 	i, _ := slices.BinarySearchFunc(es, p, func(e loggedEdit, p channelgroups.Position) int {
 		if e.pos.Less(p) {
@@ -296,7 +298,10 @@ func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) 
 	}
 	for j := i; j < len(es); j++ {
 		if es[j].names(c) {
-			return es[j].op != channelgroups.OpAdd, true
+			if !es[j].heldKnown {
+				return false, false
+			}
+			return slices.Contains(es[j].held, c), true
 		}
 	}
 	return false, false

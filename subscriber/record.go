@@ -18,6 +18,10 @@ type record struct {
 	Op       channelgroups.Op        `json:"o,omitempty"`
 	Channels []channelgroups.Channel `json:"c,omitempty"`
 	At       channelgroups.Timetoken `json:"t,omitempty"`
+	// Held and HeldKnown: which channels of the edit the group held before
+	// it (channelgroups.Edit.Held).
+	Held      []channelgroups.Channel `json:"h,omitempty"`
+	HeldKnown bool                    `json:"hk,omitempty"`
 
 	Channel    channelgroups.Channel `json:"ch,omitempty"`
 	Payload    json.RawMessage       `json:"d,omitempty"`
@@ -101,7 +105,7 @@ func encodeMessage(m *Message) []byte {
 
 // EncodeEdit is the log record of an edit, as Announce appends it.
 func EncodeEdit(e channelgroups.Edit) []byte {
-	b, _ := json.Marshal(record{Kind: "e", Account: e.Account, Group: e.Group, Op: e.Op, Channels: e.Channels, At: e.At})
+	b, _ := json.Marshal(record{Kind: "e", Account: e.Account, Group: e.Group, Op: e.Op, Channels: e.Channels, At: e.At, Held: e.Held, HeldKnown: e.HeldKnown})
 	return b
 }
 
@@ -120,7 +124,8 @@ func decodeRecord(b []byte, shard int) (decoded, error) {
 	}
 	switch r.Kind {
 	case "e":
-		return decoded{edit: &channelgroups.Edit{Account: r.Account, Group: r.Group, Shard: shard, Op: r.Op, Channels: r.Channels, At: r.At}}, nil
+		return decoded{edit: &channelgroups.Edit{Account: r.Account, Group: r.Group, Shard: shard, Op: r.Op, Channels: r.Channels, At: r.At,
+			Held: r.Held, HeldKnown: r.HeldKnown}}, nil
 	case "m":
 		return decoded{msg: &Message{Account: r.Account, Channel: r.Channel, Payload: r.Payload, Publisher: r.Publisher, Meta: r.Meta,
 			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key}}, nil
