@@ -171,9 +171,18 @@ func TestServiceSaysWhatWasHeld(t *testing.T) {
 		do   func() error
 		want []channelgroups.Channel
 	}{
-		{func() error { _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"x", "y"}, channelgroups.IfMatch{}); return err }, nil},
-		{func() error { _, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y", "z"}, channelgroups.IfMatch{}); return err }, []channelgroups.Channel{"y"}},
-		{func() error { _, err := s.Remove(ctx, "a", "g", []channelgroups.Channel{"x", "w"}, channelgroups.IfMatch{}); return err }, []channelgroups.Channel{"x"}},
+		{func() error {
+			_, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"x", "y"}, channelgroups.IfMatch{})
+			return err
+		}, nil},
+		{func() error {
+			_, err := s.Add(ctx, "a", "g", []channelgroups.Channel{"y", "z"}, channelgroups.IfMatch{})
+			return err
+		}, []channelgroups.Channel{"y"}},
+		{func() error {
+			_, err := s.Remove(ctx, "a", "g", []channelgroups.Channel{"x", "w"}, channelgroups.IfMatch{})
+			return err
+		}, []channelgroups.Channel{"x"}},
 		{func() error { _, err := s.Delete(ctx, "a", "g", channelgroups.IfMatch{}); return err }, []channelgroups.Channel{"y", "z"}},
 	}
 	for i, st := range steps {
