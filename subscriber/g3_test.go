@@ -30,12 +30,15 @@ func openBolt(t *testing.T) *bolt.Store {
 // eventually polls cond until it holds, failing the test after a deadline.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("not within 10s: %s", what)
+		case <-tick.C:
 		}
-		time.Sleep(time.Millisecond) // polling with a deadline, not synchronising on time
 	}
 }
 
