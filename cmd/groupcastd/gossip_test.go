@@ -13,6 +13,7 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/internal/testenv"
+	membership "github.com/groupcast/groupcast/subscriber/cluster"
 )
 
 // gossipArgs are the flags of a cluster node on loopback: gossip on its own
@@ -46,23 +47,9 @@ func gossipCluster(t *testing.T, n int, extra ...string) []*server {
 	return nodes
 }
 
-// clusterStatus is GET /cluster.
-type clusterStatus struct {
-	Self        string `json:"self"`
-	RingVersion uint64 `json:"ring_version"`
-	Replicas    int    `json:"replicas"`
-	Members     []struct {
-		Node         string `json:"node"`
-		HTTP         string `json:"http"`
-		State        string `json:"state"`
-		ReadyVersion uint64 `json:"ready_version"`
-	} `json:"members"`
-	Owners map[string][]string `json:"owners"`
-}
-
-func status(t *testing.T, s *server) clusterStatus {
+func status(t *testing.T, s *server) membership.Status {
 	t.Helper()
-	var st clusterStatus
+	var st membership.Status
 	if err := getBody(t.Context(), http.DefaultClient, s.url+"/cluster", &st); err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +58,9 @@ func status(t *testing.T, s *server) clusterStatus {
 
 // agreed waits until every node shows the same ring of want members, each
 // ready for it, and returns that view.
-func agreed(t *testing.T, nodes []*server, want int) clusterStatus {
+func agreed(t *testing.T, nodes []*server, want int) membership.Status {
 	t.Helper()
-	var first clusterStatus
+	var first membership.Status
 	eventually(t, 20*time.Second, fmt.Sprintf("%d nodes agree on a ring of %d", len(nodes), want), func() bool {
 		first = status(t, nodes[0])
 		if len(first.Members) != want {
