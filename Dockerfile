@@ -11,5 +11,6 @@ COPY --from=build /out/groupcastd /usr/local/bin/groupcastd
 USER 65532:65532
 WORKDIR /var/lib/groupcast
 ENV GROUPCAST_LISTEN=0.0.0.0:8080 GROUPCAST_DATA=/var/lib/groupcast
-EXPOSE 8080
+# 8080: HTTP; 7946: gossip (UDP and TCP) when started with --gossip 0.0.0.0:7946 --advertise <host>:8080
+EXPOSE 8080 7946/tcp 7946/udp
 ENTRYPOINT ["/usr/local/bin/groupcastd"]
