@@ -37,7 +37,7 @@ type hub struct {
 	// gen counts, per shard, the times its state was dropped; a poll
 	// registered before answers with its own cursor rather than scan rings
 	// that are gone.
-	gen []uint64
+	gen []atomic.Uint64 // changed under mu, read anywhere
 
 	release     chan struct{}
 	releaseOnce sync.Once
@@ -52,7 +52,7 @@ type hub struct {
 func newHub(n *Node) *hub {
 	return &hub{n: n, rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{},
 		tracked: map[channelgroups.GroupKey]*trackedGroup{}, edits: map[channelgroups.GroupKey][]loggedEdit{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
-		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]uint64, n.cfg.Shards),
+		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]atomic.Uint64, n.cfg.Shards),
 		release: make(chan struct{}), workers: newWorkers(2 * time.Second)}
 }
 
@@ -285,12 +285,7 @@ func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
 // evidence). ok is false when no recent edit decides. Log order decides,
 // not timetokens.
 func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) (held, ok bool) {
-	i, _ := slices.BinarySearchFunc(es, p, func(e loggedEdit, p channelgroups.Position) int {
-		if e.pos.Less(p) {
-			return -1
-		}
-		return 1
-	})
+	i := firstAt(es, p)
 	for j := i - 1; j >= 0; j-- {
 		if es[j].names(c) {
 			return es[j].op == channelgroups.OpAdd, true
@@ -305,6 +300,17 @@ func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) 
 		}
 	}
 	return false, false
+}
+
+// firstAt returns the index of the first of es (in log order) at or after p.
+func firstAt(es []loggedEdit, p channelgroups.Position) int {
+	i, _ := slices.BinarySearchFunc(es, p, func(e loggedEdit, p channelgroups.Position) int {
+		if e.pos.Less(p) {
+			return -1
+		}
+		return 1
+	})
+	return i
 }
 
 // lastOps returns, for each channel the edits name, whether the last of
@@ -652,11 +658,7 @@ func handshakeCursor(applied channelgroups.Position) channelgroups.Timetoken {
 
 // generation returns the shard's generation: it changes when the hub drops
 // the shard's state.
-func (h *hub) generation(shard int) uint64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.gen[shard]
-}
+func (h *hub) generation(shard int) uint64 { return h.gen[shard].Load() }
 
 // register indexes a waiter under its channels and groups, tracking the
 // groups (from their current views) if they were not tracked yet. It
@@ -669,7 +671,7 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked,
 	h := n.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.gen[w.shard] != gen || !n.shards[w.shard].serving.Load() {
+	if h.gen[w.shard].Load() != gen || !n.shards[w.shard].serving.Load() {
 		return false
 	}
 	w.gen = gen
@@ -743,7 +745,7 @@ func (h *hub) unregister(req PollRequest, w *Parked) {
 func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channelgroups.Position) (_ []Delivery, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.gen[shard] != gen {
+	if h.gen[shard].Load() != gen {
 		return nil, false
 	}
 	oldest := uint64(h.n.now().Add(-h.n.cfg.RingAge).UnixMilli())
@@ -798,32 +800,40 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 				return g, now
 			}
 		}
-		scanned := map[channelgroups.Channel]bool{}
+		// tg.channels and tg.left never share a channel (join and leave
+		// keep it so).
 		for c := range tg.channels {
-			scanned[c] = true
 			scan(c, via(c))
 		}
 		for c, at := range tg.left {
-			if scanned[c] || at.Less(after) {
-				continue // it left before the cursor: nothing owed
+			if !at.Less(after) { // else it left before the cursor: nothing owed
+				scan(c, via(c))
 			}
-			scanned[c] = true
-			scan(c, via(c))
 		}
 		// Channels an edit after the cursor names may have been in the group
 		// since the cursor; while messages from before tracking began are
 		// owed (the cursor is before since), so may any channel the group's
 		// recent edits name.
-		early := after.Less(tg.since)
-		for _, e := range es {
-			if (!early && e.pos.Less(after)) || e.op == channelgroups.OpClear {
+		first := 0
+		if !after.Less(tg.since) {
+			first = firstAt(es, after)
+		}
+		var extra map[channelgroups.Channel]bool // allocated only if an edit names another channel
+		for _, e := range es[first:] {
+			if e.op == channelgroups.OpClear {
 				continue
 			}
 			for _, c := range e.channels {
-				if !scanned[c] {
-					scanned[c] = true
-					scan(c, via(c))
+				_, in := tg.channels[c]
+				at, left := tg.left[c]
+				if in || (left && !at.Less(after)) || extra[c] {
+					continue
 				}
+				if extra == nil {
+					extra = map[channelgroups.Channel]bool{}
+				}
+				extra[c] = true
+				scan(c, via(c))
 			}
 		}
 	}
@@ -924,7 +934,7 @@ func (h *hub) dropShard(shard int) []*Parked {
 	of := func(a channelgroups.Account) bool { return channelgroups.ShardOf(a, shards) == shard }
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.gen[shard]++
+	h.gen[shard].Add(1)
 	h.annotated[shard] = channelgroups.Position{}
 	polls := map[*Parked]struct{}{}
 	for k := range h.rings {
