@@ -323,6 +323,9 @@ func TestForwardAnswersAsTheOwner(t *testing.T) {
 		t.Fatalf("POST publish via C: %d %s", r.status, r.body)
 	}
 	h := "/v3/history/sub-key/demo/channel/news"
+	// A publish is acknowledged once it is in the log; history shows it once
+	// A's consumer has applied it.
+	waitFor(t, "both publishes in A's history", func() bool { return bytes.Contains(a.get(t, h).body, []byte(`"posted":true`)) })
 	ra := a.get(t, h)
 	sameAnswer(t, "history", c.get(t, h), ra)
 	var hist struct {
