@@ -93,11 +93,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "subscribe":
 		return c.subscribe(ctx, rest[1:], stderr)
 	case "time":
-		var v []string
+		var v []json.Number
 		if err := c.get(ctx, "/time/0", nil, &v); err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, strings.Join(v, ""))
+		if len(v) != 1 {
+			return fmt.Errorf("/time/0 answered %d values, want 1", len(v))
+		}
+		fmt.Fprintln(stdout, v[0])
 		return nil
 	case "cluster":
 		return c.cluster(ctx, rest[1:], stderr)

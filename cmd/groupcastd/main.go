@@ -142,6 +142,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.secret != "" && len(o.secret) < 16 {
 		return o, errors.New("--secret must be at least 16 bytes")
 	}
+	if o.secret == "" && o.redis != "" {
+		// A shared log means more than one node, and a secret generated
+		// under one node's --data would make every other node refuse its
+		// tokens.
+		return o, errors.New("--redis needs --secret (or GROUPCAST_SECRET): every node sharing the log must sign tokens with the same secret, so none may generate its own")
+	}
 	if o.gossip == "" && (o.join != "" || o.advertise != "") {
 		return o, errors.New("--join and --advertise need --gossip")
 	}

@@ -46,7 +46,7 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	if o.listen != "127.0.0.9:1" || o.cassandraDC != "eu" || o.region != 4 {
 		t.Fatalf("got listen=%s dc=%s region=%d; want env values with the flag winning for region", o.listen, o.cassandraDC, o.region)
 	}
-	for _, bad := range [][]string{{"--region", "0"}, {"--nope"}, {"stray"}} {
+	for _, bad := range [][]string{{"--region", "0"}, {"--nope"}, {"stray"}, {"--redis", "127.0.0.1:6379"}} {
 		if _, err := parseFlags(bad, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
@@ -257,13 +257,13 @@ func TestCassandraKill9AfterAck(t *testing.T) {
 }
 
 func TestReadinessChecksRedis(t *testing.T) {
-	s := start(t, "--data", t.TempDir(), "--redis", testenv.RedisAddr(t))
+	s := start(t, "--data", t.TempDir(), "--redis", testenv.RedisAddr(t), "--secret", "readiness-test-secret-0123")
 	if code, m := s.get("/readyz"); code != 200 {
 		t.Fatalf("readyz with a live Redis: %d %v", code, m)
 	}
 	// Without its log a node cannot know where the region's logs stand: it
 	// refuses to start, saying why.
-	cmd := exec.Command(binary, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--redis", "127.0.0.1:1")
+	cmd := exec.Command(binary, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--redis", "127.0.0.1:1", "--secret", "readiness-test-secret-0123")
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "127.0.0.1:1") {
 		t.Fatalf("groupcastd with no Redis: err %v, output %s", err, out)

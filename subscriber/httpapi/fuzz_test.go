@@ -16,6 +16,8 @@ func FuzzRequest(f *testing.F) {
 	for _, s := range []string{
 		cg + "/g?add=a%2Cb", cg + "/g?remove=a", cg + "/g", cg, cg + "/g/remove",
 		"/time/0", "/%", "/v1/channel-registration/sub-key/%zz/channel-group", cg + "/g?add=%2C",
+		cg + "/g?add=a%ZZb", "/v2/subscribe/demo/a/0?tt=99999999999999999&uuid=%FF",
+		"/publish/demo/demo/0/a/0/%22%FF%22?meta=%7B%7D", "/v2/presence/sub-key/demo/channel/a/heartbeat?uuid=x",
 	} {
 		f.Add(s)
 	}

@@ -289,6 +289,12 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 	if i := strings.IndexByte(raw, '?'); i >= 0 {
 		raw = raw[:i]
 	}
+	if q := ctx.URI().QueryString(); !validEscapes(q) {
+		// fasthttp keeps a bad escape literally: "%ZZ" would become part of
+		// a channel's name.
+		writeError(ctx, fasthttp.StatusBadRequest, "groupcast", "malformed query: a % not followed by two hex digits")
+		return "bad_query"
+	}
 	parts := strings.Split(strings.TrimPrefix(raw, "/"), "/")
 	for i, p := range parts {
 		s, err := url.PathUnescape(p)
@@ -395,9 +401,10 @@ func match(parts []string, pattern ...string) bool {
 }
 
 func (a *API) serveTime(ctx *fasthttp.RequestCtx, _ []string) {
-	b := append(ctx.Response.Body()[:0], `["`...)
+	// A JSON number, as PubNub answers: strict SDKs (Python) refuse a string.
+	b := append(ctx.Response.Body()[:0], '[')
 	b, _ = a.cfg.Groups.Clock().Now().AppendText(b)
-	ctx.Response.SetBodyRaw(append(b, `"]`...))
+	ctx.Response.SetBodyRaw(append(b, ']'))
 }
 
 func (a *API) serveReady(ctx *fasthttp.RequestCtx, _ []string) {
@@ -453,3 +460,20 @@ func (a *API) writeDomainError(ctx *fasthttp.RequestCtx, service string, err err
 func (a *API) work() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), a.cfg.RequestTimeout)
 }
+
+// validEscapes reports whether every % in a raw query starts an escape of
+// two hex digits.
+func validEscapes(q []byte) bool {
+	for i := 0; i < len(q); i++ {
+		if q[i] != '%' {
+			continue
+		}
+		if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+			return false
+		}
+		i += 2
+	}
+	return true
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }

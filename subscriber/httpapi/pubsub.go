@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -28,6 +29,42 @@ const (
 	MaxSubscribeGroups   = 10
 	MaxSubscribeChannels = 100
 )
+
+// MaxUUIDBytes is the longest uuid (client identity) any endpoint accepts:
+// PubNub's own limit. Presence keeps one record per channel per uuid, so an
+// unbounded uuid would let one request pin megabytes.
+const MaxUUIDBytes = 92
+
+// uuidArg returns the request's uuid, refusing one too long or not UTF-8.
+func uuidArg(args *fasthttp.Args) (string, error) {
+	v := args.Peek("uuid")
+	if len(v) > MaxUUIDBytes {
+		return "", fmt.Errorf("uuid is %d bytes, longer than %d: %w", len(v), MaxUUIDBytes, errBadRequest)
+	}
+	if !utf8.Valid(v) {
+		return "", fmt.Errorf("uuid is not valid UTF-8: %w", errBadRequest)
+	}
+	return string(v), nil
+}
+
+// validJSON reports whether b is one JSON value in valid UTF-8 (json.Valid
+// alone lets invalid UTF-8 through inside strings, which strict clients
+// then fail to decode from history and subscribe).
+func validJSON(b []byte) bool { return utf8.Valid(b) && json.Valid(b) }
+
+// cursorArg parses a subscribe's tt. A cursor more than the clock skew
+// ahead of this node's clock names a message that cannot exist yet: the
+// poll would park and answer the same cursor forever, so it is refused.
+func (a *API) cursorArg(v []byte) (channelgroups.Timetoken, error) {
+	tt, err := channelgroups.ParseTimetoken(string(v))
+	if err != nil {
+		return 0, err
+	}
+	if limit := a.cfg.Groups.Clock().Now() + channelgroups.TimetokenFromMicros(channelgroups.DefaultMaxSkew.Microseconds()); tt > limit {
+		return 0, fmt.Errorf("tt=%s is more than %v ahead of this node's clock (%s): %w", v, channelgroups.DefaultMaxSkew, limit, errBadRequest)
+	}
+	return tt, nil
+}
 
 // publishError writes PubNub's publish error shape, [0,"reason","tt"].
 func (a *API) publishError(ctx *fasthttp.RequestCtx, status int, reason string) {
@@ -65,25 +102,30 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 		a.publishError(ctx, fasthttp.StatusBadRequest, "Message Too Large")
 		return
 	}
-	if !json.Valid(payload) {
-		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid JSON")
+	if !validJSON(payload) {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid JSON (or not UTF-8)")
 		return
 	}
 	args := ctx.QueryArgs()
+	uuid, err := uuidArg(args)
+	if err != nil {
+		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
 	m := &subscriber.Message{
 		Account: acct, Channel: ch, Payload: json.RawMessage(bytes.Clone(payload)),
-		Publisher:  string(args.Peek("uuid")),
+		Publisher:  uuid,
 		CustomType: string(args.Peek("custom_message_type")),
 		Signal:     parts[0] == "signal",
 		NoStore:    string(args.Peek("store")) == "0",
 		Key:        string(ctx.Request.Header.Peek("Idempotency-Key")),
 	}
-	if len(m.Publisher) > channelgroups.MaxNameRunes*4 || len(m.CustomType) > 50 {
-		a.publishError(ctx, fasthttp.StatusBadRequest, "uuid or custom_message_type too long")
+	if len(m.CustomType) > 50 || !utf8.ValidString(m.CustomType) {
+		a.publishError(ctx, fasthttp.StatusBadRequest, "custom_message_type longer than 50 bytes or not UTF-8")
 		return
 	}
 	if meta := args.Peek("meta"); len(meta) > 0 {
-		if !json.Valid(meta) || len(meta) > MaxMessageBytes {
+		if !validJSON(meta) || len(meta) > MaxMessageBytes {
 			a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid meta: want JSON")
 			return
 		}
@@ -199,13 +241,15 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	}
 	if err == nil {
 		if tt := args.Peek("tt"); len(tt) > 0 {
-			req.Cursor, err = channelgroups.ParseTimetoken(string(tt))
+			req.Cursor, err = a.cursorArg(tt)
 		}
 	}
 	if err == nil {
 		req.Token, err = a.requestToken(ctx, acct)
 	}
-	req.UUID = string(args.Peek("uuid"))
+	if err == nil {
+		req.UUID, err = uuidArg(args)
+	}
 	if err == nil {
 		var hb int
 		hb, err = intArg(args, "heartbeat", 0, 0, 3600)
@@ -410,7 +454,11 @@ func presenceArgs(ctx *fasthttp.RequestCtx, parts []string) (channelgroups.Accou
 		return "", nil, "", err
 	}
 	chs, err := parseNames(splitList(parts[5]), channelgroups.ParseChannel, MaxSubscribeChannels, "channels")
-	return acct, chs, string(ctx.QueryArgs().Peek("uuid")), err
+	if err != nil {
+		return "", nil, "", err
+	}
+	uuid, err := uuidArg(ctx.QueryArgs())
+	return acct, chs, uuid, err
 }
 
 func (a *API) serveHeartbeat(ctx *fasthttp.RequestCtx, parts []string) {
