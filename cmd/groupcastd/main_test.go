@@ -269,3 +269,16 @@ func TestReadinessChecksRedis(t *testing.T) {
 		t.Fatalf("groupcastd with no Redis: err %v, output %s", err, out)
 	}
 }
+
+// TestNoGeneratedFilesTracked: a node's --data (its generated secret, its
+// bbolt file) never belongs in the repository; a test run once committed
+// cmd/groupcastd/data/secret.
+func TestNoGeneratedFilesTracked(t *testing.T) {
+	out, err := exec.Command("git", "-C", "../..", "ls-files", "--", ":(glob)**/data/**", ":(glob)**/secret", ":(glob)**/*.db").CombinedOutput()
+	if err != nil {
+		t.Fatalf("git ls-files: %v %s", err, out)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Fatalf("generated files are tracked:\n%s", s)
+	}
+}
