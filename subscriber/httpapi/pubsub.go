@@ -103,7 +103,7 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 		return
 	}
 	if !validJSON(payload) {
-		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid JSON (or not UTF-8)")
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid JSON")
 		return
 	}
 	args := ctx.QueryArgs()
@@ -430,16 +430,18 @@ func (a *API) serveHistoryV2(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, "history", err)
 		return
 	}
+	// Unlike v3, v2 gives its timetokens as JSON numbers, as PubNub does
+	// (the Python SDK formats start and end with %d).
 	withToken := string(args.Peek("include_token")) == "true"
 	list := make([]any, 0, len(msgs))
-	var first, last string = "0", "0"
+	var first, last int64
 	for i, m := range msgs {
 		if i == 0 {
-			first = m.Timetoken().String()
+			first = int64(m.Timetoken())
 		}
-		last = m.Timetoken().String()
+		last = int64(m.Timetoken())
 		if withToken {
-			list = append(list, map[string]any{"message": m.Payload, "timetoken": m.Timetoken().String()})
+			list = append(list, map[string]any{"message": m.Payload, "timetoken": int64(m.Timetoken())})
 		} else {
 			list = append(list, m.Payload)
 		}
