@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Announcer puts a durable edit into its shard's log and returns the
@@ -25,11 +26,16 @@ type Service struct {
 	clock     *Clock
 	announcer Announcer
 	cfg       ServiceConfig
+	adding    groupLocks // one add per group at a time in this process
 }
 
 // ServiceConfig tunes a Service. The zero value is usable.
 type ServiceConfig struct {
 	// MaxChannelsPerGroup caps a group's size; zero means MaxChannelsPerGroup.
+	// The Service checks it before writing, with adds to one group taken one
+	// at a time in this process; a store may enforce a cap of its own inside
+	// the write (channelgroups/bolt does), which then holds across processes
+	// too. See Add.
 	MaxChannelsPerGroup int
 	// Shards is the number of account shards; zero means DefaultShards.
 	Shards int
@@ -123,11 +129,24 @@ func (s *Service) check(ctx context.Context, a Account, g Group, pre IfMatch, sn
 }
 
 // Add adds channels to group g, creating it, and returns the edit's timetoken.
-// It fails with ErrTooManyChannels when the group would exceed its limit.
+// It fails with ErrTooManyChannels when the group would exceed its limit, or
+// when it is already over it (a group pushed past it by racing adds on
+// different nodes takes adds again once removes bring it back under).
+//
+// The check reads the group and the write follows. Adds to one group are
+// taken one at a time in this process, so they cannot race each other past
+// the limit here; adds racing on other nodes can, unless the store refuses
+// them inside its write transaction (see the store's package comment for
+// the bound it gives).
 func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel, pre IfMatch) (Result, error) {
 	if len(chs) == 0 {
 		return Result{}, ErrNoChannels
 	}
+	unlock, err := s.adding.lock(ctx, a, g)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	snap, err := s.store.Read(ctx, a, g)
 	if err != nil {
 		return Result{}, err
@@ -145,6 +164,53 @@ func (s *Service) Add(ctx context.Context, a Account, g Group, chs []Channel, pr
 		return Result{}, fmt.Errorf("group %q would hold %d channels, at most %d: %w", g, n, s.cfg.MaxChannelsPerGroup, ErrTooManyChannels)
 	}
 	return s.write(ctx, Edit{Account: a, Group: g, Op: OpAdd, Channels: chs, Held: held(&snap, chs), HeldKnown: true})
+}
+
+// groupLocks serialises work on one group within a process: lock waits for
+// the group's previous holder (or ctx) and returns the unlock. Entries live
+// only while someone holds or waits for them.
+type groupLocks struct {
+	mu sync.Mutex
+	m  map[groupRef]*groupLock
+}
+
+type groupRef struct {
+	a Account
+	g Group
+}
+
+type groupLock struct {
+	held chan struct{} // capacity 1: full while held
+	refs int           // holders and waiters
+}
+
+func (l *groupLocks) lock(ctx context.Context, a Account, g Group) (unlock func(), err error) {
+	k := groupRef{a, g}
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[groupRef]*groupLock{}
+	}
+	e := l.m[k]
+	if e == nil {
+		e = &groupLock{held: make(chan struct{}, 1)}
+		l.m[k] = e
+	}
+	e.refs++
+	l.mu.Unlock()
+	release := func() {
+		l.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(l.m, k)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case e.held <- struct{}{}:
+		return func() { <-e.held; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
 }
 
 // Remove removes channels from group g and returns the edit's timetoken. It

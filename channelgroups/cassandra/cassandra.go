@@ -22,6 +22,41 @@
 // Cassandra prefers an expiring cell over a plain one, so a remove beats an
 // add, exactly channelgroups.Entry.Supersedes (TestTieRule proves it); a
 // partition deletion beats a write at its own timestamp, as Snapshot.Apply.
+//
+// # The channel cap
+//
+// This store does not enforce channelgroups.MaxChannelsPerGroup itself:
+// doing it atomically would take a lightweight transaction, and Cassandra
+// refuses USING TIMESTAMP on conditional writes, while every write here must
+// carry the edit's timetoken for the membership rule above; a Paxos counter
+// beside the members would also cost four round trips per add and could not
+// follow last-writer-wins removes. channelgroups.Service checks the cap
+// against a LOCAL_QUORUM read just before the write, and takes adds to one
+// group one at a time per process. So the cap is exact as long as adds to a
+// group come through one node; adds racing on different nodes can pass it,
+// within this bound (M = channelgroups.MaxChannelsPerEdit, the most channels
+// one add names):
+//
+//   - in one region, a group holds at most cap + (N−1+F)·M channels, where N
+//     is the number of nodes adding to it at the same time and F the number
+//     of adds to it that failed with a timeout in that time (a logged batch
+//     that timed out may still be applied later). Of the adds that passed,
+//     take the one whose read came last: it found room for its own channels
+//     after every add acknowledged before that read (LOCAL_QUORUM reads and
+//     writes overlap), so it can have missed only the adds then between
+//     their read and their write, at most one per other node (a node's next
+//     add reads only after its previous one returned, so after this read),
+//     and the timed-out ones, each at most M new channels;
+//   - across R regions, whose reads see each other's writes only after
+//     replication (LOCAL_QUORUM is per datacenter), adds racing within the
+//     replication lag give at most R·(cap + (N−1+F)·M), N and F per region.
+//
+// Overflow is repairable: reads return every row, so Snapshot.Count is the
+// true count; the Service refuses every add that would leave a group over
+// the cap, so every add while it is over, while removes and deletes go
+// through: removing channels brings the group back under, and it takes adds
+// again. TestCapOneNode, TestCapTwoNodes
+// and TestCapOverflowRepairable check this against a real server.
 package cassandra
 
 import (

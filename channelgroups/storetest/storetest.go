@@ -52,6 +52,8 @@ func Run(t *testing.T, newStore func(t *testing.T) Store, opt Options) {
 		{"CanceledContext", testCanceledContext},
 		{"Outbox", testOutbox},
 		{"Replays", testReplays},
+		{"ReplaysOverwrite", testReplaysOverwrite},
+		{"ManyReplays", testManyReplays},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -468,5 +470,46 @@ func testReplays(t *testing.T, s Store) {
 	}
 	if _, _, found, _ := s.Recall(t.Context(), account(t), "k1"); found {
 		t.Fatal("another account recalled the key")
+	}
+}
+
+// testReplaysOverwrite: remembering a key again replaces its answer.
+func testReplaysOverwrite(t *testing.T, s Store) {
+	a := account(t)
+	for _, answer := range []string{"first", "second"} {
+		if err := s.Remember(t.Context(), a, "k", "fp-"+answer, []byte(answer), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fp, answer, found, err := s.Recall(t.Context(), a, "k")
+	if err != nil || !found || fp != "fp-second" || string(answer) != "second" {
+		t.Fatalf("Recall = %q %q %v %v, want the second answer", fp, answer, found, err)
+	}
+}
+
+// testManyReplays: every one of many keys, in two accounts, recalls its own
+// answer; keys that share a prefix stay apart.
+func testManyReplays(t *testing.T, s Store) {
+	accts := []channelgroups.Account{account(t), account(t)}
+	const n = 50
+	for _, a := range accts {
+		for i := range n {
+			key := fmt.Sprint("key-", i)
+			if err := s.Remember(t.Context(), a, key, "fp", []byte(string(a)+key), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, a := range accts {
+		for i := range n {
+			key := fmt.Sprint("key-", i)
+			_, answer, found, err := s.Recall(t.Context(), a, key)
+			if err != nil || !found || string(answer) != string(a)+key {
+				t.Fatalf("Recall(%s, %s) = %q %v %v, want %q", a, key, answer, found, err, string(a)+key)
+			}
+		}
+		if _, _, found, err := s.Recall(t.Context(), a, "key-"); err != nil || found {
+			t.Fatalf("Recall of a prefix of stored keys: found=%v err=%v", found, err)
+		}
 	}
 }
