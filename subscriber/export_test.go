@@ -14,3 +14,6 @@ func DropCached(n *Node, key channelgroups.GroupKey) {
 	n.views.cache.Invalidate(key)
 	n.views.cache.Unpublish(key)
 }
+
+// Applied returns where the node is in a shard's log.
+func Applied(n *Node, shard int) channelgroups.Position { return n.applied(shard) }

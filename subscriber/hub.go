@@ -1,12 +1,15 @@
 package subscriber
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
@@ -16,11 +19,22 @@ import (
 // the groups with subscribers on this node. Messages and membership changes
 // reach it in log order, so every message is annotated with the groups that
 // held its channel at that point of the log.
+//
+// The rings together hold at most RingBytes: past it, the entry put in
+// first, whichever its channel, goes first (see evictLocked). A ring
+// emptied that way is dropped with its map entry.
 type hub struct {
 	n  *Node
 	mu sync.Mutex
 
-	rings      map[chanKey]*ring
+	rings map[chanKey]*ring
+	// order holds every ring (none is empty) by the insertion sequence of
+	// its oldest entry: order[0] holds the oldest entry of all.
+	order ringOrder
+	seq   uint64 // the insertion sequence of the newest entry
+	bytes int64  // what the rings hold, as ringEntry.size and ringOverhead count it
+	m     hubMetrics
+
 	byChannel  map[chanKey]map[*Parked]struct{}
 	tracked    map[channelgroups.GroupKey]*trackedGroup
 	containing map[chanKey]map[channelgroups.Group]struct{}
@@ -49,11 +63,40 @@ type hub struct {
 	afterInsert func(channelgroups.Position)
 }
 
-func newHub(n *Node) *hub {
-	return &hub{n: n, rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{},
+// hubMetrics are the rings' metrics; the counters are resolved once (the
+// message path increments them).
+type hubMetrics struct {
+	bytes                   prometheus.Gauge
+	evictions               *prometheus.CounterVec
+	byBytes, byCount, byAge prometheus.Counter
+}
+
+// newHub makes the node's hub and registers its metrics with the node's
+// Registerer.
+func newHub(n *Node) (*hub, error) {
+	h := &hub{n: n, rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{},
 		tracked: map[channelgroups.GroupKey]*trackedGroup{}, edits: map[channelgroups.GroupKey][]loggedEdit{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
 		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]atomic.Uint64, n.cfg.Shards),
 		release: make(chan struct{}), workers: newWorkers(2 * time.Second)}
+	h.m.bytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "groupcast_ring_bytes",
+		Help: "Bytes of messages this node keeps for subscribe cursors and history, all channels together (payloads, names and a per-message overhead; at most --ring-bytes).",
+	})
+	h.m.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "groupcast_ring_evictions_total",
+		Help: "Messages dropped from the channels' rings, by reason: bytes (the node-wide --ring-bytes), count (a channel's --ring-size), age (--ring-age).",
+	}, []string{"reason"})
+	h.m.byBytes = h.m.evictions.WithLabelValues("bytes")
+	h.m.byCount = h.m.evictions.WithLabelValues("count")
+	h.m.byAge = h.m.evictions.WithLabelValues("age")
+	if reg := n.cfg.Registerer; reg != nil {
+		for _, c := range []prometheus.Collector{h.m.bytes, h.m.evictions} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("subscriber: %w", err)
+			}
+		}
+	}
+	return h, nil
 }
 
 // chanKey names one channel of one account.
@@ -68,11 +111,95 @@ type chanKey struct {
 type ringEntry struct {
 	msg    *Message
 	groups []channelgroups.Group
+	seq    uint64 // the hub's insertion sequence: what the byte cap evicts by
+}
+
+// entryOverhead approximates what a kept message costs besides its
+// payload and strings: the Message, its ring slot, allocation rounding.
+const entryOverhead = 256
+
+// ringOverhead approximates what a channel's ring costs while it holds
+// anything: the ring, its map entry, its place in the hub's order.
+const ringOverhead = 128
+
+// size is what the entry counts for against RingBytes.
+func (e ringEntry) size() int64 {
+	m := e.msg
+	return int64(entryOverhead + len(m.Payload) + len(m.Meta) + len(m.Publisher) + len(m.CustomType) + len(m.Key) +
+		len(m.Account) + len(m.Channel) + 16*len(e.groups))
 }
 
 // ring holds a channel's recent messages, oldest first.
 type ring struct {
+	key     chanKey
 	entries []ringEntry
+	index   int // in hub.order
+}
+
+// ringOrder is a min-heap of rings by their oldest entry's sequence.
+type ringOrder []*ring
+
+func (o ringOrder) Len() int           { return len(o) }
+func (o ringOrder) Less(i, j int) bool { return o[i].entries[0].seq < o[j].entries[0].seq }
+func (o ringOrder) Swap(i, j int) {
+	o[i], o[j] = o[j], o[i]
+	o[i].index, o[j].index = i, j
+}
+func (o *ringOrder) Push(x any) {
+	r := x.(*ring)
+	r.index = len(*o)
+	*o = append(*o, r)
+}
+func (o *ringOrder) Pop() any {
+	old := *o
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*o = old[:len(old)-1]
+	return r
+}
+
+// trimLocked removes a ring's k oldest entries, counting them in why. The
+// caller restores the ring's place in order (or drops the ring).
+func (h *hub) trimLocked(r *ring, k int, why prometheus.Counter) {
+	for _, e := range r.entries[:k] {
+		h.bytes -= e.size()
+	}
+	why.Add(float64(k))
+	r.entries = slices.Delete(r.entries, 0, k)
+	if c := cap(r.entries); c > 16 && len(r.entries) <= c/4 {
+		r.entries = slices.Clone(r.entries) // a ring that shrank lets its array go
+	}
+}
+
+// dropRingLocked forgets a ring and what it holds.
+func (h *hub) dropRingLocked(r *ring) {
+	for _, e := range r.entries {
+		h.bytes -= e.size()
+	}
+	h.bytes -= ringOverhead
+	heap.Remove(&h.order, r.index)
+	delete(h.rings, r.key)
+}
+
+// evictLocked drops the oldest entries of all rings until they hold at most
+// RingBytes, but never keep, the entry just inserted (a message larger
+// than RingBytes is kept alone). A poll whose cursor is before a ring's oldest
+// entry then gets what the ring still holds, as when the ring wraps by
+// RingSize; a ring emptied is dropped, as when it ages out.
+func (h *hub) evictLocked(keep *Message) {
+	for h.bytes > h.n.cfg.RingBytes && len(h.order) > 0 {
+		r := h.order[0]
+		if r.entries[0].msg == keep {
+			return
+		}
+		if len(r.entries) == 1 {
+			h.m.byBytes.Inc()
+			h.dropRingLocked(r)
+			continue
+		}
+		h.trimLocked(r, 1, h.m.byBytes)
+		heap.Fix(&h.order, 0)
+	}
 }
 
 // leaveGrace is how long a tracked group keeps a channel that storage no
@@ -160,11 +287,7 @@ func (h *hub) applyMessage(m *Message) *wakeup {
 		h.annotated[shard] = m.Pos
 	}
 	r := h.rings[key]
-	if r == nil {
-		r = &ring{}
-		h.rings[key] = r
-	}
-	if m.Key != "" {
+	if r != nil && m.Key != "" {
 		for _, e := range r.entries {
 			if e.msg.Key == m.Key && e.msg.Publisher == m.Publisher {
 				return nil // a retried publish: delivered once
@@ -176,10 +299,24 @@ func (h *hub) applyMessage(m *Message) *wakeup {
 		groups = append(groups, g)
 	}
 	slices.Sort(groups)
-	if size := h.n.cfg.RingSize; len(r.entries) >= size {
-		r.entries = slices.Delete(r.entries, 0, len(r.entries)-size+1)
+	h.seq++
+	e := ringEntry{msg: m, groups: groups, seq: h.seq}
+	h.bytes += e.size()
+	switch size := h.n.cfg.RingSize; {
+	case r == nil:
+		r = &ring{key: key, entries: []ringEntry{e}}
+		h.rings[key] = r
+		h.bytes += ringOverhead
+		heap.Push(&h.order, r)
+	case len(r.entries) >= size:
+		h.trimLocked(r, len(r.entries)-size+1, h.m.byCount)
+		r.entries = append(r.entries, e)
+		heap.Fix(&h.order, r.index)
+	default:
+		r.entries = append(r.entries, e)
 	}
-	r.entries = append(r.entries, ringEntry{msg: m, groups: groups})
+	h.evictLocked(m)
+	h.m.bytes.Set(float64(h.bytes))
 	return &wakeup{key: key, groups: groups}
 }
 
@@ -433,7 +570,8 @@ type PollRequest struct {
 	Consistency Consistency
 	// Hold is the longest the call parks; zero means the node's PollHold.
 	Hold time.Duration
-	// UUID is the subscriber's user id: it joins the channels' presence.
+	// UUID is the subscriber's user id: it joins the channels' presence;
+	// at most MaxUUIDBytes.
 	UUID string
 	// Heartbeat is the presence timeout the client asked for; zero means
 	// the node's PresenceTimeout.
@@ -451,6 +589,10 @@ type Delivery struct {
 type PollResult struct {
 	Cursor     channelgroups.Timetoken
 	Deliveries []Delivery
+	// Gap reports that the answer moves the client's cursor across a gap
+	// in the shard's log (see gap.go): messages published between the
+	// request's cursor and this one may never be delivered.
+	Gap bool
 }
 
 // MaxDeliveries is the most messages one answer carries (PubNub SDKs report
@@ -486,13 +628,19 @@ func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 // there are some, until Hold passes, until ReleasePolls, or until the node
 // stops serving the account's shard (then it answers with the cursor it was
 // given, and the client comes back to the shard's new owners). ctx bounds
-// the expansion of the groups. The returned Parked can end the poll early.
+// the expansion of the groups. A uuid longer than MaxUUIDBytes is refused
+// (ErrUUIDTooLong), and so is a subscribe whose presence records this node
+// cannot keep (ErrPresenceFull). The returned Parked can end the poll early.
 func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollResult, error)) *Parked {
 	shard := channelgroups.ShardOf(req.Account, len(n.shards))
 	w := &Parked{n: n, req: req, shard: shard, done: done}
 	w.state.Store(stateChecking) // the caller's own check below comes first
 	if req.Token != nil && req.Token.Shard != shard {
 		w.finish(PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken))
+		return w
+	}
+	if err := checkUUID(req.UUID); err != nil {
+		w.finish(PollResult{}, err)
 		return w
 	}
 	if !n.serve(ctx, shard) {
@@ -523,7 +671,13 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 		return w
 	}
 	w.registered = true
-	n.pres.seen(req.Account, req.Channels, req.UUID, req.Heartbeat)
+	if err := n.pres.seen(req.Account, req.Channels, req.UUID, req.Heartbeat); err != nil {
+		// ErrPresenceFull: nothing was recorded, and nothing to refresh.
+		n.hub.unregister(req, w)
+		w.registered = false
+		w.finish(PollResult{}, err)
+		return w
+	}
 	if req.Cursor == 0 {
 		w.finish(PollResult{Cursor: handshakeCursor(n.applied(shard))}, nil)
 		return w
@@ -590,6 +744,11 @@ func (w *Parked) signal() {
 	}
 }
 
+// Cancel ends the poll early, as if its hold had passed: it answers with
+// what it has (usually nothing) soon, on another goroutine, through the done
+// func StartPoll was given. Cancelling an answered poll does nothing.
+func (w *Parked) Cancel() { w.expire() }
+
 // expire makes the poll answer with what it has (nothing) at its next check.
 func (w *Parked) expire() {
 	w.expired.Store(true)
@@ -644,7 +803,12 @@ func (w *Parked) finish(res PollResult, err error) {
 	}
 	if w.registered {
 		w.n.hub.unregister(w.req, w)
-		w.n.pres.seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
+		// Refreshes the records the poll kept alive (one a leave dropped
+		// meanwhile comes back if there is room).
+		_ = w.n.pres.seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
+	}
+	if err == nil {
+		res.Gap = w.n.acrossGap(w.shard, w.req.Cursor, res.Cursor)
 	}
 	w.done(res, err)
 }
@@ -937,11 +1101,12 @@ func (h *hub) dropShard(shard int) []*Parked {
 	h.gen[shard].Add(1)
 	h.annotated[shard] = channelgroups.Position{}
 	polls := map[*Parked]struct{}{}
-	for k := range h.rings {
+	for k, r := range h.rings {
 		if of(k.Account) {
-			delete(h.rings, k)
+			h.dropRingLocked(r)
 		}
 	}
+	h.m.bytes.Set(float64(h.bytes))
 	for k, set := range h.byChannel {
 		if of(k.Account) {
 			for w := range set {
@@ -975,8 +1140,9 @@ func (h *hub) dropShard(shard int) []*Parked {
 	return out
 }
 
-// sweep drops rings whose newest message is past the retention, channels
-// whose leaveGrace passed, and groups nobody subscribed to for a while.
+// sweep drops the messages past the retention (and the rings they empty),
+// channels whose leaveGrace passed, and groups nobody subscribed to for a
+// while.
 func (h *hub) sweep(now time.Time) {
 	n := h.n
 	oldest := uint64(now.Add(-n.cfg.RingAge).UnixMilli())
@@ -984,11 +1150,24 @@ func (h *hub) sweep(now time.Time) {
 	defer n.views.mu.Unlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for k, r := range h.rings {
-		if len(r.entries) == 0 || r.entries[len(r.entries)-1].msg.Pos.Ms < oldest {
-			delete(h.rings, k)
+	for _, r := range h.rings {
+		// A ring is in log order: its aged entries are a prefix.
+		i, _ := slices.BinarySearchFunc(r.entries, oldest, func(e ringEntry, ms uint64) int {
+			if e.msg.Pos.Ms < ms {
+				return -1
+			}
+			return 1
+		})
+		switch {
+		case i == len(r.entries):
+			h.m.byAge.Add(float64(i))
+			h.dropRingLocked(r)
+		case i > 0:
+			h.trimLocked(r, i, h.m.byAge)
+			heap.Fix(&h.order, r.index)
 		}
 	}
+	h.m.bytes.Set(float64(h.bytes))
 	for key, es := range h.edits {
 		i := 0
 		for i < len(es) && es[i].pos.Ms < oldest {

@@ -7,10 +7,16 @@ import (
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
-// Log is a region's ordered logs, one per shard. Membership changes (and,
-// later, messages) of one shard are appended to one log in the order they
-// were acknowledged, and every node applies them in that order. All methods
-// are safe for concurrent use.
+// Log is a region's ordered logs, one per shard. Membership changes,
+// messages and presence events of one shard are appended to one log in the
+// order they were acknowledged, and every node applies them in that order.
+// All methods are safe for concurrent use.
+//
+// A log keeps a bounded number of entries per shard and drops the oldest
+// first. A reader that falls so far behind that entries after its cursor
+// were dropped before it read them is told: the shard's first entry in the
+// answer is then a gap (LogEntry.Gap), never a silent jump. Gaps are exact:
+// a log reports every entry lost after a cursor and never one that was not.
 type Log interface {
 	// Append adds rec to shard's log and returns its position, greater than
 	// every earlier position of that shard.
@@ -18,12 +24,16 @@ type Log interface {
 	// Read returns up to max entries after each cursor's position in its
 	// shard's log, for the shards the cursors name (a node follows only the
 	// shards it owns), in log order within each shard, waiting up to block
-	// for the first one; none when block passes.
+	// for the first one; none when block passes. If entries after a cursor
+	// were dropped unread, the shard's entries in the answer start with a
+	// gap entry (which does not count towards max).
 	Read(ctx context.Context, cursors []Cursor, max int, block time.Duration) ([]LogEntry, error)
 	// Last returns the position of shard's newest entry; zero if empty.
 	Last(ctx context.Context, shard int) (channelgroups.Position, error)
 	// Range returns up to max of shard's entries after `after`, in order,
 	// without waiting: what a node replays into its message rings at start.
+	// Like Read, it starts with a gap entry if entries after `after` were
+	// dropped.
 	Range(ctx context.Context, shard int, after channelgroups.Position, max int) ([]LogEntry, error)
 }
 
@@ -33,9 +43,17 @@ type Cursor struct {
 	After channelgroups.Position
 }
 
-// LogEntry is one record read from a shard log.
+// LogEntry is one record read from a shard log, or a gap in it.
 type LogEntry struct {
 	Shard int
-	Pos   channelgroups.Position
-	Data  []byte
+	// Pos is the record's position; for a gap, the newest position lost.
+	Pos  channelgroups.Position
+	Data []byte
+	// Gap marks an entry that is not a record (Data is nil) but a hole:
+	// the shard's entries after the reader's cursor, up to and including
+	// Pos, were dropped (the log was trimmed past the cursor, or lost) before
+	// the reader read them. A reader that applies the log must treat what it
+	// built from the shard as incomplete. It comes before the shard's other
+	// entries in the same answer, and every one of them is after Pos.
+	Gap bool
 }

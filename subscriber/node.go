@@ -47,6 +47,13 @@ type Config struct {
 	RingSize int
 	// RingAge is how long messages are kept; zero means 20m.
 	RingAge time.Duration
+	// RingBytes bounds what the rings of all channels hold together:
+	// payloads, meta, names and about 256 bytes per message (the encoding
+	// built for subscribers once a message is delivered comes on top).
+	// Past it the oldest messages go first, whichever their channel; a
+	// subscriber whose cursor is before them gets what is left, as when a
+	// ring wraps. Zero means 256 MiB.
+	RingBytes int64
 	// PollHold is how long a subscribe parks at most; zero means 280s.
 	PollHold time.Duration
 	// TrackIdle is how long a group with no subscribers stays tracked;
@@ -55,6 +62,11 @@ type Config struct {
 	// PresenceTimeout is how long a user who sent no subscribe or heartbeat
 	// stays present when the request did not say (heartbeat=); zero means 300s.
 	PresenceTimeout time.Duration
+	// PresenceMax bounds the presence records, one per (channel, uuid),
+	// this node keeps: of the users it serves, and of its shards' occupancy.
+	// At it, a subscribe or heartbeat that would add a record is refused
+	// with ErrPresenceFull. Zero means 1,000,000.
+	PresenceMax int
 	// Ownership says which shards this node serves and of which it is the
 	// primary; nil means every shard (one node, embedded mode).
 	Ownership Ownership
@@ -123,7 +135,9 @@ var ErrNotServing = fmt.Errorf("subscriber: this node does not serve the account
 // Lock order: views.mu, then hub.mu, then a shard's mu; presence.mu before
 // hub.mu. A node that gains a shard rebuilds its state from the log and
 // storage before it serves it; one that loses a shard answers the shard's
-// parked polls and drops its state.
+// parked polls and drops its state. One that finds a gap in a shard's log
+// (it fell further behind than the log keeps) drops the shard's state the
+// same way before it applies what follows (gap.go).
 type Node struct {
 	cfg    Config
 	now    func() time.Time
@@ -132,6 +146,7 @@ type Node struct {
 	own    Ownership
 	shards []*shard
 	m      nodeMetrics
+	gapm   gapMetrics
 
 	views *views
 	ann   *announcer
@@ -150,6 +165,9 @@ type shard struct {
 	changed chan struct{} // closed and replaced when applied advances
 	serving atomic.Bool   // owned and rebuilt: the node follows its log
 	ready   chan struct{} // closed while serving; replaced when lost; guarded by mu
+	// gap is the newest position of the shard's log this node lost to a
+	// gap (see gap.go); zero if none.
+	gap channelgroups.Position
 }
 
 type nodeMetrics struct {
@@ -182,6 +200,8 @@ func (cfg *Config) validate() error {
 	cfg.RefreshEvery = cmp.Or(cfg.RefreshEvery, 30*time.Second)
 	cfg.RingSize = cmp.Or(cfg.RingSize, 100)
 	cfg.RingAge = cmp.Or(cfg.RingAge, 20*time.Minute)
+	cfg.RingBytes = cmp.Or(cfg.RingBytes, 256<<20)
+	cfg.PresenceMax = cmp.Or(cfg.PresenceMax, 1_000_000)
 	cfg.PollHold = cmp.Or(cfg.PollHold, 280*time.Second)
 	cfg.TrackIdle = cmp.Or(cfg.TrackIdle, 5*time.Minute)
 	cfg.PresenceTimeout = cmp.Or(cfg.PresenceTimeout, 300*time.Second)
@@ -195,6 +215,12 @@ func (cfg *Config) validate() error {
 	}
 	if cfg.RingSize < 1 {
 		errs = append(errs, fmt.Errorf("RingSize must be >= 1, got %d", cfg.RingSize))
+	}
+	if cfg.RingBytes < 1 {
+		errs = append(errs, fmt.Errorf("RingBytes must be >= 1, got %d", cfg.RingBytes))
+	}
+	if cfg.PresenceMax < 1 {
+		errs = append(errs, fmt.Errorf("PresenceMax must be >= 1, got %d", cfg.PresenceMax))
 	}
 	for _, d := range []struct {
 		name string
@@ -283,10 +309,18 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 			}
 		}
 	}
-	n.hub = newHub(n)
+	var err error
+	if n.hub, err = newHub(n); err != nil {
+		return nil, err
+	}
+	if err := n.initGapMetrics(); err != nil {
+		return nil, err
+	}
 	n.views = &views{n: n, store: store, cache: cache, overlay: overlay}
 	n.ann = newAnnouncer(n, store)
-	n.pres = newPresenceBook(n)
+	if n.pres, err = newPresenceBook(n); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -541,7 +575,11 @@ func (n *Node) consume(ctx context.Context) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		for _, e := range entries {
+		for i, e := range entries {
+			if e.Gap {
+				n.repairGap(e, nextOf(entries[i+1:], e.Shard))
+				continue
+			}
 			n.apply(e)
 		}
 	}
@@ -648,6 +686,13 @@ func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Positio
 		for _, le := range entries {
 			if last.Less(le.Pos) {
 				return nil
+			}
+			if le.Gap {
+				// The retention window was trimmed: cursors before the
+				// gap cannot be served in full.
+				n.markGap(shard, le.Pos)
+				after = le.Pos
+				continue
 			}
 			if d, err := decodeRecord(le.Data, shard); err == nil && d.msg != nil {
 				d.msg.Pos = le.Pos

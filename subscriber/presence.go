@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
@@ -20,13 +23,36 @@ import (
 // PresenceSuffix marks a presence channel.
 const PresenceSuffix = "-pnpres"
 
+// MaxUUIDBytes is the longest uuid presence keeps (PubNub's limit): the
+// book holds one record per channel per uuid, and every join travels
+// through the log.
+const MaxUUIDBytes = 92
+
+// ErrUUIDTooLong reports a uuid longer than MaxUUIDBytes.
+var ErrUUIDTooLong = fmt.Errorf("subscriber: uuid longer than %d bytes: %w", MaxUUIDBytes, ErrBadRequest)
+
+// ErrPresenceFull reports a subscribe or heartbeat refused because this
+// node keeps Config.PresenceMax presence records already: the client
+// should retry later, or on another node.
+var ErrPresenceFull = fmt.Errorf("subscriber: this node keeps as many presence records as it may: %w", channelgroups.ErrUnavailable)
+
 // presenceBook keeps occupancy (from the log's presence events) and the
-// users this node served (for timeouts). Its mu comes before hub.mu.
+// users this node served (for timeouts), each at most PresenceMax records.
+// Its mu comes before hub.mu.
 type presenceBook struct {
 	n       *Node
 	mu      sync.Mutex
 	present map[chanKey]map[string]struct{}
 	served  map[chanKey]map[string]seenUser
+	// nPresent and nServed count the (channel, uuid) records of present
+	// and served.
+	nPresent, nServed int
+	m                 presenceMetrics
+}
+
+type presenceMetrics struct {
+	records prometheus.Gauge
+	refused prometheus.Counter
 }
 
 type seenUser struct {
@@ -34,19 +60,50 @@ type seenUser struct {
 	timeout time.Duration
 }
 
-func newPresenceBook(n *Node) *presenceBook {
-	return &presenceBook{n: n, present: map[chanKey]map[string]struct{}{}, served: map[chanKey]map[string]seenUser{}}
+func newPresenceBook(n *Node) (*presenceBook, error) {
+	p := &presenceBook{n: n, present: map[chanKey]map[string]struct{}{}, served: map[chanKey]map[string]seenUser{}}
+	p.m.records = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "groupcast_presence_records",
+		Help: "Presence records, one per (channel, uuid), this node keeps for the users it serves (at most --presence-max).",
+	})
+	p.m.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "groupcast_presence_refused_total",
+		Help: "Subscribes and heartbeats refused (503) because this node kept --presence-max presence records.",
+	})
+	if reg := n.cfg.Registerer; reg != nil {
+		for _, c := range []prometheus.Collector{p.m.records, p.m.refused} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("subscriber: %w", err)
+			}
+		}
+	}
+	return p, nil
 }
 
-// Seen records that uuid is active on channels (a subscribe or heartbeat),
-// announcing a join where it is not present yet.
-func (n *Node) Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) {
-	n.pres.seen(a, chs, uuid, timeout)
+// Heartbeat records that uuid is active on channels (a subscribe or
+// heartbeat), announcing a join where it is not present yet. It refuses a
+// uuid longer than MaxUUIDBytes (ErrUUIDTooLong, a bad request) and, when
+// the node keeps PresenceMax records already, any new one
+// (ErrPresenceFull, unavailable): then nothing is recorded. Refreshing
+// records the node keeps is never refused.
+func (n *Node) Heartbeat(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) error {
+	return n.pres.seen(a, chs, uuid, timeout)
 }
 
-func (p *presenceBook) seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) {
+// checkUUID refuses a uuid presence does not keep.
+func checkUUID(uuid string) error {
+	if len(uuid) > MaxUUIDBytes {
+		return fmt.Errorf("uuid of %d bytes: %w", len(uuid), ErrUUIDTooLong)
+	}
+	return nil
+}
+
+func (p *presenceBook) seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) error {
 	if uuid == "" {
-		return
+		return nil
+	}
+	if err := checkUUID(uuid); err != nil {
+		return err
 	}
 	if timeout <= 0 {
 		timeout = p.n.cfg.PresenceTimeout
@@ -54,22 +111,52 @@ func (p *presenceBook) seen(a channelgroups.Account, chs []channelgroups.Channel
 	now := p.n.now()
 	var joins []channelgroups.Channel
 	p.mu.Lock()
+	fresh := 0 // records to add (a channel named twice counts twice: an upper bound)
+	for _, c := range chs {
+		if _, ok := p.served[chanKey{Account: a, Channel: c}][uuid]; !ok && !strings.HasSuffix(string(c), PresenceSuffix) {
+			fresh++
+		}
+	}
+	if max := p.n.cfg.PresenceMax; fresh > 0 && (p.nServed+fresh > max || p.nPresent >= max) {
+		p.mu.Unlock()
+		p.m.refused.Inc()
+		return ErrPresenceFull
+	}
 	for _, c := range chs {
 		if strings.HasSuffix(string(c), PresenceSuffix) {
 			continue
 		}
 		ck := chanKey{Account: a, Channel: c}
-		if p.served[ck] == nil {
-			p.served[ck] = map[string]seenUser{}
+		users := p.served[ck]
+		if users == nil {
+			users = map[string]seenUser{}
+			p.served[ck] = users
 		}
-		p.served[ck][uuid] = seenUser{last: now, timeout: timeout}
+		if _, ok := users[uuid]; !ok {
+			p.nServed++
+		}
+		users[uuid] = seenUser{last: now, timeout: timeout}
 		if _, ok := p.present[ck][uuid]; !ok {
 			joins = append(joins, c)
 		}
 	}
+	p.m.records.Set(float64(p.nServed))
 	p.mu.Unlock()
 	for _, c := range joins {
 		p.announce(context.Background(), presence{Account: a, Channel: c, Action: "join", UUID: uuid, When: now.Unix()})
+	}
+	return nil
+}
+
+// forgetLocked deletes a served record, if kept; mu is held.
+func (p *presenceBook) forgetLocked(ck chanKey, users map[string]seenUser, uuid string) {
+	if _, ok := users[uuid]; !ok {
+		return
+	}
+	delete(users, uuid)
+	p.nServed--
+	if len(users) == 0 {
+		delete(p.served, ck)
 	}
 }
 
@@ -83,7 +170,8 @@ func (n *Node) Leave(ctx context.Context, a channelgroups.Account, chs []channel
 	for _, c := range chs {
 		ck := chanKey{Account: a, Channel: c}
 		p.mu.Lock()
-		delete(p.served[ck], uuid)
+		p.forgetLocked(ck, p.served[ck], uuid)
+		p.m.records.Set(float64(p.nServed))
 		_, present := p.present[ck][uuid]
 		p.mu.Unlock()
 		if present {
@@ -116,16 +204,14 @@ func (p *presenceBook) timeouts(ctx context.Context, now time.Time) {
 	for ck, users := range p.served {
 		for u, s := range users {
 			if now.Sub(s.last) >= s.timeout && !p.n.hub.polling(ck) {
-				delete(users, u)
+				p.forgetLocked(ck, users, u)
 				if _, ok := p.present[ck][u]; ok {
 					out = append(out, presence{Account: ck.Account, Channel: ck.Channel, Action: "timeout", UUID: u, When: now.Unix()})
 				}
 			}
 		}
-		if len(users) == 0 {
-			delete(p.served, ck)
-		}
 	}
+	p.m.records.Set(float64(p.nServed))
 	p.mu.Unlock()
 	for _, e := range out {
 		p.announce(ctx, e)
@@ -152,21 +238,25 @@ func (p *presenceBook) announce(ctx context.Context, e presence) {
 
 // apply updates occupancy from a logged event and delivers it on the
 // channel's presence channel. A join of a present user, or a leave of an
-// absent one, changes nothing and is not delivered.
+// absent one, changes nothing and is not delivered; nor does a join whose
+// uuid is longer than MaxUUIDBytes (no node announces one), so every node
+// of the shard still counts the same.
 func (p *presenceBook) apply(e *presence, pos channelgroups.Position) *wakeup {
 	ck := chanKey{Account: e.Account, Channel: e.Channel}
 	p.mu.Lock()
 	users := p.present[ck]
 	_, was := users[e.UUID]
 	switch {
-	case e.Action == "join" && !was:
+	case e.Action == "join" && !was && checkUUID(e.UUID) == nil:
 		if users == nil {
 			users = map[string]struct{}{}
 			p.present[ck] = users
 		}
 		users[e.UUID] = struct{}{}
+		p.nPresent++
 	case e.Action != "join" && was:
 		delete(users, e.UUID)
+		p.nPresent--
 		if len(users) == 0 {
 			delete(p.present, ck)
 		}
@@ -186,14 +276,17 @@ func (p *presenceBook) dropShard(shard int) {
 	shards := len(p.n.shards)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k := range p.present {
+	for k, users := range p.present {
 		if channelgroups.ShardOf(k.Account, shards) == shard {
+			p.nPresent -= len(users)
 			delete(p.present, k)
 		}
 	}
-	for k := range p.served {
+	for k, users := range p.served {
 		if channelgroups.ShardOf(k.Account, shards) == shard {
+			p.nServed -= len(users)
 			delete(p.served, k)
 		}
 	}
+	p.m.records.Set(float64(p.nServed))
 }

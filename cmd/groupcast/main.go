@@ -13,6 +13,9 @@
 //	cluster [--json]                 the cluster's members and shard ownership, as the origin sees them
 //	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
 //	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
+//	bench soak (--url URL | --groupcastd PATH) [--duration D] [--subscribers N] [--rate R]
+//	                                 subscribers coming and going at half the fan-out maximum; RSS,
+//	                                 goroutines and fds every 10 s, and a flat/not-flat verdict
 //	bench suite [--quick] [--only S,..] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
 //	                                 every scenario, with results.json, report.md and plots (make bench)
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
@@ -276,6 +279,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "suite" {
 		return benchSuite(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "soak" {
+		return benchSoak(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 2 && args[0] == "report" {
 		return bench.Rerender(args[1])
 	}
@@ -288,7 +294,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.HelloServer(ln)
 	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -360,6 +366,59 @@ func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	for _, s := range run.Steps {
 		fmt.Fprintf(stdout, "  offered=%.0f/s published=%.1f/s delivered=%.0f/s (%.2f× ceiling) lost=%d kept_up=%v half=%v publish→deliver %s\n",
 			s.Offered, s.PublishedPerSec, s.DeliveredPerSec, s.DeliveredPerSec/ceiling, s.Lost, s.KeptUp, s.Half, s.Latency)
+	}
+	return nil
+}
+
+func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast bench soak", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	origin := fs.String("url", "", "node to soak (its /metrics is sampled); empty needs --groupcastd")
+	gcd := fs.String("groupcastd", "", "start this groupcastd binary on a fresh embedded store and soak it")
+	d := fs.Duration("duration", 10*time.Minute, "how long the clients run")
+	subs := fs.Int("subscribers", bench.SoakSubscribers, "subscribers kept connected (half the fan-out maximum: 1,000 at 60 publishes/s)")
+	rate := fs.Float64("rate", bench.SoakRate, "publishes/s to the subscribers' channel")
+	every := fs.Duration("every", 10*time.Second, "how often the node's RSS, goroutines and fds are read")
+	life := fs.Duration("lifetime", 30*time.Second, "a subscriber's mean life before it vanishes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*origin == "") == (*gcd == "") {
+		return errors.New("bench soak: give --url or --groupcastd")
+	}
+	if err := bench.RaiseFileLimit(); err != nil {
+		return err
+	}
+	if *gcd != "" {
+		dir, err := os.MkdirTemp("", "groupcast-soak")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		*origin = "http://" + addr
+		p, err := bench.StartProc(ctx, dir, "groupcastd", *origin, "/readyz", *gcd, "--listen", addr, "--data", filepath.Join(dir, "data"), "--log-level", "warn")
+		if err != nil {
+			return err
+		}
+		defer p.Stop()
+		fmt.Fprintf(stderr, "soak: groupcastd pid %d on %s\n", p.PID(), *origin)
+	}
+	res, err := bench.Soak(ctx, bench.SoakConfig{Origin: strings.TrimSuffix(*origin, "/"), Subscribers: *subs, Rate: *rate,
+		Duration: *d, Every: *every, Lifetime: *life, Rows: stderr})
+	if err != nil {
+		return err
+	}
+	if err := res.Table(stdout); err != nil {
+		return err
+	}
+	if !res.Flat() {
+		return errors.New("bench soak: not flat")
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -57,6 +58,7 @@ func main() {
 type options struct {
 	listen, data                 string
 	cassandra, cassandraDC       string
+	cassandraTimeout             time.Duration
 	replication, keyspace, redis string
 	redisPrefix, regionDCs       string
 	region, shards               int
@@ -66,14 +68,24 @@ type options struct {
 	refreshEvery, pollHold       time.Duration
 	ringAge                      time.Duration
 	ringSize                     int
+	ringBytes                    int64
+	presenceMax                  int
 	shutdownTimeout              time.Duration
 	debugListen                  string
+
+	// the HTTP server's limits (httpapi.Limits)
+	maxConns, maxParked, maxParkedPerIP int
+	trustedProxies                      []netip.Prefix
 
 	gossip, join, advertise string
 	replicas, suspicionMult int
 	drain                   time.Duration
 	probeInterval           time.Duration
 	probeTimeout            time.Duration
+
+	// the shard logs (redislog.Config.MaxLen, memlog.Config)
+	logMaxLen int
+	logBytes  int64
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -83,8 +95,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to serve HTTP on")
 	fs.StringVar(&o.data, "data", "./data", "directory of the embedded store")
-	fs.StringVar(&o.cassandra, "cassandra", "", "comma-separated Cassandra hosts; empty = embedded store under --data")
+	fs.StringVar(&o.cassandra, "cassandra", "", "comma-separated Cassandra hosts, each host or host:port (one port for all; default 9042); empty = embedded store under --data")
 	fs.StringVar(&o.cassandraDC, "cassandra-dc", "dc1", "this region's Cassandra datacenter")
+	fs.DurationVar(&o.cassandraTimeout, "cassandra-timeout", 2*time.Second, "how long one Cassandra query (or connection set-up) may wait for an answer: when Cassandra stops answering, an edit gets 503 within about twice this; 0 = 5s")
 	fs.StringVar(&o.replication, "cassandra-replication", "", "replication per DC used when creating the keyspace, e.g. dc1:3,dc2:3; empty = <cassandra-dc>:1")
 	fs.StringVar(&o.keyspace, "keyspace", "groupcast", "Cassandra keyspace")
 	fs.StringVar(&o.regionDCs, "region-dcs", "", "Cassandra datacenter of each other region, e.g. 2=eu,3=ap: token reads of edits made there read that DC")
@@ -101,9 +114,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.pollHold, "poll-hold", 280*time.Second, "how long a subscribe long-poll parks at most")
 	fs.IntVar(&o.ringSize, "ring-size", 100, "messages kept per channel for subscribe cursors and history")
 	fs.DurationVar(&o.ringAge, "ring-age", 20*time.Minute, "how long messages are kept for subscribe cursors and history")
+	fs.Int64Var(&o.ringBytes, "ring-bytes", 256<<20, "bytes of messages kept for subscribe cursors and history, all channels together; past it the oldest go first")
+	fs.IntVar(&o.presenceMax, "presence-max", 1_000_000, "presence records (one per channel per uuid) this node keeps; past it new subscribes and heartbeats get 503")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.StringVar(&o.debugListen, "debug-listen", "", "address to serve Go's profiler on (/debug/pprof/); empty = off")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "client connections open at once, parked long-polls' included; past it 503; 0 = RLIMIT_NOFILE less a reserve of 1/16 (32 to 4096), halved with --gossip; -1 = no bound")
+	fs.IntVar(&o.maxParked, "max-parked", 0, "subscribes (parked long-polls) served at once; past it 503; 0 = 9/10 of --max-conns; -1 = no bound")
+	fs.IntVar(&o.maxParkedPerIP, "max-parked-per-ip", 0, "subscribes served at once for one client address (IPv6: its /64; loopback exempt); past it 429; 0 = 1/10 of --max-parked, 1000 to 10000; -1 = no bound")
+	trusted := fs.String("trusted-proxies", defaultTrustedProxies, "addresses and CIDR prefixes of proxies (load balancers, the cluster's nodes) whose X-Forwarded-For names the client for --max-parked-per-ip; none = trust no one")
 	fs.StringVar(&o.gossip, "gossip", "", "address (ip:port) to gossip on with the cluster's other nodes (memberlist); empty = a single node that owns every shard")
 	fs.StringVar(&o.join, "join", "", "comma-separated gossip addresses of nodes to join through; empty = the first node")
 	fs.StringVar(&o.advertise, "advertise", "", "this node's HTTP address (host:port) as other nodes reach it; empty = the --listen address")
@@ -111,6 +130,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGTERM, how long parked long-polls are released over (after the shards' new owners caught up)")
 	fs.DurationVar(&o.probeInterval, "gossip-probe-interval", 0, "how often a random member is probed for failure; 0 = memberlist's LAN default (1s; a dead node is noticed in about 5s)")
 	fs.DurationVar(&o.probeTimeout, "gossip-probe-timeout", 0, "how long a probe waits for its ack; 0 = memberlist's LAN default (500ms)")
+	fs.IntVar(&o.logMaxLen, "log-max-len", 100_000, "entries each shard's log keeps (with --redis, at least this many: streams are trimmed in whole nodes of up to 100); a node that falls further behind re-reads the shard's groups from storage")
+	fs.Int64Var(&o.logBytes, "log-bytes", 32<<20, "bytes the in-process log (without --redis) keeps, all shards together; past it the oldest entries go first")
 	fs.IntVar(&o.suspicionMult, "gossip-suspicion-mult", 0, "how many probe intervals (times log10 of the member count) a suspect has to refute it; 0 = memberlist's LAN default (4)")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -129,6 +150,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	tp, err := httpapi.ParseTrustedProxies(*trusted)
+	if err != nil {
+		return o, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	o.trustedProxies = tp
+	if o.maxConns < -1 || o.maxParked < -1 || o.maxParkedPerIP < -1 {
+		return o, errors.New("--max-conns, --max-parked and --max-parked-per-ip must be -1 (no bound), 0 (default) or positive")
 	}
 	if o.region < 1 {
 		return o, fmt.Errorf("--region must be >= 1, got %d", o.region)
@@ -158,7 +187,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return o, fmt.Errorf("--replicas must be >= 1, got %d", o.replicas)
 	}
 	for name, d := range map[string]time.Duration{"--drain": o.drain, "--gossip-probe-interval": o.probeInterval, "--gossip-probe-timeout": o.probeTimeout,
-		"--poll-hold": o.pollHold, "--refresh-every": o.refreshEvery, "--fresh-wait": o.freshWait, "--ring-age": o.ringAge, "--volatile-ttl": o.volatileTTL, "--shutdown-timeout": o.shutdownTimeout} {
+		"--poll-hold": o.pollHold, "--refresh-every": o.refreshEvery, "--fresh-wait": o.freshWait, "--ring-age": o.ringAge, "--volatile-ttl": o.volatileTTL, "--shutdown-timeout": o.shutdownTimeout, "--cassandra-timeout": o.cassandraTimeout} {
 		if d < 0 {
 			return o, fmt.Errorf("%s must not be negative, got %v", name, d)
 		}
@@ -166,11 +195,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.drain >= o.shutdownTimeout {
 		return o, fmt.Errorf("--drain (%v) must be shorter than --shutdown-timeout (%v)", o.drain, o.shutdownTimeout)
 	}
+	if o.logMaxLen < 1 || o.logBytes < 1 {
+		return o, fmt.Errorf("--log-max-len and --log-bytes must be >= 1, got %d and %d", o.logMaxLen, o.logBytes)
+	}
 	if o.suspicionMult < 0 || o.ringSize < 1 {
 		return o, errors.New("--gossip-suspicion-mult must be >= 0 and --ring-size >= 1")
 	}
 	return o, nil
 }
+
+// defaultTrustedProxies are loopback and the private ranges, where load
+// balancers and the cluster's other nodes (which forward subscribes with
+// X-Forwarded-For) usually are; clients from the internet cannot pass for
+// someone else.
+const defaultTrustedProxies = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 func parseReplication(s, localDC string) (map[string]int, error) {
 	if s == "" {
@@ -217,6 +255,38 @@ func loadSecret(configured, dir string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(s), nil
+}
+
+// cassandraContacts splits --cassandra into contact hosts and the native
+// transport port (zero: the default, 9042). gocql dials a contact point at
+// its own address, but every other node it discovers (system.peers) at
+// that node's rpc_address and one cluster-wide port: a port given with a
+// contact point (say, a proxy's in front of Cassandra) is that port, and
+// every entry that gives one must give the same. A proxy in front of
+// Cassandra must therefore listen on the nodes' rpc_address, or the pools to
+// discovered nodes bypass it.
+func cassandraContacts(spec string) (hosts []string, port int, err error) {
+	for entry := range strings.SplitSeq(spec, ",") {
+		host, p := entry, 0
+		if strings.Count(entry, ":") == 1 || strings.HasPrefix(entry, "[") {
+			var ps string
+			if host, ps, err = net.SplitHostPort(entry); err != nil {
+				return nil, 0, fmt.Errorf("--cassandra: %q: %w", entry, err)
+			}
+			if p, err = strconv.Atoi(ps); err != nil || p < 1 || p > 65535 {
+				return nil, 0, fmt.Errorf("--cassandra: %q: port must be 1-65535", entry)
+			}
+		}
+		if host == "" {
+			return nil, 0, fmt.Errorf("--cassandra: empty host in %q", spec)
+		}
+		if p != 0 && port != 0 && p != port {
+			return nil, 0, fmt.Errorf("--cassandra: %q: every host must use the same port (gocql dials one port cluster-wide), got %d and %d", spec, port, p)
+		}
+		port = max(port, p)
+		hosts = append(hosts, host)
+	}
+	return hosts, port, nil
 }
 
 // accountFilter parses --volatile-accounts.
@@ -276,11 +346,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
+		hosts, port, err := cassandraContacts(o.cassandra)
+		if err != nil {
+			return err
+		}
 		c, err := cassandra.New(ctx, cassandra.Config{
-			Hosts:       strings.Split(o.cassandra, ","),
+			Hosts:       hosts,
+			Port:        port,
 			LocalDC:     o.cassandraDC,
 			Keyspace:    o.keyspace,
 			Replication: repl,
+			Timeout:     o.cassandraTimeout,
 			Logger:      logger,
 		})
 		if err != nil {
@@ -300,7 +376,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if !ok || err != nil || region < 1 || dc == "" {
 				return fmt.Errorf("--region-dcs: %q is not region=dc", part)
 			}
-			remote, err := cassandra.New(ctx, cassandra.Config{Hosts: strings.Split(o.cassandra, ","), LocalDC: dc, Keyspace: o.keyspace, Logger: logger})
+			hosts, port, err := cassandraContacts(o.cassandra)
+			if err != nil {
+				return err
+			}
+			remote, err := cassandra.New(ctx, cassandra.Config{Hosts: hosts, Port: port, LocalDC: dc, Keyspace: o.keyspace, Timeout: o.cassandraTimeout, Logger: logger})
 			if err != nil {
 				return fmt.Errorf("region %d (dc %s): %w", region, dc, err)
 			}
@@ -319,11 +399,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logDesc  = "in-process"
 	)
 	if o.redis == "" {
-		if shardLog, err = memlog.New(memlog.Config{Shards: o.shards}); err != nil {
+		if shardLog, err = memlog.New(memlog.Config{Shards: o.shards, MaxLen: o.logMaxLen, MaxBytes: o.logBytes}); err != nil {
 			return err
 		}
 	} else {
-		rl, err := redislog.New(redislog.Config{Addr: o.redis, Prefix: o.redisPrefix, Region: o.region, Shards: o.shards})
+		rl, err := redislog.New(redislog.Config{Addr: o.redis, Prefix: o.redisPrefix, Region: o.region, Shards: o.shards, MaxLen: int64(o.logMaxLen)})
 		if err != nil {
 			return err
 		}
@@ -397,7 +477,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
 		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery, Ownership: ownership,
-		RegionStores: regionStores, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, Logger: logger, Registerer: reg,
+		RegionStores: regionStores, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, RingBytes: o.ringBytes, PresenceMax: o.presenceMax, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -452,8 +532,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		go func() { _ = http.Serve(dln, nil) }() // net/http/pprof registers on the default mux
 		logger.Info("profiler", "url", "http://"+dln.Addr().String()+"/debug/pprof/")
 	}
-	srv := httpapi.NewServer(api)
+	srv, err := httpapi.NewLimitedServer(api, httpapi.Limits{
+		MaxConns: o.maxConns, MaxParked: o.maxParked, MaxParkedPerIP: o.maxParkedPerIP, TrustedProxies: o.trustedProxies,
+	})
+	if err != nil {
+		return err
+	}
+	lim := srv.Limits()
+	logger.Info("limits", "max_conns", lim.MaxConns, "max_parked", lim.MaxParked, "max_parked_per_ip", lim.MaxParkedPerIP, "trusted_proxies", len(lim.TrustedProxies))
 	served := make(chan error, 1)
+	// Serve returns only when the listener fails for good: out of file
+	// descriptors, it pauses and retries.
 	go func() { served <- srv.Serve(ln) }()
 	url := "http://" + ln.Addr().String()
 	gossipDesc := "single node"

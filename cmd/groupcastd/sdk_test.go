@@ -14,29 +14,11 @@ import (
 // SDK (npm pubnub@11, installed by scripts/test into sdktest/), in the event
 // engine mode and the legacy loop: sdktest/conformance.mjs.
 func TestPubNubSDK(t *testing.T) {
-	dir, err := filepath.Abs("../../sdktest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := sdkDir(t)
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "pubnub", "package.json")); err != nil {
 		t.Fatalf("the PubNub SDK is not installed in %s: run `make test` (it runs npm ci there): %v", dir, err)
 	}
-	s := start(t, "--data", t.TempDir())
-	cmd := exec.Command("node", filepath.Join(dir, "conformance.mjs"), s.url)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	summary := ""
-	for sc.Scan() {
-		t.Log(sc.Text())
-		if strings.Contains(sc.Text(), " passed, ") {
-			summary = sc.Text()
-		}
-	}
-	fmt.Printf("sdk: %s\n", summary)
-	if err != nil || !strings.HasSuffix(summary, " 0 failed") {
-		t.Fatalf("SDK conformance: %v (%s)", err, summary)
-	}
+	runConformance(t, "sdk", "node", filepath.Join(dir, "conformance.mjs"))
 }
 
 // TestPubNubPythonSDK drives a real groupcastd with the official PubNub
@@ -44,17 +26,30 @@ func TestPubNubSDK(t *testing.T) {
 // by scripts/test into sdktest/.venv): sdktest/conformance.py. The Python
 // SDK is stricter about JSON types than the JavaScript one.
 func TestPubNubPythonSDK(t *testing.T) {
-	dir, err := filepath.Abs("../../sdktest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := sdkDir(t)
 	python := filepath.Join(dir, ".venv", "bin", "python")
 	if out, err := exec.Command(python, "-c", "import pubnub").CombinedOutput(); err != nil {
 		t.Fatalf("the PubNub Python SDK is not installed in %s/.venv: run `make test` (it creates the venv from requirements.txt): %v %s", dir, err, out)
 	}
+	runConformance(t, "sdk-python", python, filepath.Join(dir, "conformance.py"))
+}
+
+func sdkDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../sdktest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// runConformance runs an SDK's conformance script against a fresh embedded
+// node and prints its summary ("N passed, M failed") after label.
+func runConformance(t *testing.T, label, interpreter, script string) {
+	t.Helper()
 	s := start(t, "--data", t.TempDir())
-	cmd := exec.Command(python, filepath.Join(dir, "conformance.py"), s.url)
-	cmd.Dir = dir
+	cmd := exec.Command(interpreter, script, s.url)
+	cmd.Dir = filepath.Dir(script)
 	out, err := cmd.CombinedOutput()
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	summary := ""
@@ -64,8 +59,8 @@ func TestPubNubPythonSDK(t *testing.T) {
 			summary = sc.Text()
 		}
 	}
-	fmt.Printf("sdk-python: %s\n", summary)
+	fmt.Printf("%s: %s\n", label, summary)
 	if err != nil || !strings.HasSuffix(summary, " 0 failed") {
-		t.Fatalf("Python SDK conformance: %v (%s)", err, summary)
+		t.Fatalf("%s conformance: %v (%s)", label, err, summary)
 	}
 }

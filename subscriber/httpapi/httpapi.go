@@ -89,6 +89,9 @@ type API struct {
 	server *fasthttp.Server
 	// handedOff counts hijacked polls whose answer is not written yet.
 	handedOff atomic.Int64
+	// guard enforces the server's Limits, watches parked connections and
+	// counts panics (limits.go); nil without NewServer.
+	guard *guard
 
 	forwards       *prometheus.CounterVec // by result; nil without a Registerer
 	forwardLatency prometheus.Histogram
@@ -170,7 +173,9 @@ type Pubsub interface {
 	StartPoll(ctx context.Context, req subscriber.PollRequest, done func(subscriber.PollResult, error)) *subscriber.Parked
 	History(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) ([]*subscriber.Message, error)
 	ReleasePollsOver(d time.Duration)
-	Seen(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration)
+	// Heartbeat records uuid as present; it refuses a join past the node's
+	// presence cap (unavailable) and a uuid presence does not keep.
+	Heartbeat(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) error
 	Leave(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string)
 	Occupancy(ctx context.Context, a channelgroups.Account, c channelgroups.Channel) ([]string, error)
 }
@@ -217,11 +222,29 @@ const serverName = "groupcast"
 // so parked long-polls do not hold it.
 const MaxRequestHeaderBytes = 128 << 10
 
-// NewServer returns a fasthttp server for the API with JSON error answers
-// for requests fasthttp itself rejects.
+// NewServer returns a Server for the API with JSON error answers for
+// requests fasthttp itself rejects, under the default Limits
+// (DefaultLimits of the process's RLIMIT_NOFILE).
 // A server serves one API: its parked long-polls go back to it.
-func NewServer(a *API) *fasthttp.Server {
+func NewServer(a *API) *Server {
+	s, err := NewLimitedServer(a, Limits{})
+	if err != nil {
+		panic(err) // zero Limits are valid
+	}
+	return s
+}
+
+// NewLimitedServer is NewServer under lim; its zero fields take their
+// defaults.
+func NewLimitedServer(a *API, lim Limits) (*Server, error) {
+	if err := lim.validate(); err != nil {
+		return nil, err
+	}
+	lim = lim.withDefaults(openFileLimit(), a.cfg.Router != nil)
 	a.server = &fasthttp.Server{
+		// fasthttp's own complaints (a body over the limit, a read
+		// timeout) go to the node's log, not to stderr unformatted.
+		Logger:                printfLogger{a.cfg.Logger},
 		Handler:               a.Handle,
 		ErrorHandler:          a.handleTransportError,
 		Name:                  serverName,
@@ -240,7 +263,14 @@ func NewServer(a *API) *fasthttp.Server {
 		// (see longpoll.go).
 		KeepHijackedConns: true,
 	}
-	return a.server
+	if lim.MaxConns > 0 {
+		// The listener bounds connections (and answers those past the
+		// bound); fasthttp's own bound, on the ones it serves, must not
+		// come first.
+		a.server.Concurrency = lim.MaxConns + MaxRefusing
+	}
+	a.guard = newGuard(a, lim)
+	return &Server{Server: a.server, g: a.guard}, nil
 }
 
 func (a *API) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
@@ -255,10 +285,16 @@ func (a *API) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-// Handle serves one request.
+// Handle serves one request. A panic is recovered and answered 500
+// (recover.go).
 func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	defer a.recoverRequest(ctx, start)
 	setCommonHeaders(ctx)
+	if a.guard != nil && a.guard.refuseConn(ctx) {
+		a.observe("limited", ctx.Response.StatusCode(), start)
+		return
+	}
 	endpoint := a.route(ctx)
 	if !ctx.Hijacked() { // a parked poll is counted when it answers
 		a.observe(endpoint, ctx.Response.StatusCode(), start)
@@ -477,3 +513,10 @@ func validEscapes(q []byte) bool {
 }
 
 func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+// printfLogger adapts slog to fasthttp's Logger.
+type printfLogger struct{ l *slog.Logger }
+
+func (p printfLogger) Printf(format string, args ...any) {
+	p.l.Debug("http server", "msg", fmt.Sprintf(format, args...))
+}

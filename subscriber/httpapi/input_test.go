@@ -135,3 +135,19 @@ func TestBadQueryEscapes(t *testing.T) {
 		t.Fatalf("group g = %v, want [a%%b]", got)
 	}
 }
+
+// A heartbeat past the node's presence cap is a 503 with Retry-After, not a
+// 200 that records nothing.
+func TestHeartbeatAtPresenceCap(t *testing.T) {
+	h := newHarnessWith(t, subscriber.Config{PresenceMax: 1})
+	if r := h.get("/v2/presence/sub-key/demo/channel/a/heartbeat?heartbeat=60&uuid=one"); r.status != 200 {
+		t.Fatalf("first heartbeat: %d %s", r.status, r.body)
+	}
+	r := h.get("/v2/presence/sub-key/demo/channel/a/heartbeat?heartbeat=60&uuid=two")
+	if r.status != http.StatusServiceUnavailable || r.headers["Retry-After"] == "" || !json.Valid(r.body) {
+		t.Fatalf("heartbeat past the cap: %d %v %s; want 503 with Retry-After", r.status, r.headers, r.body)
+	}
+	if r := h.get("/v2/presence/sub-key/demo/channel/a/heartbeat?heartbeat=60&uuid=one"); r.status != 200 {
+		t.Fatalf("refreshing a kept record: %d %s", r.status, r.body)
+	}
+}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"sync"
@@ -25,6 +26,11 @@ import (
 // serve the connection's next request (Server.ServeConn) until it parks again
 // or closes.
 
+// While a poll is parked its connection is watched for the client's
+// hang-up (watch_linux.go): a client that goes away has its poll cancelled
+// and its connection closed at once, and, unless it comes back within
+// DroppedLeaveGrace, it leaves the poll's channels' presence.
+
 // pendingAnswer joins a poll's answer and its hijacked connection; the
 // second of the two to arrive writes the response.
 type pendingAnswer struct {
@@ -32,6 +38,12 @@ type pendingAnswer struct {
 	acct      channelgroups.Account
 	start     time.Time
 	keepAlive bool
+	// addr is the client address the poll counts under, admitted whether
+	// it took a place there (guard.admitPoll).
+	addr     netip.Addr
+	admitted bool
+	channels []channelgroups.Channel // for the presence of a dropped poll
+	uuid     string
 
 	mu       sync.Mutex
 	answered bool
@@ -39,15 +51,27 @@ type pendingAnswer struct {
 	err      error
 	conn     net.Conn
 	waiting  chan struct{} // only when the API has no server to hand back to
+	parked   *subscriber.Parked
+	unwatch  func() // stops watching conn for a hang-up
+	gone     bool   // the client hung up before the answer
+	finished bool
 }
 
 func (p *pendingAnswer) deliver(res subscriber.PollResult, err error) {
 	p.mu.Lock()
 	p.answered, p.res, p.err = true, res, err
-	c, waiting := p.conn, p.waiting
+	c, waiting, gone, unwatch := p.conn, p.waiting, p.gone, p.unwatch
+	p.unwatch = nil
 	p.mu.Unlock()
 	if waiting != nil {
 		close(waiting)
+	}
+	if gone {
+		p.dropped()
+		return
+	}
+	if unwatch != nil {
+		unwatch()
 	}
 	if c != nil {
 		p.write(c) // on the node's short-lived goroutine for this poll
@@ -67,9 +91,60 @@ func (p *pendingAnswer) attach(c net.Conn) {
 	}
 	p.conn = c
 	answered := p.answered
+	if !answered && p.api.guard != nil {
+		p.unwatch = p.api.guard.watch.watch(c, p.clientGone)
+	}
 	p.mu.Unlock()
 	if answered {
 		p.write(c)
+	}
+}
+
+// clientGone is called by the watcher when the parked poll's client hung
+// up: the connection closes now, and the poll is cancelled; its answer
+// (dropped) then gives back its place.
+func (p *pendingAnswer) clientGone() {
+	p.mu.Lock()
+	if p.answered {
+		p.mu.Unlock()
+		return // the answer is being written; its write fails
+	}
+	p.gone = true
+	c, w := p.conn, p.parked
+	p.mu.Unlock()
+	_ = c.Close()
+	if w != nil {
+		w.Cancel()
+	}
+}
+
+// dropped ends a poll whose client hung up; it is counted as answered 499
+// (nginx's "client closed request").
+func (p *pendingAnswer) dropped() {
+	a := p.api
+	a.observe("subscribe", statusClientClosed, p.start)
+	if g := a.guard; g != nil {
+		g.dropped.Inc()
+		g.leaveLater(p)
+	}
+	p.finish()
+}
+
+const statusClientClosed = 499
+
+// finish gives back what the poll held, once: its place under the limits
+// and Drain's count of answers to write.
+func (p *pendingAnswer) finish() {
+	p.mu.Lock()
+	done := p.finished
+	p.finished = true
+	p.mu.Unlock()
+	if done {
+		return
+	}
+	p.api.handedOff.Add(-1)
+	if g := p.api.guard; g != nil && p.admitted {
+		g.releasePoll(p)
 	}
 }
 
@@ -130,8 +205,37 @@ var answerPool = sync.Pool{New: func() any {
 // write sends the answer on the hijacked connection and gives the
 // connection back to the server, or closes it.
 func (p *pendingAnswer) write(c net.Conn) {
+	keep := p.writeAnswer(c)
+	p.finish() // written: Drain need not wait for what follows
+	if !keep {
+		_ = c.Close()
+		return
+	}
+	p.api.serveConn(c) // returns when the connection closes or parks again
+}
+
+// writeAnswer writes the answer and reports whether the connection may
+// serve another request. A panic is recovered: the client gets a 500 (if
+// nothing was written yet) and the connection closes; the node and its
+// other polls go on.
+func (p *pendingAnswer) writeAnswer(c net.Conn) (keep bool) {
 	a := p.api
 	ctx := answerPool.Get().(*fasthttp.RequestCtx)
+	sending := false
+	defer func() {
+		v := recover()
+		if v == nil {
+			ctx.Response.Reset() // do not keep up to 99 messages in the pool
+			answerPool.Put(ctx)
+			return
+		}
+		keep = false
+		a.recovered(v, "subscribe answer")
+		if !sending {
+			a.writeInternalError(c)
+		}
+		a.observe("subscribe", fasthttp.StatusInternalServerError, p.start)
+	}()
 	ctx.Response.Reset()
 	setCommonHeaders(ctx)
 	h := &ctx.Response.Header
@@ -146,41 +250,68 @@ func (p *pendingAnswer) write(c net.Conn) {
 	if a.server.WriteTimeout > 0 {
 		_ = c.SetWriteDeadline(time.Now().Add(a.server.WriteTimeout))
 	}
+	sending = true
 	_, err := ctx.Response.WriteTo(c)
-	ctx.Response.Reset() // do not keep up to 99 messages in the pool
-	answerPool.Put(ctx)
-	a.handedOff.Add(-1) // written: Drain need not wait for what follows
 	if err == nil && !closeAfter {
 		err = c.SetDeadline(time.Time{})
 	}
-	if err != nil || closeAfter {
-		_ = c.Close()
-		return
-	}
-	_ = a.server.ServeConn(&servedConn{c}) // returns when the connection closes or parks again
+	return err == nil && !closeAfter
+}
+
+// serveConn serves a connection handed back after a parked poll's answer.
+// Handle recovers its own panics; one in the server itself closes the
+// connection.
+func (a *API) serveConn(c net.Conn) {
+	defer func() {
+		if v := recover(); v != nil {
+			a.recovered(v, "serving a connection after a long-poll")
+			_ = c.Close()
+		}
+	}()
+	_ = a.server.ServeConn(&servedConn{c})
 }
 
 // servePoll starts the poll and answers it at once, or parks it on the
-// hijacked connection.
+// hijacked connection. A subscribe past the Server's limits is refused
+// (guard.admitPoll).
 func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, req subscriber.PollRequest) {
-	p := &pendingAnswer{api: a, acct: acct, start: time.Now(), keepAlive: !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11()}
+	p := &pendingAnswer{api: a, acct: acct, start: time.Now(), keepAlive: !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11(),
+		channels: req.Channels, uuid: req.UUID}
+	if g := a.guard; g != nil {
+		p.addr = g.clientAddr(ctx)
+		if !g.admitPoll(ctx, p.addr) {
+			return
+		}
+		p.admitted = true
+		g.track(p)
+	}
 	if a.server == nil {
 		p.waiting = make(chan struct{}) // not served by NewServer: wait here
 	}
 	// Counted before the poll starts, so that a Drain that releases it
 	// between here and the hijack still waits for its answer.
 	a.handedOff.Add(1)
-	a.cfg.Pubsub.StartPoll(context.Background(), req, p.deliver)
+	parked := false
+	defer func() {
+		if !parked {
+			p.finish() // answered at once, or StartPoll panicked (Handle recovers)
+		}
+	}()
+	w := a.cfg.Pubsub.StartPoll(context.Background(), req, p.deliver)
+	p.mu.Lock()
+	p.parked = w
+	p.mu.Unlock()
 	if a.server == nil {
 		<-p.waiting
 	}
 	if p.ready() {
-		a.handedOff.Add(-1)
 		a.answerSubscribe(ctx, acct, p.res, p.err)
 		return
 	}
 	// If fasthttp fails the connection before it runs the hijack handler,
-	// the count stays up: Drain then waits DrainTimeout, no longer.
+	// the count stays up (Drain then waits DrainTimeout, no longer) and so
+	// does the poll's place under the limits.
+	parked = true
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(p.attach)
 }

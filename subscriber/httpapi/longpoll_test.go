@@ -21,9 +21,10 @@ import (
 )
 
 // TestDroppedLongPollsAreReleased opens 1,000 long-polls over real TCP and
-// drops them from the client side. fasthttp does not report a client going
-// away, so each parked poll ends on its own hold timer (here 500ms); then the
-// goroutines and the heap must be back at their baseline.
+// drops them from the client side. Each parked poll ends when the watcher
+// sees its connection close (watch_linux.go) or, at the latest, on its hold
+// timer (here 500ms); then the goroutines and the heap must be back at their
+// baseline.
 func TestDroppedLongPollsAreReleased(t *testing.T) {
 	_, cfg := embeddedWith(t, prometheus.NewRegistry(), subscriber.Config{PollHold: 500 * time.Millisecond})
 	base := nodetest.Serve(t, cfg)

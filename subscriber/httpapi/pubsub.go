@@ -33,7 +33,7 @@ const (
 // MaxUUIDBytes is the longest uuid (client identity) any endpoint accepts:
 // PubNub's own limit. Presence keeps one record per channel per uuid, so an
 // unbounded uuid would let one request pin megabytes.
-const MaxUUIDBytes = 92
+const MaxUUIDBytes = subscriber.MaxUUIDBytes
 
 // uuidArg returns the request's uuid, refusing one too long or not UTF-8.
 func uuidArg(args *fasthttp.Args) (string, error) {
@@ -473,7 +473,10 @@ func (a *API) serveHeartbeat(ctx *fasthttp.RequestCtx, parts []string) {
 		a.writeDomainError(ctx, "Presence", err)
 		return
 	}
-	a.cfg.Pubsub.Seen(acct, chs, uuid, time.Duration(hb)*time.Second)
+	if err := a.cfg.Pubsub.Heartbeat(acct, chs, uuid, time.Duration(hb)*time.Second); err != nil {
+		a.writeDomainError(ctx, "Presence", err)
+		return
+	}
 	ctx.SetBodyString(`{"status":200,"message":"OK","service":"Presence"}`)
 }
 

@@ -4,6 +4,7 @@ package logtest
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,16 +14,19 @@ import (
 )
 
 // Run runs the suite. newLog returns an empty log with the given number of
-// shards, private to the calling test.
-func Run(t *testing.T, newLog func(t *testing.T, shards int) subscriber.Log) {
-	t.Run("AppendOrder", func(t *testing.T) { t.Parallel(); testAppendOrder(t, newLog(t, 4)) })
-	t.Run("ReadAfterCursor", func(t *testing.T) { t.Parallel(); testReadAfterCursor(t, newLog(t, 4)) })
-	t.Run("ReadWaitsForAppend", func(t *testing.T) { t.Parallel(); testReadWaits(t, newLog(t, 4)) })
-	t.Run("ReadTimesOut", func(t *testing.T) { t.Parallel(); testReadTimesOut(t, newLog(t, 4)) })
-	t.Run("ConcurrentAppends", func(t *testing.T) { t.Parallel(); testConcurrentAppends(t, newLog(t, 2)) })
-	t.Run("BadShard", func(t *testing.T) { t.Parallel(); testBadShard(t, newLog(t, 2)) })
-	t.Run("Range", func(t *testing.T) { t.Parallel(); testRange(t, newLog(t, 2)) })
-	t.Run("ReadSubset", func(t *testing.T) { t.Parallel(); testReadSubset(t, newLog(t, 4)) })
+// shards, private to the calling test, that keeps at least maxLen entries
+// per shard (zero: its default) and drops older ones.
+func Run(t *testing.T, newLog func(t *testing.T, shards, maxLen int) subscriber.Log) {
+	t.Run("AppendOrder", func(t *testing.T) { t.Parallel(); testAppendOrder(t, newLog(t, 4, 0)) })
+	t.Run("ReadAfterCursor", func(t *testing.T) { t.Parallel(); testReadAfterCursor(t, newLog(t, 4, 0)) })
+	t.Run("ReadWaitsForAppend", func(t *testing.T) { t.Parallel(); testReadWaits(t, newLog(t, 4, 0)) })
+	t.Run("ReadTimesOut", func(t *testing.T) { t.Parallel(); testReadTimesOut(t, newLog(t, 4, 0)) })
+	t.Run("ConcurrentAppends", func(t *testing.T) { t.Parallel(); testConcurrentAppends(t, newLog(t, 2, 0)) })
+	t.Run("BadShard", func(t *testing.T) { t.Parallel(); testBadShard(t, newLog(t, 2, 0)) })
+	t.Run("Range", func(t *testing.T) { t.Parallel(); testRange(t, newLog(t, 2, 0)) })
+	t.Run("ReadSubset", func(t *testing.T) { t.Parallel(); testReadSubset(t, newLog(t, 4, 0)) })
+	t.Run("GapAfterTrim", func(t *testing.T) { t.Parallel(); testGapAfterTrim(t, newLog(t, 4, 10)) })
+	t.Run("NoGapKeepingUp", func(t *testing.T) { t.Parallel(); testNoGapKeepingUp(t, newLog(t, 2, 10)) })
 }
 
 func appendN(t *testing.T, l subscriber.Log, shard, n int, prefix string) []channelgroups.Position {
@@ -208,5 +212,115 @@ func testRange(t *testing.T, l subscriber.Log) {
 	none, err := l.Range(t.Context(), 1, ps[9], 100)
 	if err != nil || len(none) != 0 {
 		t.Fatalf("Range after the end: %+v, %v", none, err)
+	}
+}
+
+// trimmedPast appends to shard until the log has dropped the entries after
+// cursor (Range from it starts with a gap), and returns every position
+// appended.
+func trimmedPast(t *testing.T, l subscriber.Log, shard int, cursor channelgroups.Position, ps []channelgroups.Position) []channelgroups.Position {
+	t.Helper()
+	for i := 0; ; i++ {
+		if i == 100 {
+			t.Fatalf("Range from %v reports no gap after %d appends to a log that keeps 10 entries", cursor, len(ps))
+		}
+		ps = append(ps, appendN(t, l, shard, 50, fmt.Sprintf("new%d-", i))...)
+		es, err := l.Range(t.Context(), shard, cursor, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) > 0 && es[0].Gap {
+			return ps
+		}
+	}
+}
+
+// checkGap checks that es (one shard's entries after cursor) is a gap
+// entry naming exactly the newest position lost, followed by every
+// appended entry after it.
+func checkGap(t *testing.T, what string, es []subscriber.LogEntry, shard int, cursor channelgroups.Position, ps []channelgroups.Position) {
+	t.Helper()
+	if len(es) < 2 || !es[0].Gap || es[0].Shard != shard || es[0].Data != nil {
+		t.Fatalf("%s: got %d entries starting %+v; want a gap entry of shard %d, then records", what, len(es), es[0], shard)
+	}
+	k := slices.Index(ps, es[1].Pos)
+	if k < 1 {
+		t.Fatalf("%s: first record after the gap at %v, not an appended position", what, es[1].Pos)
+	}
+	if es[0].Pos != ps[k-1] || !cursor.Less(es[0].Pos) {
+		t.Fatalf("%s: gap through %v; want %v, the position before the first record kept (cursor %v)", what, es[0].Pos, ps[k-1], cursor)
+	}
+	for i, e := range es[1:] {
+		if e.Gap || e.Shard != shard || k+i >= len(ps) || e.Pos != ps[k+i] {
+			t.Fatalf("%s: entry %d after the gap = %+v; want the record at %v", what, i, e, ps[min(k+i, len(ps)-1)])
+		}
+	}
+	if k+len(es)-1 != len(ps) {
+		t.Fatalf("%s: %d records after the gap; want the %d kept", what, len(es)-1, len(ps)-k)
+	}
+}
+
+// testGapAfterTrim: a reader whose cursor the log trimmed past gets a gap
+// entry, exact both ways: it names the newest position lost, and readers
+// the trimming did not pass (at the gap's end, after it, at the tail) get
+// none.
+func testGapAfterTrim(t *testing.T, l subscriber.Log) {
+	ps := appendN(t, l, 1, 5, "old")
+	cursor := ps[2]
+	ps = trimmedPast(t, l, 1, cursor, ps)
+	appendN(t, l, 3, 2, "other")
+
+	es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 1, After: cursor}, {Shard: 0}}, 10_000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGap(t, "Read", es, 1, cursor, ps)
+	got, err := l.Range(t.Context(), 1, cursor, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGap(t, "Range", got, 1, cursor, ps)
+	fromStart, err := l.Range(t.Context(), 1, channelgroups.Position{}, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGap(t, "Range from the start", fromStart, 1, channelgroups.Position{}, ps)
+
+	// A reader at the gap's end lost nothing, nor does one further on.
+	gapEnd, first := es[0].Pos, es[1].Pos
+	for _, c := range []channelgroups.Position{gapEnd, first} {
+		es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 1, After: c}, {Shard: 3}}, 10_000, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Gap {
+				t.Fatalf("Read after %v (the log keeps everything after it) reported a gap: %+v", c, e)
+			}
+		}
+		if want := len(ps) - slices.Index(ps, c) - 1 + 2; len(es) != want {
+			t.Fatalf("Read after %v: %d entries, want %d", c, len(es), want)
+		}
+	}
+	tail, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 1, After: ps[len(ps)-1]}}, 10, 50*time.Millisecond)
+	if err != nil || len(tail) != 0 {
+		t.Fatalf("Read at the tail = %+v, %v; want nothing", tail, err)
+	}
+}
+
+// testNoGapKeepingUp: a reader that keeps up with a log trimming all the
+// time never sees a gap.
+func testNoGapKeepingUp(t *testing.T, l subscriber.Log) {
+	var cur channelgroups.Position
+	for i := range 300 {
+		p := appendN(t, l, 1, 1, fmt.Sprint("k", i))[0]
+		es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 1, After: cur}}, 10, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) != 1 || es[0].Gap || es[0].Pos != p {
+			t.Fatalf("append %d: Read after %v = %+v; want just the record at %v", i, cur, es, p)
+		}
+		cur = p
 	}
 }

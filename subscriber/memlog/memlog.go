@@ -1,11 +1,16 @@
 // Package memlog is the in-process shard log of the embedded single-node
-// mode: the same contract as the Redis log, checked by the same suite.
+// mode: the same contract as the Redis log, checked by the same suite. Each
+// shard keeps at most MaxLen entries and all shards together at most
+// MaxBytes; the oldest entries are dropped first, and a reader whose cursor
+// they passed gets a gap entry (subscriber.LogEntry.Gap).
 package memlog
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -19,23 +24,35 @@ type Config struct {
 	Shards int
 	// MaxLen is how many entries each shard keeps; zero means 100,000.
 	MaxLen int
+	// MaxBytes bounds what all shards keep together: the bytes of their
+	// records plus EntryOverhead per entry. An append that goes over it
+	// drops the oldest entries of any shard (never the entry just
+	// appended). Zero means 32 MiB.
+	MaxBytes int64
 	// Now stamps positions; nil means time.Now.
 	Now func() time.Time
 }
+
+// EntryOverhead is what one entry counts towards MaxBytes besides its
+// record: about what the log's bookkeeping of it takes.
+const EntryOverhead = 64
 
 // Log is an in-process subscriber.Log.
 type Log struct {
 	cfg     Config
 	mu      sync.Mutex
-	shards  [][]subscriber.LogEntry
-	last    []channelgroups.Position
+	shards  []*shardLog
+	byAge   byAge // the shards holding entries, by their oldest entry
+	seq     uint64
+	bytes   int64
+	count   int
 	changed chan struct{} // closed and replaced on every append
 }
 
 // New returns an empty log.
 func New(cfg Config) (*Log, error) {
-	if cfg.Shards < 0 || cfg.MaxLen < 0 {
-		return nil, errors.New("memlog: Shards and MaxLen must be >= 0")
+	if cfg.Shards < 0 || cfg.MaxLen < 0 || cfg.MaxBytes < 0 {
+		return nil, errors.New("memlog: Shards, MaxLen and MaxBytes must be >= 0")
 	}
 	if cfg.Shards == 0 {
 		cfg.Shards = channelgroups.DefaultShards
@@ -43,15 +60,23 @@ func New(cfg Config) (*Log, error) {
 	if cfg.MaxLen == 0 {
 		cfg.MaxLen = 100_000
 	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = 32 << 20
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Log{cfg: cfg, shards: make([][]subscriber.LogEntry, cfg.Shards), last: make([]channelgroups.Position, cfg.Shards), changed: make(chan struct{})}, nil
+	l := &Log{cfg: cfg, changed: make(chan struct{})}
+	for range cfg.Shards {
+		l.shards = append(l.shards, &shardLog{heapIdx: -1})
+	}
+	return l, nil
 }
 
 var errShard = errors.New("memlog: shard out of range")
 
-// Append implements subscriber.Log.
+// Append implements subscriber.Log. It takes constant time, amortised: a
+// full shard drops its oldest entry without moving the others.
 func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.Position, error) {
 	if shard < 0 || shard >= l.cfg.Shards {
 		return channelgroups.Position{}, errShard
@@ -61,19 +86,40 @@ func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	s := l.shards[shard]
 	p := channelgroups.Position{Ms: uint64(l.cfg.Now().UnixMilli())}
-	if last := l.last[shard]; !last.Less(p) {
-		p = channelgroups.Position{Ms: last.Ms, Seq: last.Seq + 1}
+	if !s.last.Less(p) {
+		p = channelgroups.Position{Ms: s.last.Ms, Seq: s.last.Seq + 1}
 	}
-	l.last[shard] = p
-	s := append(l.shards[shard], subscriber.LogEntry{Shard: shard, Pos: p, Data: slices.Clone(rec)})
-	if len(s) > l.cfg.MaxLen {
-		s = slices.Delete(s, 0, len(s)-l.cfg.MaxLen)
+	s.last = p
+	l.seq++
+	s.push(item{e: subscriber.LogEntry{Shard: shard, Pos: p, Data: slices.Clone(rec)}, seq: l.seq})
+	l.bytes += int64(len(rec)) + EntryOverhead
+	l.count++
+	if s.heapIdx < 0 {
+		heap.Push(&l.byAge, s)
 	}
-	l.shards[shard] = s
+	if s.n > l.cfg.MaxLen {
+		l.drop(s)
+	}
+	for l.bytes > l.cfg.MaxBytes && l.count > 1 {
+		l.drop(l.byAge[0])
+	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	return p, nil
+}
+
+// drop drops shard s's oldest entry; mu is held.
+func (l *Log) drop(s *shardLog) {
+	it := s.pop()
+	l.bytes -= int64(len(it.e.Data)) + EntryOverhead
+	l.count--
+	if s.n == 0 {
+		heap.Remove(&l.byAge, s.heapIdx)
+	} else {
+		heap.Fix(&l.byAge, s.heapIdx)
+	}
 }
 
 // Read implements subscriber.Log.
@@ -87,18 +133,12 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 	defer timer.Stop()
 	for {
 		l.mu.Lock()
-		var out []subscriber.LogEntry
+		var (
+			out  []subscriber.LogEntry
+			recs int
+		)
 		for _, c := range cursors {
-			s := l.shards[c.Shard]
-			i, _ := slices.BinarySearchFunc(s, c.After, func(e subscriber.LogEntry, p channelgroups.Position) int {
-				if e.Pos.Less(p) || e.Pos == p {
-					return -1
-				}
-				return 1
-			})
-			for ; i < len(s) && len(out) < max; i++ {
-				out = append(out, s[i])
-			}
+			out, recs = l.shards[c.Shard].after(out, recs, c.Shard, c.After, max)
 		}
 		changed := l.changed
 		l.mu.Unlock()
@@ -122,7 +162,7 @@ func (l *Log) Last(ctx context.Context, shard int) (channelgroups.Position, erro
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.last[shard], ctx.Err()
+	return l.shards[shard].last, ctx.Err()
 }
 
 // Range implements subscriber.Log.
@@ -132,11 +172,104 @@ func (l *Log) Range(ctx context.Context, shard int, after channelgroups.Position
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []subscriber.LogEntry
-	for _, e := range l.shards[shard] {
-		if after.Less(e.Pos) && len(out) < max {
-			out = append(out, e)
+	out, _ := l.shards[shard].after(nil, 0, shard, after, max)
+	return out, ctx.Err()
+}
+
+// Bytes returns what the log keeps now, as counted against MaxBytes.
+func (l *Log) Bytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
+}
+
+// chunkLen is how many entries one chunk of a shard holds.
+const chunkLen = 256
+
+type item struct {
+	e   subscriber.LogEntry
+	seq uint64 // the order of appends across shards: oldest-first eviction
+}
+
+// shardLog is one shard's entries, oldest first, in chunks of chunkLen: an
+// append writes into the last chunk and a drop advances head in the first,
+// releasing it once used up, so neither moves the other entries.
+type shardLog struct {
+	chunks  [][]item
+	head    int // index of the oldest entry in chunks[0]
+	n       int // entries kept
+	last    channelgroups.Position
+	dropped channelgroups.Position // the newest position dropped; zero if none
+	heapIdx int                    // in Log.byAge; -1 while empty
+}
+
+func (s *shardLog) at(i int) *item {
+	j := s.head + i
+	return &s.chunks[j/chunkLen][j%chunkLen]
+}
+
+func (s *shardLog) push(it item) {
+	j := s.head + s.n
+	if j/chunkLen == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]item, chunkLen))
+	}
+	s.chunks[j/chunkLen][j%chunkLen] = it
+	s.n++
+}
+
+func (s *shardLog) pop() item {
+	it := s.chunks[0][s.head]
+	s.chunks[0][s.head] = item{}
+	s.dropped = it.e.Pos
+	s.head++
+	s.n--
+	if s.head == chunkLen || s.n == 0 {
+		s.chunks[0] = nil
+		s.chunks = s.chunks[1:]
+		s.head = 0
+		if s.n == 0 {
+			s.chunks = nil
 		}
 	}
-	return out, ctx.Err()
+	return it
+}
+
+// after appends to out the shard's entries after p while out holds fewer
+// than max records (recs so far; it returns the new count): first a gap
+// entry, which does not count, if entries after p were dropped.
+func (s *shardLog) after(out []subscriber.LogEntry, recs, shard int, p channelgroups.Position, max int) ([]subscriber.LogEntry, int) {
+	if recs >= max {
+		return out, recs
+	}
+	if p.Less(s.dropped) {
+		out = append(out, subscriber.LogEntry{Shard: shard, Pos: s.dropped, Gap: true})
+	}
+	for i := sort.Search(s.n, func(i int) bool { return p.Less(s.at(i).e.Pos) }); i < s.n && recs < max; i++ {
+		out = append(out, s.at(i).e)
+		recs++
+	}
+	return out, recs
+}
+
+// byAge is a heap of shards by the append order of their oldest entry.
+type byAge []*shardLog
+
+func (h byAge) Len() int           { return len(h) }
+func (h byAge) Less(i, j int) bool { return h[i].at(0).seq < h[j].at(0).seq }
+func (h byAge) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *byAge) Push(x any) {
+	s := x.(*shardLog)
+	s.heapIdx = len(*h)
+	*h = append(*h, s)
+}
+func (h *byAge) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.heapIdx = -1
+	return s
 }

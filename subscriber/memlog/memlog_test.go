@@ -1,19 +1,126 @@
 package memlog_test
 
 import (
+	"bytes"
 	"testing"
+	"time"
 
+	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/logtest"
 	"github.com/groupcast/groupcast/subscriber/memlog"
 )
 
 func TestConformance(t *testing.T) {
-	logtest.Run(t, func(t *testing.T, shards int) subscriber.Log {
-		l, err := memlog.New(memlog.Config{Shards: shards})
+	logtest.Run(t, func(t *testing.T, shards, maxLen int) subscriber.Log {
+		l, err := memlog.New(memlog.Config{Shards: shards, MaxLen: maxLen})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	})
+}
+
+// TestMaxBytes: the byte bound drops the oldest entries of any shard first,
+// never the one just appended, and a reader they passed gets a gap.
+func TestMaxBytes(t *testing.T) {
+	const rec = 1000
+	l, err := memlog.New(memlog.Config{Shards: 4, MaxBytes: 10 * (rec + memlog.EntryOverhead)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := func(b byte) []byte { return bytes.Repeat([]byte{b}, rec) }
+	// Shards 0, 1, 2 in turn: 12 entries, two over the bound.
+	var ps []channelgroups.Position
+	for i := range 12 {
+		p, err := l.Append(t.Context(), i%3, data(byte(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	if got, want := l.Bytes(), int64(10*(rec+memlog.EntryOverhead)); got != want {
+		t.Fatalf("Bytes = %d, want %d", got, want)
+	}
+	// The two oldest (shard 0's first, shard 1's first) are gone: readers
+	// of those shards from the start get a gap, shard 2's reader none.
+	for shard, want := range map[int]struct {
+		gap   bool
+		first byte
+	}{0: {true, 3}, 1: {true, 4}, 2: {false, 2}} {
+		es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: shard}}, 100, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := es
+		if want.gap {
+			if len(es) == 0 || !es[0].Gap || es[0].Pos != ps[shard] {
+				t.Fatalf("shard %d from the start: %+v; want a gap through %v", shard, es[:1], ps[shard])
+			}
+			recs = es[1:]
+		}
+		if len(recs) == 0 || recs[0].Gap || recs[0].Data[0] != want.first {
+			t.Fatalf("shard %d: first record %+v, want the one appended %dth", shard, recs[:1], want.first)
+		}
+	}
+	// One entry larger than the bound stays until the next append.
+	big, err := l.Append(t.Context(), 3, bytes.Repeat([]byte{'x'}, 20*rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := l.Range(t.Context(), 3, channelgroups.Position{}, 10)
+	if err != nil || len(es) != 1 || es[0].Pos != big {
+		t.Fatalf("shard 3 after an entry over the bound: %+v, %v; want just that entry", es, err)
+	}
+	for shard := range 3 {
+		if es, _ := l.Range(t.Context(), shard, ps[3+shard], 10); len(es) != 1 || !es[0].Gap || es[0].Pos != ps[9+shard] {
+			t.Fatalf("shard %d: %+v; want only a gap through %v: the big entry pushed out everything else", shard, es, ps[9+shard])
+		}
+	}
+}
+
+// BenchmarkAppendFull appends to a shard that already holds MaxLen entries:
+// every append evicts the oldest one.
+func BenchmarkAppendFull(b *testing.B) {
+	const maxLen = 100_000
+	l, err := memlog.New(memlog.Config{Shards: 1, MaxLen: maxLen})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := make([]byte, 100)
+	for range maxLen {
+		if _, err := l.Append(b.Context(), 0, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := l.Append(b.Context(), 0, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAppendFullBytes appends across 64 shards to a log at its byte
+// bound: every append drops the oldest entry of whichever shard holds it.
+func BenchmarkAppendFullBytes(b *testing.B) {
+	l, err := memlog.New(memlog.Config{Shards: 64, MaxBytes: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := make([]byte, 100)
+	for i := range 20_000 {
+		if _, err := l.Append(b.Context(), i%64, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if _, err := l.Append(b.Context(), (i*7)%64, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -1,6 +1,9 @@
 // Package redislog is the production shard log on Redis Streams: one stream
 // per (region, shard); XADD returns the position, XREAD follows every shard
-// in order. It is the only package that imports go-redis.
+// in order. Streams are trimmed to about MaxLen entries; every entry carries
+// the ID of the entry before it, so a reader whose cursor the trimming passed
+// sees that the first entry it got does not follow its cursor and reports a
+// gap, at no extra round trip. It is the only package that imports go-redis.
 package redislog
 
 import (
@@ -26,7 +29,9 @@ type Config struct {
 	Region int
 	// Shards is the number of shard logs; zero means channelgroups.DefaultShards.
 	Shards int
-	// MaxLen is the approximate number of entries a stream keeps; zero means 100,000.
+	// MaxLen is how many entries a stream keeps, at least: it is trimmed
+	// (XADD MAXLEN ~) in whole nodes of up to 100 entries, so it keeps up to
+	// about 100 more. Zero means 100,000.
 	MaxLen int64
 	// Timeout bounds one command (not a blocking read); zero means 1s.
 	Timeout time.Duration
@@ -90,17 +95,53 @@ func (l *Log) key(shard int) (string, error) {
 	return l.keys[shard], nil
 }
 
-// Append implements subscriber.Log with XADD MAXLEN ~.
+// appendScript appends a record (field r) with the ID of the stream's
+// entry before it (field p; 0-0 for the first), trimming the stream to
+// about ARGV[1] entries, in one atomic step.
+var appendScript = redis.NewScript(`
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if #last > 0 then prev = last[1][1] end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[2], 'p', prev)
+`)
+
+// Append implements subscriber.Log with XADD MAXLEN ~ (in a script that
+// links the entry to the one before it).
 func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.Position, error) {
 	key, err := l.key(shard)
 	if err != nil {
 		return channelgroups.Position{}, err
 	}
-	id, err := l.rdb.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: l.cfg.MaxLen, Approx: true, Values: []any{"r", rec}}).Result()
+	id, err := appendScript.Run(ctx, l.rdb, []string{key}, l.cfg.MaxLen, rec).Text()
 	if err != nil {
 		return channelgroups.Position{}, fmt.Errorf("redislog: append: %w", err)
 	}
 	return channelgroups.ParsePosition(id)
+}
+
+// entries converts a shard's messages read after `after`: a gap entry
+// first if the first message's predecessor is after `after` (what came
+// between was trimmed), then the records. An entry appended without a
+// predecessor (by an older version) is taken to follow on.
+func entries(out []subscriber.LogEntry, shard int, after channelgroups.Position, msgs []redis.XMessage) ([]subscriber.LogEntry, error) {
+	for i, m := range msgs {
+		p, err := channelgroups.ParsePosition(m.ID)
+		if err != nil {
+			return nil, err
+		}
+		if prev, ok := m.Values["p"].(string); ok && i == 0 {
+			pp, err := channelgroups.ParsePosition(prev)
+			if err != nil {
+				return nil, fmt.Errorf("redislog: entry %s: %w", m.ID, err)
+			}
+			if after.Less(pp) {
+				out = append(out, subscriber.LogEntry{Shard: shard, Pos: pp, Gap: true})
+			}
+		}
+		v, _ := m.Values["r"].(string)
+		out = append(out, subscriber.LogEntry{Shard: shard, Pos: p, Data: []byte(v)})
+	}
+	return out, nil
 }
 
 // Read implements subscriber.Log with one XREAD over the cursors' streams.
@@ -132,13 +173,14 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 		if err != nil {
 			return nil, err
 		}
-		for _, m := range st.Messages {
-			p, err := channelgroups.ParsePosition(m.ID)
-			if err != nil {
-				return nil, err
+		var after channelgroups.Position
+		for _, c := range cursors {
+			if c.Shard == shard {
+				after = c.After
 			}
-			v, _ := m.Values["r"].(string)
-			out = append(out, subscriber.LogEntry{Shard: shard, Pos: p, Data: []byte(v)})
+		}
+		if out, err = entries(out, shard, after, st.Messages); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -183,14 +225,5 @@ func (l *Log) Range(ctx context.Context, shard int, after channelgroups.Position
 	if err != nil {
 		return nil, fmt.Errorf("redislog: range: %w", err)
 	}
-	out := make([]subscriber.LogEntry, 0, len(msgs))
-	for _, m := range msgs {
-		p, err := channelgroups.ParsePosition(m.ID)
-		if err != nil {
-			return nil, err
-		}
-		v, _ := m.Values["r"].(string)
-		out = append(out, subscriber.LogEntry{Shard: shard, Pos: p, Data: []byte(v)})
-	}
-	return out, nil
+	return entries(make([]subscriber.LogEntry, 0, len(msgs)+1), shard, after, msgs)
 }

@@ -1,0 +1,155 @@
+//go:build linux
+
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// connWatcher notices parked connections whose client went away. A parked
+// poll's connection is read by nobody, so a client that closes it is not
+// seen until the poll answers, up to its hold later. The watcher keeps the
+// connections in an epoll(7) set of its own, interested only in hang-ups
+// (EPOLLRDHUP, and the HUP and ERR epoll always reports), so it reads
+// nothing: bytes a client sends meanwhile (a pipelined request) stay in the
+// socket for the server. One goroutine waits on the set while anything is
+// watched, and returns once nothing has been for a second; each watch costs
+// a map entry, two small closures and the kernel's entry (a few hundred
+// bytes in all), where a goroutine blocked in a 1-byte Read would cost a
+// stack of 2-8 KiB per parked poll and would consume the byte it reads.
+type connWatcher struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	epfd    int
+	running bool
+	seq     uint32
+	byFD    map[int32]watchEntry
+}
+
+type watchEntry struct {
+	seq  int32 // the watch's number, in the event's data: a stale event is ignored
+	gone func()
+}
+
+// idleWaitMillis is how long the goroutine waits with nothing watched
+// before it returns.
+const idleWaitMillis = 1000
+
+// watch calls gone once, from the watcher's goroutine, if c's client hangs
+// up before unwatch is called. It returns nil, and watches nothing, when c
+// has no descriptor to watch (an in-memory connection).
+func (w *connWatcher) watch(c net.Conn, gone func()) (unwatch func()) {
+	rc := rawConnOf(c)
+	if rc == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.running {
+		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			w.log.Warn("cannot watch parked connections for hang-ups", "err", err)
+			return nil
+		}
+		w.epfd, w.running, w.byFD = fd, true, map[int32]watchEntry{}
+		go w.run(fd)
+	}
+	w.seq++
+	seq := int32(w.seq)
+	var fd int32
+	var addErr error
+	err := rc.Control(func(u uintptr) {
+		fd = int32(u)
+		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: fd, Pad: seq}
+		addErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(u), &ev)
+		if errors.Is(addErr, unix.EEXIST) { // still in the set from an earlier park
+			addErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(u), &ev)
+		}
+	})
+	if err = errors.Join(err, addErr); err != nil {
+		return nil // closed already, most likely: the poll's answer finds out
+	}
+	w.byFD[fd] = watchEntry{seq: seq, gone: gone}
+	return func() { w.unwatch(rc, fd, seq) }
+}
+
+// unwatch takes the connection out of the set; its gone is not called
+// afterwards.
+func (w *connWatcher) unwatch(rc syscall.RawConn, fd, seq int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if e, ok := w.byFD[fd]; !ok || e.seq != seq {
+		return // it hung up; the watcher has it
+	}
+	delete(w.byFD, fd)
+	epfd := w.epfd
+	// Through Control, so that the descriptor is still this connection's:
+	// if it closed, its number may be another connection's now (and the
+	// kernel took it out of the set when it closed).
+	_ = rc.Control(func(u uintptr) { _ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, int(u), nil) })
+}
+
+func (w *connWatcher) run(epfd int) {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(epfd, events, idleWaitMillis)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		var gone []func()
+		w.mu.Lock()
+		for _, ev := range events[:max(n, 0)] {
+			if e, ok := w.byFD[ev.Fd]; ok && e.seq == ev.Pad {
+				delete(w.byFD, ev.Fd) // one-shot: the set holds it disabled until it closes
+				gone = append(gone, e.gone)
+			}
+		}
+		// Idle, or failed: a failed set is given up, and its watches with it
+		// (their polls still answer at their hold); the next watch starts
+		// a new one.
+		stop := err != nil || n == 0 && len(w.byFD) == 0
+		if stop {
+			w.running, w.byFD = false, nil
+			_ = unix.Close(epfd)
+		}
+		w.mu.Unlock()
+		if err != nil {
+			w.log.Error("watching parked connections for hang-ups failed", "err", err)
+		}
+		for _, f := range gone {
+			f()
+		}
+		if stop {
+			return
+		}
+	}
+}
+
+// rawConnOf returns c's descriptor access, looking under fasthttp's
+// hijack wrapper; nil when it has none.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	for range 4 {
+		if sc, ok := c.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				return rc
+			}
+			return nil
+		}
+		switch u := c.(type) {
+		case *servedConn:
+			c = u.Conn
+		case interface{ UnsafeConn() net.Conn }:
+			c = u.UnsafeConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}

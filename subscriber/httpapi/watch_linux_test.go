@@ -1,0 +1,153 @@
+//go:build linux
+
+package httpapi
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// tcpPairs returns n connected TCP pairs (server side, client side),
+// closed when tb ends.
+func tcpPairs(tb testing.TB, n int) (servers, clients []net.Conn) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		servers, clients = append(servers, s), append(clients, c)
+	}
+	tb.Cleanup(func() {
+		for i := range servers {
+			servers[i].Close()
+			clients[i].Close()
+		}
+	})
+	return servers, clients
+}
+
+// TestWatcher: a hang-up is reported once, bytes sent are neither reported
+// nor consumed, an unwatched connection is not reported, and the goroutine
+// ends once nothing is watched.
+func TestWatcher(t *testing.T) {
+	w := &connWatcher{log: slog.New(slog.DiscardHandler)}
+	servers, clients := tcpPairs(t, 3)
+	gone := make(chan int, 3)
+	unwatch := make([]func(), 3)
+	for i, s := range servers {
+		unwatch[i] = w.watch(s, func() { gone <- i })
+		if unwatch[i] == nil {
+			t.Fatal("a TCP connection is not watched")
+		}
+	}
+	if _, err := io.WriteString(clients[1], "GET / HTTP/1.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	unwatch[2]()
+	clients[2].Close()
+	clients[0].Close()
+	select {
+	case i := <-gone:
+		if i != 0 {
+			t.Fatalf("connection %d reported gone, want 0", i)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a hang-up was not reported")
+	}
+	unwatch[0]() // after the report: does nothing
+	unwatch[1]()
+	buf := make([]byte, 18)
+	servers[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(servers[1], buf); err != nil || string(buf) != "GET / HTTP/1.1\r\n\r\n" {
+		t.Fatalf("bytes sent while watched: %q, %v", buf, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.mu.Lock()
+		running := w.running
+		w.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher's goroutine still runs with nothing watched")
+		}
+		<-time.After(50 * time.Millisecond) // polling with a deadline
+	}
+	select {
+	case i := <-gone:
+		t.Fatalf("connection %d reported gone too", i)
+	default:
+	}
+}
+
+// The two ways to notice a parked poll's hang-up, by memory per parked
+// connection: BenchmarkWatchMemory (the epoll set used here) and
+// BenchmarkReadGoroutineMemory (a goroutine blocked in a 1-byte Read).
+// go test -run '^$' -bench Memory ./subscriber/httpapi/
+
+const memoryConns = 2000
+
+func heapAndStacks() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc + ms.StackInuse
+}
+
+func BenchmarkWatchMemory(b *testing.B) {
+	servers, _ := tcpPairs(b, memoryConns)
+	w := &connWatcher{log: slog.New(slog.DiscardHandler)}
+	b.ResetTimer()
+	for range b.N {
+		before := heapAndStacks()
+		unwatch := make([]func(), 0, memoryConns)
+		for _, s := range servers {
+			unwatch = append(unwatch, w.watch(s, func() {}))
+		}
+		after := heapAndStacks()
+		b.ReportMetric(float64(after-before)/memoryConns, "B/conn")
+		for _, u := range unwatch {
+			u()
+		}
+	}
+}
+
+func BenchmarkReadGoroutineMemory(b *testing.B) {
+	servers, clients := tcpPairs(b, memoryConns)
+	b.ResetTimer()
+	for range b.N {
+		before := heapAndStacks()
+		done := make(chan struct{}, memoryConns)
+		for _, s := range servers {
+			go func() {
+				var one [1]byte
+				_, _ = s.Read(one[:])
+				done <- struct{}{}
+			}()
+		}
+		<-time.After(100 * time.Millisecond) // let them block in Read
+		after := heapAndStacks()
+		b.ReportMetric(float64(after-before)/memoryConns, "B/conn")
+		for _, c := range clients {
+			_, _ = c.Write([]byte{0})
+		}
+		for range memoryConns {
+			<-done
+		}
+	}
+}
