@@ -131,7 +131,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.probeInterval, "gossip-probe-interval", 0, "how often a random member is probed for failure; 0 = memberlist's LAN default (1s; a dead node is noticed in about 5s)")
 	fs.DurationVar(&o.probeTimeout, "gossip-probe-timeout", 0, "how long a probe waits for its ack; 0 = memberlist's LAN default (500ms)")
 	fs.IntVar(&o.logMaxLen, "log-max-len", 100_000, "entries each shard's log keeps (with --redis, at least this many: streams are trimmed in whole nodes of up to 100); a node that falls further behind re-reads the shard's groups from storage")
-	fs.Int64Var(&o.logBytes, "log-bytes", 32<<20, "bytes the in-process log (without --redis) keeps, all shards together; past it the oldest entries go first")
+	fs.Int64Var(&o.logBytes, "log-bytes", 8<<20, "bytes the in-process log (without --redis) keeps, all shards together; past it the oldest entries go first (it only carries entries to this node's own consumer, so it needs to hold what the consumer may lag by)")
 	fs.IntVar(&o.suspicionMult, "gossip-suspicion-mult", 0, "how many probe intervals (times log10 of the member count) a suspect has to refute it; 0 = memberlist's LAN default (4)")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {

@@ -27,7 +27,10 @@ type Config struct {
 	// MaxBytes bounds what all shards keep together: the bytes of their
 	// records plus EntryOverhead per entry. An append that goes over it
 	// drops the oldest entries of any shard (never the entry just
-	// appended). Zero means 32 MiB.
+	// appended). Zero means 8 MiB: the in-process log only carries entries
+	// from the API to the node's own consumer (one node, nothing replays it
+	// after start), so it needs to hold what that consumer may lag by —
+	// about 40,000 entries of 200 bytes.
 	MaxBytes int64
 	// Now stamps positions; nil means time.Now.
 	Now func() time.Time
@@ -61,7 +64,7 @@ func New(cfg Config) (*Log, error) {
 		cfg.MaxLen = 100_000
 	}
 	if cfg.MaxBytes == 0 {
-		cfg.MaxBytes = 32 << 20
+		cfg.MaxBytes = 8 << 20
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
