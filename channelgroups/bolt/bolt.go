@@ -187,18 +187,18 @@ func Open(path string, cfg Config) (*Store, error) {
 }
 
 // openError classifies an error of bbolt.Open: a file bbolt cannot read as a
-// database is corrupt; a lock timeout or an OS error is not.
+// database is corrupt; a lock timeout or any other error (flock or mmap
+// failing, the file too large) is not, and the file is not blamed for it.
 func (s *Store) openError(err error) error {
-	var pe *fs.PathError
 	switch {
 	case errors.Is(err, ErrCorrupt):
 		return err
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
+		return &CorruptError{Path: s.path, Err: err}
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return fmt.Errorf("bolt: open %s: another process holds its lock: %w", s.path, err)
-	case errors.As(err, &pe):
-		return fmt.Errorf("bolt: open %s: %w", s.path, err)
 	}
-	return &CorruptError{Path: s.path, Err: err}
+	return fmt.Errorf("bolt: open %s: %w", s.path, err)
 }
 
 // check is Open's read-only examination of an existing file.
@@ -294,8 +294,12 @@ func (s *Store) init(tx *bbolt.Tx) error {
 		}
 	}
 	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keySchema); len(v) == 1 && v[0] >= schema {
+	if v := meta.Get(keySchema); len(v) == 1 && v[0] == schema {
 		return nil
+	} else if len(v) == 1 && v[0] > schema {
+		// Written by a newer groupcast: its rows may not mean what this
+		// version reads them as, and a write would damage them.
+		return fmt.Errorf("the file has schema %d, newer than this groupcast's %d: run the newer version", v[0], schema)
 	}
 	if err := migrate(tx); err != nil {
 		return err

@@ -3,13 +3,17 @@ package bolt
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
@@ -248,6 +252,51 @@ func TestConfigValidation(t *testing.T) {
 		if s, err := Open(filepath.Join(t.TempDir(), "g.db"), cfg); err == nil {
 			s.Close()
 			t.Errorf("Open accepted %+v", cfg)
+		}
+	}
+}
+
+// A file written by a newer schema is refused, not read as this one.
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{schema + 1}) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(path, Config{}); err == nil || !strings.Contains(err.Error(), "newer") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Open of a schema %d file: %v; want a refusal naming the newer schema", schema+1, err)
+	}
+}
+
+// Only errors that say the file is not a database blame the file: a failed
+// flock or mmap does not.
+func TestOpenErrorBlamesOnlyDamage(t *testing.T) {
+	s := &Store{path: "/x/g.db"}
+	var ce *CorruptError
+	for _, err := range []error{syscall.ENOLCK, syscall.ENOMEM, bolterrors.ErrMaxSizeReached} {
+		if got := s.openError(err); errors.As(got, &ce) || !strings.Contains(got.Error(), "/x/g.db") {
+			t.Errorf("openError(%v) = %v; want a plain error naming the file", err, got)
+		}
+	}
+	for _, err := range []error{bolterrors.ErrInvalid, bolterrors.ErrVersionMismatch, bolterrors.ErrChecksum} {
+		if got := s.openError(err); !errors.As(got, &ce) {
+			t.Errorf("openError(%v) = %v; want a *CorruptError", err, got)
 		}
 	}
 }
