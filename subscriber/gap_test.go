@@ -14,6 +14,7 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/internal/metrictest"
 	"github.com/groupcast/groupcast/storagecache"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/memlog"
@@ -66,33 +67,6 @@ func (l *heldLog) release() {
 	close(l.gate)
 	l.gate = nil
 	l.mu.Unlock()
-}
-
-// counterValue sums the samples of a counter whose labels include labels.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := 0
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v == lp.GetValue() {
-					match++
-				}
-			}
-			if match == len(labels) {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // gapNode starts a 4-shard node over st and lg, running until the test ends.
@@ -172,7 +146,7 @@ func TestGapInReplay(t *testing.T) {
 	if r := pollAcross(t, n, acct, subscriber.CursorOf(ps[4])); r.Gap {
 		t.Fatal("poll from after the trim: gap true")
 	}
-	if got := counterValue(t, reg, "groupcast_log_gaps_total", nil); got != 0 {
+	if got := metrictest.Value(t, reg, "groupcast_log_gaps_total"); got != 0 {
 		t.Fatalf("groupcast_log_gaps_total = %v; want 0: the node missed nothing it had applied", got)
 	}
 }
@@ -248,7 +222,7 @@ func TestGapRepair(t *testing.T) {
 	if got := view(tok); !slices.Equal(got, []channelgroups.Channel{"b"}) {
 		t.Fatalf("token read after the gap = %v; want [b], as storage holds: the cached view missed the trimmed edits", got)
 	}
-	if got := counterValue(t, reg, "groupcast_log_gaps_total", map[string]string{"shard": strconv.Itoa(shard)}); got != 1 {
+	if got := metrictest.Value(t, reg, "groupcast_log_gaps_total", "shard", strconv.Itoa(shard)); got != 1 {
 		t.Fatalf("groupcast_log_gaps_total{shard=%d} = %v, want 1", shard, got)
 	}
 
@@ -262,7 +236,7 @@ func TestGapRepair(t *testing.T) {
 	if r2 := poll(r.Cursor); r2.Gap || len(r2.Deliveries) != 1 {
 		t.Fatalf("poll from after the gap: %d deliveries, gap %v; want one and gap false", len(r2.Deliveries), r2.Gap)
 	}
-	if got := counterValue(t, reg, "groupcast_polls_across_gap_total", nil); got != 1 {
+	if got := metrictest.Value(t, reg, "groupcast_polls_across_gap_total"); got != 1 {
 		t.Fatalf("groupcast_polls_across_gap_total = %v, want 1", got)
 	}
 }

@@ -12,37 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/internal/metrictest"
 	"github.com/groupcast/groupcast/subscriber"
 )
-
-// metric returns the value of a gauge or counter with the given label
-// (label "" for none), or 0.
-func metric(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			found := label == ""
-			for _, l := range m.GetLabel() {
-				found = found || l.GetName() == label && l.GetValue() == value
-			}
-			if !found {
-				continue
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
 
 // payload is a JSON string of about size bytes, naming i.
 func payload(i, size int) []byte {
@@ -108,7 +80,7 @@ func TestRingBytesEvictsOldestFirst(t *testing.T) {
 	if got := subscriber.RingBytes(n); got > limit || got <= 0 {
 		t.Fatalf("the rings hold %d bytes; want 1..%d", got, limit)
 	}
-	if got := metric(t, reg, "groupcast_ring_bytes", "", ""); got != float64(subscriber.RingBytes(n)) {
+	if got := metrictest.Value(t, reg, "groupcast_ring_bytes"); got != float64(subscriber.RingBytes(n)) {
 		t.Fatalf("groupcast_ring_bytes = %v; want %d", got, subscriber.RingBytes(n))
 	}
 	// The channels still holding their message are the last ones published.
@@ -126,7 +98,7 @@ func TestRingBytesEvictsOldestFirst(t *testing.T) {
 	if kept == 0 || kept == len(chs) {
 		t.Fatalf("%d of %d channels kept; want some evicted, the newest kept", kept, len(chs))
 	}
-	if got, want := metric(t, reg, "groupcast_ring_evictions_total", "reason", "bytes"), float64(len(chs)-kept); got != want {
+	if got, want := metrictest.Value(t, reg, "groupcast_ring_evictions_total", "reason", "bytes"), float64(len(chs)-kept); got != want {
 		t.Fatalf("groupcast_ring_evictions_total{reason=bytes} = %v; want %v", got, want)
 	}
 	if got := subscriber.Rings(n); got != kept {
@@ -242,14 +214,14 @@ func TestSweepReleasesRingBytes(t *testing.T) {
 	if got := subscriber.RingBytes(n); got >= before || got <= 0 {
 		t.Fatalf("the rings hold %d bytes after the sweep, %d before; want fewer, not none", got, before)
 	}
-	if got := metric(t, reg, "groupcast_ring_evictions_total", "reason", "age"); got != 1 {
+	if got := metrictest.Value(t, reg, "groupcast_ring_evictions_total", "reason", "age"); got != 1 {
 		t.Fatalf("groupcast_ring_evictions_total{reason=age} = %v; want 1", got)
 	}
 	subscriber.Sweep(n, time.Now().Add(time.Hour))
 	if b, r := subscriber.RingBytes(n), subscriber.Rings(n); b != 0 || r != 0 {
 		t.Fatalf("after everything aged: %d bytes in %d rings; want none", b, r)
 	}
-	if got := metric(t, reg, "groupcast_ring_bytes", "", ""); got != 0 {
+	if got := metrictest.Value(t, reg, "groupcast_ring_bytes"); got != 0 {
 		t.Fatalf("groupcast_ring_bytes = %v; want 0", got)
 	}
 }
@@ -284,10 +256,10 @@ func TestPresenceMaxRefusesNewJoins(t *testing.T) {
 	if _, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Channels: chs("c3"), UUID: "u2"}); err != nil {
 		t.Fatalf("a subscribe refreshing kept records at the cap: %v", err)
 	}
-	if got := metric(t, reg, "groupcast_presence_records", "", ""); got != 3 {
+	if got := metrictest.Value(t, reg, "groupcast_presence_records"); got != 3 {
 		t.Fatalf("groupcast_presence_records = %v; want 3", got)
 	}
-	if got := metric(t, reg, "groupcast_presence_refused_total", "", ""); got != 3 {
+	if got := metrictest.Value(t, reg, "groupcast_presence_refused_total"); got != 3 {
 		t.Fatalf("groupcast_presence_refused_total = %v; want 3", got)
 	}
 	n.Leave(t.Context(), a, chs("c1"), "u1")
@@ -323,7 +295,7 @@ func TestLongUUIDRefused(t *testing.T) {
 	bad("a handshake", err)
 	_, err = n.Poll(t.Context(), subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"c"}, UUID: long, Cursor: 1})
 	bad("a subscribe", err)
-	if got := metric(t, reg, "groupcast_presence_records", "", ""); got != 0 {
+	if got := metrictest.Value(t, reg, "groupcast_presence_records"); got != 0 {
 		t.Fatalf("groupcast_presence_records = %v after refusals; want 0", got)
 	}
 	// A join with a long uuid in the log (no node announces one) is not
@@ -343,3 +315,4 @@ func TestLongUUIDRefused(t *testing.T) {
 		t.Fatalf("occupancy of c: %d users; want only the %d-byte uuid", len(users), len(longest))
 	}
 }
+

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/groupcast/groupcast/internal/metrictest"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
 )
@@ -49,43 +49,6 @@ func serveLimited(t *testing.T, cfg httpapi.Config, lim httpapi.Limits) string {
 		<-done
 	})
 	return ln.Addr().String()
-}
-
-// gauged returns the value of the counter or gauge name with the given
-// labels (0 when it has no such sample).
-func gauged(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !hasLabel(m, labels[i], labels[i+1]) {
-					continue next
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, name, value string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name && l.GetValue() == value {
-			return true
-		}
-	}
-	return false
 }
 
 // fetchJSON GETs u on a connection of its own, closed after the answer,
@@ -192,7 +155,7 @@ func TestConnectionLimitCountsParkedPolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	eventually(t, "3 connections are counted", func() bool { return gauged(t, reg, "groupcast_http_connections") == 3 })
+	eventually(t, "3 connections are counted", func() bool { return metrictest.Value(t, reg, "groupcast_http_connections") == 3 })
 
 	_, br := rawGet(t, addr, "/time/0")
 	resp, body := readResponse(t, br)
@@ -200,12 +163,12 @@ func TestConnectionLimitCountsParkedPolls(t *testing.T) {
 	if !resp.Close {
 		t.Errorf("a refused connection stays open: %v", resp.Header)
 	}
-	if got := gauged(t, reg, "groupcast_http_limited_total", "reason", "connections"); got != 1 {
+	if got := metrictest.Value(t, reg, "groupcast_http_limited_total", "reason", "connections"); got != 1 {
 		t.Errorf("groupcast_http_limited_total{reason=connections} = %v, want 1", got)
 	}
 
 	polls[0].Close()
-	eventually(t, "the dropped poll's connection is given back", func() bool { return gauged(t, reg, "groupcast_http_connections") == 2 })
+	eventually(t, "the dropped poll's connection is given back", func() bool { return metrictest.Value(t, reg, "groupcast_http_connections") == 2 })
 	_, br = rawGet(t, addr, "/time/0")
 	if resp, body := readResponse(t, br); resp == nil || resp.StatusCode != 200 {
 		t.Fatalf("after a connection closed: %v %s", resp, body)
@@ -240,10 +203,10 @@ func TestParkedPollLimits(t *testing.T) {
 	if node.Parked() != 3 {
 		t.Fatalf("%d polls parked after the refusals, want 3", node.Parked())
 	}
-	if got := gauged(t, reg, "groupcast_http_limited_total", "reason", "parked_per_ip"); got != 1 {
+	if got := metrictest.Value(t, reg, "groupcast_http_limited_total", "reason", "parked_per_ip"); got != 1 {
 		t.Errorf("limited{parked_per_ip} = %v, want 1", got)
 	}
-	if got := gauged(t, reg, "groupcast_http_limited_total", "reason", "parked"); got != 1 {
+	if got := metrictest.Value(t, reg, "groupcast_http_limited_total", "reason", "parked"); got != 1 {
 		t.Errorf("limited{parked} = %v, want 1", got)
 	}
 
@@ -287,12 +250,12 @@ func TestDroppedPollsAreNoticed(t *testing.T) {
 	}
 	eventually(t, "the dropped polls are released", func() bool { return node.Parked() == 0 })
 	released := time.Since(begin)
-	eventually(t, "their connections are closed", func() bool { return gauged(t, reg, "groupcast_http_connections") == 0 })
+	eventually(t, "their connections are closed", func() bool { return metrictest.Value(t, reg, "groupcast_http_connections") == 0 })
 	eventually(t, "the subscribers left", func() bool { return occupancy() == 0 })
-	if got := gauged(t, reg, "groupcast_dropped_polls_total"); got != polls {
+	if got := metrictest.Value(t, reg, "groupcast_dropped_polls_total"); got != polls {
 		t.Errorf("groupcast_dropped_polls_total = %v, want %d", got, polls)
 	}
-	if got := gauged(t, reg, "groupcast_http_requests_total", "endpoint", "subscribe", "code", "499"); got != polls {
+	if got := metrictest.Value(t, reg, "groupcast_http_requests_total", "endpoint", "subscribe", "code", "499"); got != polls {
 		t.Errorf("subscribes counted 499 = %v, want %d", got, polls)
 	}
 	t.Logf("%d dropped polls released in %v, presence left within %v", polls, released, time.Since(begin))
@@ -311,7 +274,7 @@ func TestResubscribeKeepsPresence(t *testing.T) {
 	first, _ := rawGet(t, addr, "/v2/subscribe/demo/stay/0?uuid=ann&tt="+tt)
 	eventually(t, "the poll is parked", func() bool { return node.Parked() == 1 })
 	first.Close()
-	eventually(t, "the drop is noticed", func() bool { return gauged(t, reg, "groupcast_dropped_polls_total") == 1 })
+	eventually(t, "the drop is noticed", func() bool { return metrictest.Value(t, reg, "groupcast_dropped_polls_total") == 1 })
 	if err := fetchJSON("http://"+addr+"/v2/subscribe/demo/stay,other/0?uuid=ann", new(any)); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +381,7 @@ func TestPanicsAreRecovered(t *testing.T) {
 	if resp, body := readResponse(t, bystander); resp == nil || !strings.Contains(body, `"d":"still"`) {
 		t.Fatalf("the bystander's poll: %v %s", resp, body)
 	}
-	if got := gauged(t, reg, "groupcast_panics_total"); got != 2 {
+	if got := metrictest.Value(t, reg, "groupcast_panics_total"); got != 2 {
 		t.Errorf("groupcast_panics_total = %v, want 2", got)
 	}
 	if err := fetchJSON("http://"+addr+"/time/0", new([]any)); err != nil {
@@ -473,7 +436,7 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no answer 30s after EMFILE")
 	}
-	if n := gauged(t, reg, "groupcast_accept_errors_total"); n != 8 {
+	if n := metrictest.Value(t, reg, "groupcast_accept_errors_total"); n != 8 {
 		t.Errorf("groupcast_accept_errors_total = %v, want 8", n)
 	}
 	if err := srv.Shutdown(); err != nil {

@@ -124,19 +124,21 @@ func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.
 // between was trimmed), then the records. An entry appended without a
 // predecessor (by an older version) is taken to follow on.
 func entries(out []subscriber.LogEntry, shard int, after channelgroups.Position, msgs []redis.XMessage) ([]subscriber.LogEntry, error) {
-	for i, m := range msgs {
-		p, err := channelgroups.ParsePosition(m.ID)
-		if err != nil {
-			return nil, err
-		}
-		if prev, ok := m.Values["p"].(string); ok && i == 0 {
+	if len(msgs) > 0 {
+		if prev, ok := msgs[0].Values["p"].(string); ok {
 			pp, err := channelgroups.ParsePosition(prev)
 			if err != nil {
-				return nil, fmt.Errorf("redislog: entry %s: %w", m.ID, err)
+				return nil, fmt.Errorf("redislog: entry %s: %w", msgs[0].ID, err)
 			}
 			if after.Less(pp) {
 				out = append(out, subscriber.LogEntry{Shard: shard, Pos: pp, Gap: true})
 			}
+		}
+	}
+	for _, m := range msgs {
+		p, err := channelgroups.ParsePosition(m.ID)
+		if err != nil {
+			return nil, err
 		}
 		v, _ := m.Values["r"].(string)
 		out = append(out, subscriber.LogEntry{Shard: shard, Pos: p, Data: []byte(v)})
@@ -150,12 +152,14 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 		return nil, errors.New("redislog: read with no cursors")
 	}
 	streams := make([]string, 2*len(cursors))
+	after := make(map[int]channelgroups.Position, len(cursors)) // by shard: where a gap would start
 	for i, c := range cursors {
 		key, err := l.key(c.Shard)
 		if err != nil {
 			return nil, err
 		}
 		streams[i], streams[len(cursors)+i] = key, c.After.String()
+		after[c.Shard] = c.After
 	}
 	if block < time.Millisecond {
 		block = time.Millisecond // 0 would block forever
@@ -173,13 +177,7 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 		if err != nil {
 			return nil, err
 		}
-		var after channelgroups.Position
-		for _, c := range cursors {
-			if c.Shard == shard {
-				after = c.After
-			}
-		}
-		if out, err = entries(out, shard, after, st.Messages); err != nil {
+		if out, err = entries(out, shard, after[shard], st.Messages); err != nil {
 			return nil, err
 		}
 	}
