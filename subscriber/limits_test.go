@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,3 +317,38 @@ func TestLongUUIDRefused(t *testing.T) {
 	}
 }
 
+// TestIdleUserTimesOutOnBusyChannel: a user who stopped polling times out
+// even while others keep polls parked on the same channel (a vanished
+// subscriber whose leave never came must not stay present for good); a
+// user with a parked poll does not.
+func TestIdleUserTimesOutOnBusyChannel(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	n, _ := node(t, openBolt(t), subscriber.Config{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	const a = channelgroups.Account("acct")
+	c := []channelgroups.Channel{"c"}
+	hs, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Channels: c, UUID: "parked", Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	n.StartPoll(t.Context(), subscriber.PollRequest{Account: a, Channels: c, UUID: "parked", Heartbeat: time.Minute, Cursor: hs.Cursor, Hold: time.Hour},
+		func(subscriber.PollResult, error) { close(answered) })
+	if err := n.Heartbeat(a, c, "idle", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "both present", func() bool {
+		users, err := n.Occupancy(t.Context(), a, "c")
+		return err == nil && slices.Equal(users, []string{"idle", "parked"})
+	})
+	now.Add(int64(2 * time.Minute)) // past both timeouts
+	eventually(t, "the idle user timed out, the parked one stayed", func() bool {
+		users, err := n.Occupancy(t.Context(), a, "c")
+		return err == nil && slices.Equal(users, []string{"parked"})
+	})
+	select {
+	case <-answered:
+		t.Fatal("the parked poll was answered")
+	default:
+	}
+}

@@ -197,13 +197,20 @@ func (n *Node) Occupancy(ctx context.Context, a channelgroups.Account, c channel
 }
 
 // timeouts announces a timeout for every user this node served that was not
-// seen within its timeout (a parked subscribe counts as seen).
+// seen within its timeout (a parked subscribe of the user counts as seen).
 func (p *presenceBook) timeouts(ctx context.Context, now time.Time) {
 	var out []presence
 	p.mu.Lock()
 	for ck, users := range p.served {
+		var polling map[string]struct{} // read once per channel, when a user is due
 		for u, s := range users {
-			if now.Sub(s.last) >= s.timeout && !p.n.hub.polling(ck) {
+			if now.Sub(s.last) < s.timeout {
+				continue
+			}
+			if polling == nil {
+				polling = p.n.hub.pollingUsers(ck)
+			}
+			if _, ok := polling[u]; !ok {
 				p.forgetLocked(ck, users, u)
 				if _, ok := p.present[ck][u]; ok {
 					out = append(out, presence{Account: ck.Account, Channel: ck.Channel, Action: "timeout", UUID: u, When: now.Unix()})
@@ -218,13 +225,17 @@ func (p *presenceBook) timeouts(ctx context.Context, now time.Time) {
 	}
 }
 
-// polling reports whether a subscribe of the channel is parked here; users
-// are not tracked per waiter, so any parked poll keeps the channel's users
-// of this node alive until it returns and Seen refreshes them.
-func (h *hub) polling(ck chanKey) bool {
+// pollingUsers returns the uuids with a subscribe of the channel parked
+// here: they are seen until it returns (and refreshes them). Any other
+// user of the channel times out on its own, however busy the channel.
+func (h *hub) pollingUsers(ck chanKey) map[string]struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.byChannel[ck]) > 0
+	out := make(map[string]struct{}, len(h.byChannel[ck]))
+	for w := range h.byChannel[ck] {
+		out[w.req.UUID] = struct{}{}
+	}
+	return out
 }
 
 // announce appends a presence event; a best-effort one: if it fails, the
