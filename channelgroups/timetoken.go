@@ -93,15 +93,25 @@ func (c *Clock) Now() Timetoken {
 	}
 }
 
-// Witness moves the clock to at least tt, so later timetokens sort after
-// it. A timetoken more than the clock's skew bound ahead of the wall clock is
-// refused with ErrClockSkew and leaves the clock unchanged.
-func (c *Clock) Witness(tt Timetoken) error {
+// CheckSkew refuses, with ErrClockSkew, a timetoken more than the clock's
+// skew bound ahead of the wall clock; it does not move the clock.
+func (c *Clock) CheckSkew(tt Timetoken) error {
 	us := tt.Micros()
 	if limit := c.now().Add(c.maxSkew).UnixMicro(); us > limit {
 		return fmt.Errorf("%s is %s ahead of this node's clock: %w",
 			tt, time.Duration(us-c.now().UnixMicro())*time.Microsecond, ErrClockSkew)
 	}
+	return nil
+}
+
+// Witness moves the clock to at least tt, so later timetokens sort after
+// it. A timetoken more than the clock's skew bound ahead of the wall clock is
+// refused with ErrClockSkew and leaves the clock unchanged.
+func (c *Clock) Witness(tt Timetoken) error {
+	if err := c.CheckSkew(tt); err != nil {
+		return err
+	}
+	us := tt.Micros()
 	for {
 		last := c.last.Load()
 		if us <= last || c.last.CompareAndSwap(last, us) {

@@ -304,6 +304,7 @@ func (g *guard) track(p *pendingAnswer) {
 	}
 	e.active = append(e.active, p)
 	e.started++
+	p.startedAt = e.started
 }
 
 // leaveLater makes a dropped poll's subscriber leave its channels after
@@ -324,7 +325,9 @@ func (g *guard) leaveLater(p *pendingAnswer) {
 		return
 	}
 	e.leaving++
-	mark := e.started
+	// A subscribe begun after the dropped one (an SDK resending at once,
+	// perhaps counted before the drop was noticed) keeps the user.
+	mark := p.startedAt
 	g.mu.Unlock()
 	time.AfterFunc(DroppedLeaveGrace, func() {
 		g.mu.Lock()
@@ -367,7 +370,7 @@ func (g *guard) clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 		xff = ctx.Request.Header.PeekAll("X-Forwarded-For")
 	}
 	a := forwardedClient(remote, xff, g.lim.TrustedProxies)
-	if a.Is6() {
+	if a.Is6() && !a.IsLoopback() { // ::1 cut to its /64 would be ::, not loopback
 		p, _ := a.Prefix(64)
 		return p.Addr()
 	}

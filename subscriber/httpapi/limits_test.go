@@ -288,6 +288,32 @@ func TestResubscribeKeepsPresence(t *testing.T) {
 	}
 }
 
+// TestResubscribeBeforeDropKeepsPresence: the other order — the SDK's new
+// subscribe arrives before the old connection's hang-up is noticed (it
+// aborted the old poll and resent at once): the subscriber stays present.
+func TestResubscribeBeforeDropKeepsPresence(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, cfg := embeddedWith(t, reg, subscriber.Config{PollHold: time.Minute})
+	node := cfg.Pubsub.(*subscriber.Node)
+	addr := serveLimited(t, cfg, httpapi.Limits{})
+	tt := cursorOf(t, addr, "stay")
+	first, _ := rawGet(t, addr, "/v2/subscribe/demo/stay/0?uuid=ann&tt="+tt)
+	eventually(t, "the poll is parked", func() bool { return node.Parked() == 1 })
+	if err := fetchJSON("http://"+addr+"/v2/subscribe/demo/stay,other/0?uuid=ann", new(any)); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	eventually(t, "the drop is noticed", func() bool { return metrictest.Value(t, reg, "groupcast_dropped_polls_total") == 1 })
+	deadline := time.Now().Add(httpapi.DroppedLeaveGrace + time.Second)
+	for time.Now().Before(deadline) {
+		users, err := node.Occupancy(context.Background(), "demo", "stay")
+		if err != nil || len(users) != 1 {
+			t.Fatalf("occupancy of stay = %v, %v; want [ann] throughout", users, err)
+		}
+		<-time.After(50 * time.Millisecond) // sampling over the grace period
+	}
+}
+
 // TestPipelinedRequestWhileParked: bytes a client sends while its poll is
 // parked (a pipelined request) are not taken for a hang-up and not lost:
 // the server reads them once the poll has answered.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/valyala/fasthttp"
 )
 
 // failingListener fails its first fails Accepts with err, then accepts
@@ -186,4 +187,21 @@ func counterValue(c prometheus.Counter) float64 {
 		return -1
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestClientAddr: an IPv6 client counts as its /64, but ::1 stays loopback
+// (exempt from the per-address cap) rather than becoming "::".
+func TestClientAddr(t *testing.T) {
+	g := &guard{}
+	for _, c := range []struct{ remote, want string }{
+		{"[::1]:4000", "::1"},
+		{"[2001:db8:1:2:3:4:5:6]:4000", "2001:db8:1:2::"},
+		{"127.0.0.1:4000", "127.0.0.1"},
+	} {
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(c.remote)), nil)
+		if got := g.clientAddr(&ctx); got.String() != c.want {
+			t.Errorf("clientAddr(%s) = %s, want %s", c.remote, got, c.want)
+		}
+	}
 }

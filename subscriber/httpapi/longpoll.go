@@ -44,6 +44,9 @@ type pendingAnswer struct {
 	admitted bool
 	channels []channelgroups.Channel // for the presence of a dropped poll
 	uuid     string
+	// startedAt is the uuid's count of subscribes begun here when this one
+	// began (guard.track): a later one means the subscriber came back.
+	startedAt uint64
 
 	mu       sync.Mutex
 	answered bool

@@ -60,8 +60,9 @@ func (a *API) cursorArg(v []byte) (channelgroups.Timetoken, error) {
 	if err != nil {
 		return 0, err
 	}
-	if limit := a.cfg.Groups.Clock().Now() + channelgroups.TimetokenFromMicros(channelgroups.DefaultMaxSkew.Microseconds()); tt > limit {
-		return 0, fmt.Errorf("tt=%s is more than %v ahead of this node's clock (%s): %w", v, channelgroups.DefaultMaxSkew, limit, errBadRequest)
+	// The skew check reads the wall clock; it does not tick the node's clock.
+	if err := a.cfg.Groups.Clock().CheckSkew(tt); err != nil {
+		return 0, fmt.Errorf("tt=%s: %w: %w", v, err, errBadRequest)
 	}
 	return tt, nil
 }
