@@ -54,6 +54,7 @@ type SoakConfig struct {
 type SoakSample struct {
 	At         time.Duration // since the start
 	RSS        float64       // bytes (process_resident_memory_bytes)
+	HeapGoal   float64       // bytes (go_memstats_next_gc_bytes: twice the live heap at GOGC=100)
 	Goroutines float64       // go_goroutines
 	FDs        float64       // process_open_fds
 	Parked     float64       // groupcast_parked_polls
@@ -154,7 +155,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 		for _, m := range []struct {
 			name string
 			into *float64
-		}{{"process_resident_memory_bytes", &sm.RSS}, {"go_goroutines", &sm.Goroutines}, {"process_open_fds", &sm.FDs}, {"groupcast_parked_polls", &sm.Parked}} {
+		}{{"process_resident_memory_bytes", &sm.RSS}, {"go_memstats_next_gc_bytes", &sm.HeapGoal}, {"go_goroutines", &sm.Goroutines}, {"process_open_fds", &sm.FDs}, {"groupcast_parked_polls", &sm.Parked}} {
 			v, e := scrape(cfg.Origin, m.name)
 			*m.into, err = v, errors.Join(err, e)
 		}
@@ -207,20 +208,20 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 	return res, nil
 }
 
-const soakHeader = "time\tRSS MiB\tgoroutines\tfds\tparked\tdelivered/s\tpublished/s\tvanished\tfailures\t"
+const soakHeader = "time\tRSS MiB\theap goal MiB\tgoroutines\tfds\tparked\tdelivered/s\tpublished/s\tvanished\tfailures\t"
 
 func (s SoakSample) row(prev SoakSample) string {
 	secs := (s.At - prev.At).Seconds()
 	if secs <= 0 {
 		secs = 1
 	}
-	return fmt.Sprintf("%v\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%d\t%d\t", s.At, s.RSS/(1<<20), s.Goroutines, s.FDs, s.Parked,
+	return fmt.Sprintf("%v\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%d\t%d\t", s.At, s.RSS/(1<<20), s.HeapGoal/(1<<20), s.Goroutines, s.FDs, s.Parked,
 		float64(s.Delivered-prev.Delivered)/secs, float64(s.Published-prev.Published)/secs, s.Vanished, s.Failures)
 }
 
 // afterRow is the row of the reading after the clients left: no rates.
 func (s SoakSample) afterRow() string {
-	return fmt.Sprintf("%v\t%.1f\t%.0f\t%.0f\t%.0f\t-\t-\t%d\t%d\t  (clients gone)", s.At, s.RSS/(1<<20), s.Goroutines, s.FDs, s.Parked, s.Vanished, s.Failures)
+	return fmt.Sprintf("%v\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t-\t-\t%d\t%d\t  (clients gone)", s.At, s.RSS/(1<<20), s.HeapGoal/(1<<20), s.Goroutines, s.FDs, s.Parked, s.Vanished, s.Failures)
 }
 
 // Table writes the samples as a table, then the verdict.
@@ -290,6 +291,10 @@ func trends(ss []SoakSample) []Trend {
 		get        func(SoakSample) float64
 	}{
 		{"RSS", " MiB", 1 << 20, 8, func(x SoakSample) float64 { return x.RSS }},
+		// The heap goal follows what is live (twice it at GOGC=100): a
+		// leak grows it, while RSS also holds what the runtime has not
+		// given back yet.
+		{"heap goal", " MiB", 1 << 20, 8, func(x SoakSample) float64 { return x.HeapGoal }},
 		{"goroutines", "", 1, 25, func(x SoakSample) float64 { return x.Goroutines }},
 		{"fds", "", 1, 25, func(x SoakSample) float64 { return x.FDs }},
 	} {
