@@ -246,7 +246,9 @@ var ErrNotFresh = fmt.Errorf("subscriber: this node has not caught up with the t
 
 // Publish appends a message to its account's shard log and returns its
 // timetoken. With a token, the node first waits until it has applied
-// everything the token covers, so the message sorts after those edits.
+// everything the token covers, so the message sorts after those edits —
+// in other regions' logs too: the message carries the token's positions
+// there as its dependencies (see replicate.go).
 func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token) (channelgroups.Timetoken, error) {
 	shard := channelgroups.ShardOf(m.Account, len(n.shards))
 	if tok != nil {
@@ -258,6 +260,12 @@ func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token
 		}
 		if ok, _ := n.catchUp(ctx, tok); !ok {
 			return 0, ErrNotFresh
+		}
+		m.Deps = nil
+		for _, rp := range tok.Positions {
+			if rp.Region != n.cfg.Region {
+				m.Deps = append(m.Deps, rp)
+			}
 		}
 	}
 	pos, err := n.ann.appendRecord(ctx, shard, encodeMessage(m))

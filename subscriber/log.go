@@ -35,6 +35,19 @@ type Log interface {
 	// Like Read, it starts with a gap entry if entries after `after` were
 	// dropped.
 	Range(ctx context.Context, shard int, after channelgroups.Position, max int) ([]LogEntry, error)
+
+	// AppendReplica appends rec to shard's log as the copy of the entry at
+	// origin in region's log for the same shard, unless an entry of that
+	// region at or after origin was already copied into this shard's log:
+	// then it appends nothing and returns appended false. The check, the
+	// append and the record of how far region's log was copied are one
+	// atomic step that survives restarts, so a replicator that dies at any
+	// point and starts again from Replicated never copies an entry twice and
+	// never skips one.
+	AppendReplica(ctx context.Context, shard, region int, origin channelgroups.Position, rec []byte) (pos channelgroups.Position, appended bool, err error)
+	// Replicated returns, for each region whose log was copied into shard's
+	// log, the origin position of the newest entry copied.
+	Replicated(ctx context.Context, shard int) (map[int]channelgroups.Position, error)
 }
 
 // Cursor is where a reader of one shard's log is: entries after After.

@@ -43,6 +43,10 @@ type Config struct {
 	// listed, other than this one, cannot be honoured: its reads fail with
 	// ErrUnavailable rather than risk a stale answer.
 	RegionStores map[int]channelgroups.Store
+	// Remotes are the other regions' logs, by region number: the primary of
+	// each shard copies their entries into this region's log (see
+	// replicate.go). None means this region runs alone.
+	Remotes map[int]Log
 	// RingSize is how many messages each channel keeps; zero means 100.
 	RingSize int
 	// RingAge is how long messages are kept; zero means 20m.
@@ -150,6 +154,7 @@ type Node struct {
 
 	views *views
 	ann   *announcer
+	repl  *replicas
 	hub   *hub
 	pres  *presenceBook
 
@@ -168,6 +173,13 @@ type shard struct {
 	// gap is the newest position of the shard's log this node lost to a
 	// gap (see gap.go); zero if none.
 	gap channelgroups.Position
+	// remote is, per other region, the origin position of the newest entry
+	// of that region's log applied here (copied into this log, see
+	// replicate.go); lost is the newest such position whose entries a
+	// replicator could not copy (the other region's log was trimmed first).
+	// Both are guarded by mu and advance with applied.
+	remote map[int]channelgroups.Position
+	lost   map[int]channelgroups.Position
 }
 
 type nodeMetrics struct {
@@ -237,6 +249,11 @@ func (cfg *Config) validate() error {
 	for r, st := range cfg.RegionStores {
 		if r < 1 || st == nil {
 			errs = append(errs, fmt.Errorf("RegionStores[%d] must be a store of a region >= 1", r))
+		}
+	}
+	for r, l := range cfg.Remotes {
+		if r < 1 || r == cfg.Region || l == nil {
+			errs = append(errs, fmt.Errorf("Remotes[%d] must be the log of another region >= 1 (this one is %d)", r, cfg.Region))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -316,6 +333,9 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	if err := n.initGapMetrics(); err != nil {
 		return nil, err
 	}
+	if n.repl, err = newReplicas(cfg.Registerer); err != nil {
+		return nil, err
+	}
 	n.views = &views{n: n, store: store, cache: cache, overlay: overlay}
 	n.ann = newAnnouncer(n, store)
 	if n.pres, err = newPresenceBook(n); err != nil {
@@ -345,6 +365,9 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.consume(ctx) })
 	wg.Go(func() { n.janitor(ctx) })
 	wg.Go(func() { n.ann.dispatch(ctx) })
+	for region, remote := range n.cfg.Remotes {
+		wg.Go(func() { n.replicate(ctx, region, remote) })
+	}
 	wg.Wait()
 	return nil
 }
@@ -445,6 +468,12 @@ func (n *Node) takeOver(ctx context.Context, a *Assignment) []error {
 // replayed into fresh rings. Requests for the shard wait until it is done.
 func (n *Node) gain(ctx context.Context, i int) error {
 	start := n.now()
+	// How far other regions' logs were copied, read before the end of the
+	// log: every entry copied up to these marks is at or before last.
+	remote, err := n.log.Replicated(ctx, i)
+	if err != nil {
+		return err
+	}
 	last, err := n.log.Last(ctx, i)
 	if err != nil {
 		return err
@@ -455,6 +484,7 @@ func (n *Node) gain(ctx context.Context, i int) error {
 	s := n.shards[i]
 	s.mu.Lock()
 	s.applied = last
+	s.remote, s.lost = remote, nil
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
@@ -608,6 +638,8 @@ func (n *Node) apply(le LogEntry) {
 		wake = n.hub.applyMessage(d.msg)
 	case d.presence != nil:
 		wake = n.pres.apply(d.presence, le.Pos)
+	case d.gap:
+		n.repairRemoteGap(le.Shard, d.origin, d.originPos)
 	default:
 		_ = n.clock.Witness(d.edit.At) // a far-future timetoken is not witnessed; the change still applies
 		n.hub.recordEdit(*d.edit, le.Pos)
@@ -620,6 +652,9 @@ func (n *Node) apply(le LogEntry) {
 	s.mu.Lock()
 	if s.applied.Less(le.Pos) {
 		s.applied = le.Pos
+		if err == nil && d.origin != 0 {
+			s.advanceRemote(d.origin, d.originPos, d.gap)
+		}
 		close(s.changed)
 		s.changed = make(chan struct{})
 	}
@@ -629,6 +664,21 @@ func (n *Node) apply(le LogEntry) {
 	n.hub.wake(wake)
 	n.m.applied.Inc()
 	n.m.lag.Observe(n.now().Sub(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
+}
+
+// advanceRemote records that this node applied region's log up to p (lost
+// marks a gap up to p: its entries were never copied). s.mu is held.
+func (s *shard) advanceRemote(region int, p channelgroups.Position, lost bool) {
+	if s.remote == nil {
+		s.remote = map[int]channelgroups.Position{}
+	}
+	s.remote[region] = channelgroups.MaxPosition(s.remote[region], p)
+	if lost {
+		if s.lost == nil {
+			s.lost = map[int]channelgroups.Position{}
+		}
+		s.lost[region] = channelgroups.MaxPosition(s.lost[region], p)
+	}
 }
 
 // applied is where the node is in a shard's log.
@@ -694,7 +744,17 @@ func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Positio
 				after = le.Pos
 				continue
 			}
-			if d, err := decodeRecord(le.Data, shard); err == nil && d.msg != nil {
+			d, err := decodeRecord(le.Data, shard)
+			if err == nil && d.gap {
+				n.repairRemoteGap(shard, d.origin, d.originPos)
+			}
+			if err == nil && d.origin != 0 {
+				s := n.shards[shard]
+				s.mu.Lock()
+				s.advanceRemote(d.origin, d.originPos, d.gap)
+				s.mu.Unlock()
+			}
+			if err == nil && d.msg != nil {
 				d.msg.Pos = le.Pos
 				n.hub.applyMessage(d.msg)
 			} else if err == nil && d.presence != nil {

@@ -2,22 +2,36 @@ package subscriber
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
 // record is one shard-log entry: kind "e" is a membership edit, kind "m" a
-// published message. Both kinds of one account share its shard's log, in
-// the order they were acknowledged.
+// published message, kind "p" a presence event. All kinds of one account
+// share its shard's log, in the order they were acknowledged. Kind "g" is
+// written only by a replicator: entries of another region's log were lost
+// before they could be copied (see replicate.go).
+//
+// An entry copied from another region's log (edits and messages) carries
+// its origin: the region (Origin) and its position there (OriginPos); a
+// message keeps its original timetoken on the wire. Deps are the other
+// regions' positions a message was published under (its token's), which a
+// replicator copies only after it has copied those.
 type record struct {
-	Kind     string                  `json:"k"`
-	Account  channelgroups.Account   `json:"a"`
-	Group    channelgroups.Group     `json:"g,omitempty"`
-	Op       channelgroups.Op        `json:"o,omitempty"`
-	Channels []channelgroups.Channel `json:"c,omitempty"`
-	At       channelgroups.Timetoken `json:"t,omitempty"`
+	Kind      string                  `json:"k"`
+	Origin    int                     `json:"or,omitempty"`
+	OriginPos string                  `json:"op,omitempty"`
+	Deps      []string                `json:"dp,omitempty"` // "region:ms-seq"
+	Account   channelgroups.Account   `json:"a"`
+	Group     channelgroups.Group     `json:"g,omitempty"`
+	Op        channelgroups.Op        `json:"o,omitempty"`
+	Channels  []channelgroups.Channel `json:"c,omitempty"`
+	At        channelgroups.Timetoken `json:"t,omitempty"`
 	// Held and HeldKnown: which channels of the edit the group held before
 	// it (channelgroups.Edit.Held).
 	Held      []channelgroups.Channel `json:"h,omitempty"`
@@ -62,8 +76,16 @@ type Message struct {
 	Signal     bool
 	NoStore    bool   // store=0: not kept for history
 	Key        string // Idempotency-Key, if the publisher sent one
+	// Deps are the positions in other regions' logs the publisher's token
+	// covered: the message is copied to a third region only after them.
+	Deps []channelgroups.RegionPosition
 	// Pos is where the message is in its shard's log; set when applied.
 	Pos channelgroups.Position
+	// Origin and OriginPos say, for a message copied from another region's
+	// log, which region it was published in and where in that region's log;
+	// zero for a message published in this region.
+	Origin    int
+	OriginPos channelgroups.Position
 
 	wire atomic.Pointer[[]byte]
 }
@@ -80,8 +102,15 @@ func (m *Message) Wire(build func(*Message) []byte) []byte {
 	return b
 }
 
-// Timetoken is the message's timetoken: its log position as a cursor.
-func (m *Message) Timetoken() channelgroups.Timetoken { return CursorOf(m.Pos) }
+// Timetoken is the message's timetoken: its position, as a cursor, in the
+// log of the region it was published in. Every region shows the same
+// timetoken for a message, whichever region it was published in.
+func (m *Message) Timetoken() channelgroups.Timetoken {
+	if m.Origin != 0 {
+		return CursorOf(m.OriginPos)
+	}
+	return CursorOf(m.Pos)
+}
 
 // CursorOf renders a log position as a 17-digit PubNub timetoken: the
 // millisecond times 10,000 plus the sequence within it. Every node of a
@@ -99,8 +128,33 @@ func PositionOf(t channelgroups.Timetoken) channelgroups.Position {
 
 func encodeMessage(m *Message) []byte {
 	b, _ := json.Marshal(record{Kind: "m", Account: m.Account, Channel: m.Channel, Payload: m.Payload, Publisher: m.Publisher,
-		Meta: m.Meta, CustomType: m.CustomType, Signal: m.Signal, NoStore: m.NoStore, Key: m.Key})
+		Meta: m.Meta, CustomType: m.CustomType, Signal: m.Signal, NoStore: m.NoStore, Key: m.Key, Deps: encodeDeps(m.Deps)})
 	return b
+}
+
+func encodeDeps(ds []channelgroups.RegionPosition) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, strconv.Itoa(d.Region)+":"+d.Pos.String())
+	}
+	return out
+}
+
+func decodeDeps(ss []string) ([]channelgroups.RegionPosition, error) {
+	var out []channelgroups.RegionPosition
+	for _, s := range ss {
+		r, p, ok := strings.Cut(s, ":")
+		region, err := strconv.Atoi(r)
+		if !ok || err != nil || region < 1 {
+			return nil, fmt.Errorf("subscriber: bad dependency %q in a log record", s)
+		}
+		pos, err := channelgroups.ParsePosition(p)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber: bad dependency %q in a log record: %w", s, err)
+		}
+		out = append(out, channelgroups.RegionPosition{Region: region, Pos: pos})
+	}
+	return out, nil
 }
 
 // EncodeEdit is the log record of an edit, as Announce appends it.
@@ -109,11 +163,17 @@ func EncodeEdit(e channelgroups.Edit) []byte {
 	return b
 }
 
-// decoded is one log record: exactly one field is set.
+// decoded is one log record: exactly one of edit, msg, presence and gap is
+// set (gap: a replicator lost entries of origin's log up to originPos).
 type decoded struct {
 	edit     *channelgroups.Edit
 	msg      *Message
 	presence *presence
+	gap      bool
+	// origin and originPos: where a copied entry comes from (zero if from
+	// this region's own log).
+	origin    int
+	originPos channelgroups.Position
 }
 
 // decodeRecord returns the edit, message or presence event a log entry holds.
@@ -122,15 +182,34 @@ func decodeRecord(b []byte, shard int) (decoded, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return decoded{}, fmt.Errorf("subscriber: bad log record: %w", err)
 	}
+	d := decoded{origin: r.Origin}
+	if r.Origin != 0 {
+		p, err := channelgroups.ParsePosition(r.OriginPos)
+		if err != nil || r.Origin < 0 {
+			return decoded{}, fmt.Errorf("subscriber: bad origin of a copied log record: %d %q", r.Origin, r.OriginPos)
+		}
+		d.originPos = p
+	}
 	switch r.Kind {
 	case "e":
-		return decoded{edit: &channelgroups.Edit{Account: r.Account, Group: r.Group, Shard: shard, Op: r.Op, Channels: r.Channels, At: r.At,
-			Held: r.Held, HeldKnown: r.HeldKnown}}, nil
+		d.edit = &channelgroups.Edit{Account: r.Account, Group: r.Group, Shard: shard, Op: r.Op, Channels: r.Channels, At: r.At,
+			Held: r.Held, HeldKnown: r.HeldKnown}
 	case "m":
-		return decoded{msg: &Message{Account: r.Account, Channel: r.Channel, Payload: r.Payload, Publisher: r.Publisher, Meta: r.Meta,
-			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key}}, nil
+		deps, err := decodeDeps(r.Deps)
+		if err != nil {
+			return decoded{}, err
+		}
+		d.msg = &Message{Account: r.Account, Channel: r.Channel, Payload: r.Payload, Publisher: r.Publisher, Meta: r.Meta,
+			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key, Deps: deps, Origin: d.origin, OriginPos: d.originPos}
 	case "p":
-		return decoded{presence: &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When}}, nil
+		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When}
+	case "g":
+		if r.Origin == 0 {
+			return decoded{}, errors.New("subscriber: a replication gap record without its origin")
+		}
+		d.gap = true
+	default:
+		return decoded{}, fmt.Errorf("subscriber: unknown log record kind %q", r.Kind)
 	}
-	return decoded{}, fmt.Errorf("subscriber: unknown log record kind %q", r.Kind)
+	return d, nil
 }

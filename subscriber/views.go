@@ -141,10 +141,15 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 }
 
 // catchUp reports whether this node has applied everything tok covers: its
-// positions in this region and, for a pending edit, the log position that
+// positions in every region (see covers) and, for a pending edit of this
+// region, the log position that
 // proves it was announced (announcedThrough). It waits on the shard's signal
 // up to FreshWait; waited tells whether it had to.
 func (n *Node) catchUp(ctx context.Context, tok *channelgroups.Token) (ok, waited bool) {
+	if tok.Pending != 0 && tok.Origin != n.cfg.Region {
+		// Pending in another region's outbox: no position proves it copied.
+		return false, false
+	}
 	if tok.Pending != 0 {
 		last, ok := n.ann.announcedThrough(ctx, tok.Shard, tok.Pending)
 		if !ok {
@@ -234,9 +239,11 @@ func (v *views) slow(ctx context.Context, key channelgroups.GroupKey, tok *chann
 	return channelgroups.Merge(&snap, entries, cleared), nil
 }
 
-// covers reports whether this node has applied everything tok covers in
-// this region. Positions in other regions are not followed here yet: a token
-// carrying one is not covered.
+// covers reports whether this node has applied everything tok covers: its
+// position in this region's log, and in each other region's log the
+// position up to which this node applied the entries copied from it (see
+// replicate.go). A position whose entry a replicator lost to a gap is never
+// covered from memory.
 func (n *Node) covers(tok *channelgroups.Token) bool {
 	if tok.Shard < 0 || tok.Shard >= len(n.shards) {
 		return false
@@ -245,7 +252,12 @@ func (n *Node) covers(tok *channelgroups.Token) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, rp := range tok.Positions {
-		if rp.Region != n.cfg.Region || s.applied.Less(rp.Pos) {
+		switch {
+		case rp.Region == n.cfg.Region:
+			if s.applied.Less(rp.Pos) {
+				return false
+			}
+		case s.remote[rp.Region].Less(rp.Pos), !s.lost[rp.Region].Less(rp.Pos):
 			return false
 		}
 	}
@@ -257,11 +269,6 @@ func (n *Node) covers(tok *channelgroups.Token) bool {
 func (n *Node) await(ctx context.Context, tok *channelgroups.Token) bool {
 	if tok.Shard < 0 || tok.Shard >= len(n.shards) {
 		return false
-	}
-	for _, rp := range tok.Positions {
-		if rp.Region != n.cfg.Region {
-			return false // another region's log: not followed here
-		}
 	}
 	s := n.shards[tok.Shard]
 	timer := time.NewTimer(n.cfg.FreshWait)

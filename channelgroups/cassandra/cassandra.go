@@ -13,10 +13,20 @@
 //	groups (account, grp) → version bigint, cleared bigint
 //	    every edit: version=tt USING TIMESTAMP tt (the cell keeps the highest)
 //	    delete group: also cleared=tt
-//	outbox ((shard), at, account, grp) → op tinyint, channels list<text>
-//	    every edit, in the same logged batch; deleted once announced
+//	outbox_by_region ((region, shard), at, account, grp) → op tinyint, channels list<text>
+//	    every edit, in the same logged batch, under the region that wrote it
+//	    (Config.Region); only that region's nodes read it (Pending) and
+//	    delete it once announced in their log (Announced)
 //	replays ((account, key)) → fingerprint text, answer blob, with a TTL
 //	    answers to edits sent with an Idempotency-Key
+//
+// The keyspace is replicated to every region's datacenter, but an edit is
+// announced in the log of the region that acknowledged it, and only there:
+// so each region has its own outbox partitions, and a region never announces
+// (or clears) another region's pending edits, which reach it by log
+// replication instead. (The table before regions, outbox ((shard), at,
+// account, grp), was shared by all regions; it is no longer written or read.)
+// TestOutboxPerRegion checks this against two real datacenters.
 //
 // Reads return (channel, state, WRITETIME(state)). On a timestamp tie
 // Cassandra prefers an expiring cell over a plain one, so a remove beats an
@@ -85,6 +95,9 @@ type Config struct {
 	Port int
 	// LocalDC is this region's datacenter; empty means "dc1".
 	LocalDC string
+	// Region is this region's number: the outbox holds this region's edits
+	// only. Zero means 1.
+	Region int
 	// Keyspace is created if missing; empty means "groupcast".
 	Keyspace string
 	// Replication is the replication factor per datacenter used when the
@@ -123,6 +136,12 @@ func (c *Config) fill() error {
 	}
 	if c.LocalDC == "" {
 		c.LocalDC = "dc1"
+	}
+	if c.Region < 0 {
+		return errors.New("cassandra: Region must be >= 0")
+	}
+	if c.Region == 0 {
+		c.Region = 1
 	}
 	if c.Keyspace == "" {
 		c.Keyspace = "groupcast"
@@ -214,9 +233,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	s.qMembers = `SELECT channel, state, WRITETIME(state) FROM ` + ks + `.members WHERE account = ? AND grp = ?`
 	s.qGroup = `SELECT version, cleared FROM ` + ks + `.groups WHERE account = ? AND grp = ?`
 	s.qGroups = `SELECT grp, version, cleared FROM ` + ks + `.groups WHERE account = ?`
-	s.qOutbox = `INSERT INTO ` + ks + `.outbox (shard, at, account, grp, op, channels) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`
-	s.qPending = `SELECT at, account, grp, op, channels FROM ` + ks + `.outbox WHERE shard = ? LIMIT ?`
-	s.qAnnounced = `DELETE FROM ` + ks + `.outbox WHERE shard = ? AND at = ? AND account = ? AND grp = ?`
+	s.qOutbox = `INSERT INTO ` + ks + `.outbox_by_region (region, shard, at, account, grp, op, channels) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`
+	s.qPending = `SELECT at, account, grp, op, channels FROM ` + ks + `.outbox_by_region WHERE region = ? AND shard = ? LIMIT ?`
+	s.qAnnounced = `DELETE FROM ` + ks + `.outbox_by_region WHERE region = ? AND shard = ? AND at = ? AND account = ? AND grp = ?`
 	s.qRecall = `SELECT fingerprint, answer FROM ` + ks + `.replays WHERE account = ? AND key = ?`
 	s.qRemember = `INSERT INTO ` + ks + `.replays (account, key, fingerprint, answer) VALUES (?, ?, ?, ?) USING TTL ?`
 	return s, nil
@@ -238,9 +257,11 @@ func (s *Store) createSchema(ctx context.Context) error {
 			PRIMARY KEY (account, grp))`,
 		// A re-announced edit is harmless (changes are idempotent), so a
 		// resurrected outbox row costs nothing: short gc_grace keeps the
-		// queue's tombstones few.
-		`CREATE TABLE IF NOT EXISTS ` + ks + `.outbox (shard int, at bigint, account text, grp text, op tinyint, channels list<text>,
-			PRIMARY KEY (shard, at, account, grp)) WITH gc_grace_seconds = 600`,
+		// queue's tombstones few. The region is in the partition key: each
+		// region drains only its own edits.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.outbox_by_region (region int, shard int, at bigint, account text, grp text,
+			op tinyint, channels list<text>,
+			PRIMARY KEY ((region, shard), at, account, grp)) WITH gc_grace_seconds = 600`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `.replays (account text, key text, fingerprint text, answer blob,
 			PRIMARY KEY ((account, key)))`,
 	}
@@ -308,7 +329,7 @@ func (s *Store) Write(ctx context.Context, e channelgroups.Edit) error {
 	for i, c := range e.Channels {
 		names[i] = string(c)
 	}
-	b.Query(s.qOutbox, e.Shard, int64(e.At), a, g, int8(e.Op), names, ts)
+	b.Query(s.qOutbox, s.cfg.Region, e.Shard, int64(e.At), a, g, int8(e.Op), names, ts)
 	b.SetConsistency(gocql.LocalQuorum)
 	return wrap("write", s.s.ExecuteBatch(b))
 }
@@ -359,9 +380,10 @@ func (s *Store) Groups(ctx context.Context, acct channelgroups.Account) ([]chann
 	return out, nil
 }
 
-// Pending implements channelgroups.Outbox.
+// Pending implements channelgroups.Outbox: shard's edits written in this
+// region (Config.Region) only.
 func (s *Store) Pending(ctx context.Context, shard, limit int) ([]channelgroups.Edit, error) {
-	iter := s.s.Query(s.qPending, shard, limit).WithContext(ctx).Iter()
+	iter := s.s.Query(s.qPending, s.cfg.Region, shard, limit).WithContext(ctx).Iter()
 	var (
 		out   []channelgroups.Edit
 		at    int64
@@ -384,9 +406,10 @@ func (s *Store) Pending(ctx context.Context, shard, limit int) ([]channelgroups.
 	return out, nil
 }
 
-// Announced implements channelgroups.Outbox.
+// Announced implements channelgroups.Outbox: it removes e's record from
+// this region's outbox.
 func (s *Store) Announced(ctx context.Context, e channelgroups.Edit) error {
-	err := s.s.Query(s.qAnnounced, e.Shard, int64(e.At), string(e.Account), string(e.Group)).WithContext(ctx).Exec()
+	err := s.s.Query(s.qAnnounced, s.cfg.Region, e.Shard, int64(e.At), string(e.Account), string(e.Group)).WithContext(ctx).Exec()
 	return wrap("outbox announced", err)
 }
 

@@ -115,6 +115,7 @@ func TestConfigValidation(t *testing.T) {
 		{"bad keyspace", Config{Hosts: []string{"h"}, Keyspace: "drop table x"}},
 		{"bad replication", Config{Hosts: []string{"h"}, Replication: map[string]int{"dc1": 0}}},
 		{"tiny remove TTL", Config{Hosts: []string{"h"}, RemoveTTL: time.Millisecond}},
+		{"negative region", Config{Hosts: []string{"h"}, Region: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(t.Context(), tc.cfg); err == nil {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -86,6 +88,39 @@ type options struct {
 	// the shard logs (redislog.Config.MaxLen, memlog.Config)
 	logMaxLen int
 	logBytes  int64
+
+	// other regions' Redis, by region number (--remote-region)
+	remotes remoteRegions
+}
+
+// remoteRegions is the repeatable --remote-region N=HOST:PORT flag (a
+// comma-separated list in one value works too, as GROUPCAST_REMOTE_REGION).
+type remoteRegions map[int]string
+
+func (r *remoteRegions) String() string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(*r)) {
+		parts = append(parts, strconv.Itoa(n)+"="+(*r)[n])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (r *remoteRegions) Set(v string) error {
+	if *r == nil {
+		*r = remoteRegions{}
+	}
+	for part := range strings.SplitSeq(v, ",") {
+		n, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		region, err := strconv.Atoi(n)
+		if !ok || err != nil || region < 1 || addr == "" {
+			return fmt.Errorf("%q is not N=HOST:PORT (a region number >= 1 and its Redis)", part)
+		}
+		if _, dup := (*r)[region]; dup {
+			return fmt.Errorf("region %d given twice", region)
+		}
+		(*r)[region] = addr
+	}
+	return nil
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -132,6 +167,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.probeTimeout, "gossip-probe-timeout", 0, "how long a probe waits for its ack; 0 = memberlist's LAN default (500ms)")
 	fs.IntVar(&o.logMaxLen, "log-max-len", 100_000, "entries each shard's log keeps (with --redis, at least this many: streams are trimmed in whole nodes of up to 100); a node that falls further behind re-reads the shard's groups from storage")
 	fs.Int64Var(&o.logBytes, "log-bytes", 8<<20, "bytes the in-process log (without --redis) keeps, all shards together; past it the oldest entries go first (it only carries entries to this node's own consumer, so it needs to hold what the consumer may lag by)")
+	fs.Var(&o.remotes, "remote-region", "another region's Redis, as N=HOST:PORT (repeatable): this region's shard primaries copy that region's edits and messages into this region's logs; needs --redis")
 	fs.IntVar(&o.suspicionMult, "gossip-suspicion-mult", 0, "how many probe intervals (times log10 of the member count) a suspect has to refute it; 0 = memberlist's LAN default (4)")
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -185,6 +221,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if o.replicas < 1 {
 		return o, fmt.Errorf("--replicas must be >= 1, got %d", o.replicas)
+	}
+	if len(o.remotes) > 0 && o.redis == "" {
+		return o, errors.New("--remote-region needs --redis: copies go into this region's shard logs in Redis")
+	}
+	if _, ok := o.remotes[o.region]; ok {
+		return o, fmt.Errorf("--remote-region names this region (%d)", o.region)
 	}
 	for name, d := range map[string]time.Duration{"--drain": o.drain, "--gossip-probe-interval": o.probeInterval, "--gossip-probe-timeout": o.probeTimeout,
 		"--poll-hold": o.pollHold, "--refresh-every": o.refreshEvery, "--fresh-wait": o.freshWait, "--ring-age": o.ringAge, "--volatile-ttl": o.volatileTTL, "--shutdown-timeout": o.shutdownTimeout, "--cassandra-timeout": o.cassandraTimeout} {
@@ -354,6 +396,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Hosts:       hosts,
 			Port:        port,
 			LocalDC:     o.cassandraDC,
+			Region:      o.region,
 			Keyspace:    o.keyspace,
 			Replication: repl,
 			Timeout:     o.cassandraTimeout,
@@ -380,7 +423,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return err
 			}
-			remote, err := cassandra.New(ctx, cassandra.Config{Hosts: hosts, Port: port, LocalDC: dc, Keyspace: o.keyspace, Timeout: o.cassandraTimeout, Logger: logger})
+			remote, err := cassandra.New(ctx, cassandra.Config{Hosts: hosts, Port: port, LocalDC: dc, Region: region, Keyspace: o.keyspace, Timeout: o.cassandraTimeout, Logger: logger})
 			if err != nil {
 				return fmt.Errorf("region %d (dc %s): %w", region, dc, err)
 			}
@@ -410,6 +453,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		closers = append(closers, rl.Close)
 		pingers = append(pingers, rl.Ping)
 		shardLog, logDesc = rl, "redis "+o.redis
+	}
+	remotes := map[int]subscriber.Log{}
+	for region, addr := range o.remotes {
+		rl, err := redislog.New(redislog.Config{Addr: addr, Prefix: o.redisPrefix, Region: region, Shards: o.shards, MaxLen: int64(o.logMaxLen)})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, rl.Close)
+		remotes[region] = rl
+	}
+	if len(remotes) > 0 {
+		logDesc += "; copying region " + o.remotes.String()
 	}
 
 	secret, err := loadSecret(o.secret, o.data)
@@ -477,7 +532,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
 		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery, Ownership: ownership,
-		RegionStores: regionStores, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, RingBytes: o.ringBytes, PresenceMax: o.presenceMax, Logger: logger, Registerer: reg,
+		RegionStores: regionStores, Remotes: remotes, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, RingBytes: o.ringBytes, PresenceMax: o.presenceMax, Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return err

@@ -1,7 +1,9 @@
 // Package testenv tells integration tests where the real servers started by
 // scripts/infra are (the GROUPCAST_CASSANDRA and GROUPCAST_REDIS lines it
-// prints). A missing server fails the test: integration tests never skip.
-// Run them with `make test`, which starts the servers.
+// prints, and with --regions 2 each region's GROUPCAST_R<n>_CASSANDRA,
+// GROUPCAST_R<n>_DC and GROUPCAST_R<n>_REDIS). A missing server fails the
+// test: integration tests never skip. Run them with `make test`, which starts
+// the servers of two regions.
 package testenv
 
 import (
@@ -30,11 +32,39 @@ func RedisAddr(t testing.TB) string {
 	return require(t, "GROUPCAST_REDIS")
 }
 
+// RegionEnv is one region's servers: its Cassandra datacenter and its Redis.
+type RegionEnv struct {
+	Cassandra []string // contact points in the region's datacenter
+	DC        string   // the datacenter's name, e.g. "dc1"
+	Redis     string   // host:port of the Redis holding the region's shard logs
+}
+
+// Region returns region n's servers from GROUPCAST_R<n>_CASSANDRA,
+// GROUPCAST_R<n>_DC and GROUPCAST_R<n>_REDIS (`scripts/infra up --regions 2`
+// prints them for regions 1 and 2), or fails the test.
+func Region(t testing.TB, n int) RegionEnv {
+	t.Helper()
+	const up = "scripts/infra up --regions 2"
+	prefix := fmt.Sprintf("GROUPCAST_R%d_", n)
+	return RegionEnv{
+		Cassandra: strings.Split(requireFrom(t, prefix+"CASSANDRA", up), ","),
+		DC:        requireFrom(t, prefix+"DC", up),
+		Redis:     requireFrom(t, prefix+"REDIS", up),
+	}
+}
+
 func require(t testing.TB, name string) string {
+	t.Helper()
+	return requireFrom(t, name, "scripts/infra up")
+}
+
+// requireFrom returns the variable name, or fails the test saying that the
+// command up starts the servers it names.
+func requireFrom(t testing.TB, name, up string) string {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
-		t.Fatalf("%s is not set: integration tests need the real servers; run `make test`, or `eval \"$(scripts/infra up)\"` first", name)
+		t.Fatalf("%s is not set: integration tests need the real servers; run `make test`, or `eval \"$(%s)\"` first", name, up)
 	}
 	return v
 }

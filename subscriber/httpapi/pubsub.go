@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"compress/zlib"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,12 @@ func uuidArg(args *fasthttp.Args) (string, error) {
 // alone lets invalid UTF-8 through inside strings, which strict clients
 // then fail to decode from history and subscribe).
 func validJSON(b []byte) bool { return utf8.Valid(b) && json.Valid(b) }
+
+// RegionSwitchRewind is how far back (in timetoken units, 100 ns) a
+// subscribe cursor from another region (tr names it) is moved: more than
+// copying between regions lags by, so a client that switches regions gets
+// every message at least once.
+const RegionSwitchRewind = channelgroups.Timetoken(30 * 10_000_000) // 30 s
 
 // cursorArg parses a subscribe's tt. A cursor more than the clock skew
 // ahead of this node's clock names a message that cannot exist yet: the
@@ -245,6 +252,16 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 			req.Cursor, err = a.cursorArg(tt)
 		}
 	}
+	if err == nil && req.Cursor != 0 {
+		var tr int
+		if tr, err = intArg(args, "tr", 0, 0, 1<<20); err == nil && tr != 0 && tr != a.cfg.Region {
+			// A cursor of another region's log (the client switched
+			// regions): its positions are not this log's, so step back
+			// far enough to cover what this region copied late. Messages
+			// seen before come again, with the same timetoken (G6).
+			req.Cursor = max(req.Cursor-RegionSwitchRewind, 1)
+		}
+	}
 	if err == nil {
 		req.Token, err = a.requestToken(ctx, acct)
 	}
@@ -305,7 +322,7 @@ func (a *API) answerSubscribe(ctx *fasthttp.RequestCtx, acct channelgroups.Accou
 func (a *API) encodeEnvelope(m *subscriber.Message) []byte {
 	e := envelope{
 		A: strconv.Itoa(a.cfg.Groups.Shard(m.Account) % 10), I: m.Publisher,
-		P: cursorJSON{T: m.Timetoken().String(), R: a.cfg.Region}, K: m.Account, C: m.Channel, D: m.Payload, U: m.Meta, CMT: m.CustomType,
+		P: cursorJSON{T: m.Timetoken().String(), R: cmp.Or(m.Origin, a.cfg.Region)}, K: m.Account, C: m.Channel, D: m.Payload, U: m.Meta, CMT: m.CustomType,
 	}
 	if m.Signal {
 		e.E = 1

@@ -210,3 +210,37 @@ func TestMessageOnChannelThatLeftSinceIsDelivered(t *testing.T) {
 		t.Fatalf("deliveries %+v, want only \"inside\" through g3", got.M)
 	}
 }
+
+// TestCursorFromAnotherRegion: a cursor whose tr names another region is
+// not a position of this region's log; the subscribe steps back
+// RegionSwitchRewind, so a message just before it comes (again), while the
+// same cursor of this region delivers nothing older.
+func TestCursorFromAnotherRegion(t *testing.T) {
+	_, cfg := nodetest.Embedded(t, prometheus.NewRegistry(), subscriber.Config{PollHold: 200 * time.Millisecond})
+	base := nodetest.Serve(t, cfg)
+	var pub []any
+	if err := getJSONURL(base+"/publish/pk/demo/0/a/0/%22before%22?uuid=p", &pub); err != nil || len(pub) != 3 {
+		t.Fatalf("publish: %v %v", pub, err)
+	}
+	tt := pub[2].(string)
+	for _, tc := range []struct {
+		tr   string
+		want int
+	}{{"1", 0}, {"", 0}, {"2", 1}} {
+		var a pollAnswer
+		if err := getJSONURL(base+"/v2/subscribe/demo/a/0?tt="+tt+"&tr="+tc.tr, &a); err != nil {
+			t.Fatal(err)
+		}
+		if len(a.M) != tc.want {
+			t.Errorf("cursor %s of region %q: %d messages, want %d", tt, tc.tr, len(a.M), tc.want)
+		}
+	}
+	resp, err := http.Get(base + "/v2/subscribe/demo/a/0?tt=" + tt + "&tr=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("tr=x: status %d %q, want a 400 in JSON", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}

@@ -4,6 +4,8 @@ package logtest
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -27,6 +29,12 @@ func Run(t *testing.T, newLog func(t *testing.T, shards, maxLen int) subscriber.
 	t.Run("ReadSubset", func(t *testing.T) { t.Parallel(); testReadSubset(t, newLog(t, 4, 0)) })
 	t.Run("GapAfterTrim", func(t *testing.T) { t.Parallel(); testGapAfterTrim(t, newLog(t, 4, 10)) })
 	t.Run("NoGapKeepingUp", func(t *testing.T) { t.Parallel(); testNoGapKeepingUp(t, newLog(t, 2, 10)) })
+	t.Run("ReplicaAppendsOnce", func(t *testing.T) { t.Parallel(); testReplicaAppendsOnce(t, newLog(t, 2, 0)) })
+	t.Run("ReplicaExactOrder", func(t *testing.T) { t.Parallel(); testReplicaExactOrder(t, newLog(t, 1, 0)) })
+	t.Run("ReplicaMarksIndependent", func(t *testing.T) { t.Parallel(); testReplicaMarksIndependent(t, newLog(t, 3, 0)) })
+	t.Run("ConcurrentReplicas", func(t *testing.T) { t.Parallel(); testConcurrentReplicas(t, newLog(t, 1, 0)) })
+	t.Run("ReplicaInterleaves", func(t *testing.T) { t.Parallel(); testReplicaInterleaves(t, newLog(t, 2, 0)) })
+	t.Run("ReplicaGapAfterTrim", func(t *testing.T) { t.Parallel(); testReplicaGapAfterTrim(t, newLog(t, 2, 10)) })
 }
 
 func appendN(t *testing.T, l subscriber.Log, shard, n int, prefix string) []channelgroups.Position {
@@ -180,6 +188,22 @@ func testBadShard(t *testing.T, l subscriber.Log) {
 	if _, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 2}}, 1, time.Millisecond); err == nil {
 		t.Fatal("Read of shard 2 of 2 succeeded")
 	}
+	one := channelgroups.Position{Ms: 1}
+	if _, _, err := l.AppendReplica(t.Context(), 2, 2, one, []byte("x")); err == nil {
+		t.Fatal("AppendReplica to shard 2 of 2 succeeded")
+	}
+	if _, err := l.Replicated(t.Context(), 2); err == nil {
+		t.Fatal("Replicated of shard 2 of 2 succeeded")
+	}
+	if _, _, err := l.AppendReplica(t.Context(), 0, 0, one, []byte("x")); err == nil {
+		t.Fatal("AppendReplica from region 0 succeeded")
+	}
+	if _, _, err := l.AppendReplica(t.Context(), 0, 2, channelgroups.Position{}, []byte("x")); err == nil {
+		t.Fatal("AppendReplica at origin 0-0 (before every entry) succeeded")
+	}
+	if es, _ := l.Range(t.Context(), 0, channelgroups.Position{}, 10); len(es) != 0 {
+		t.Fatalf("shard 0 holds %+v after refused appends", es)
+	}
 }
 
 // testReadSubset: a reader that names some shards gets only their entries.
@@ -220,11 +244,19 @@ func testRange(t *testing.T, l subscriber.Log) {
 // appended.
 func trimmedPast(t *testing.T, l subscriber.Log, shard int, cursor channelgroups.Position, ps []channelgroups.Position) []channelgroups.Position {
 	t.Helper()
+	return trimmedPastBy(t, l, shard, cursor, ps, func(prefix string) []channelgroups.Position {
+		return appendN(t, l, shard, 50, prefix)
+	})
+}
+
+// trimmedPastBy is trimmedPast with add appending 50 records.
+func trimmedPastBy(t *testing.T, l subscriber.Log, shard int, cursor channelgroups.Position, ps []channelgroups.Position, add func(prefix string) []channelgroups.Position) []channelgroups.Position {
+	t.Helper()
 	for i := 0; ; i++ {
 		if i == 100 {
 			t.Fatalf("Range from %v reports no gap after %d appends to a log that keeps 10 entries", cursor, len(ps))
 		}
-		ps = append(ps, appendN(t, l, shard, 50, fmt.Sprintf("new%d-", i))...)
+		ps = append(ps, add(fmt.Sprintf("new%d-", i))...)
 		es, err := l.Range(t.Context(), shard, cursor, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -323,4 +355,285 @@ func testNoGapKeepingUp(t *testing.T, l subscriber.Log) {
 		}
 		cur = p
 	}
+}
+
+// replicate calls AppendReplica and fails the test on an error; it checks
+// that a refused copy reports no position.
+func replicate(t *testing.T, l subscriber.Log, shard, region int, origin channelgroups.Position, rec string) (channelgroups.Position, bool) {
+	t.Helper()
+	p, ok, err := l.AppendReplica(t.Context(), shard, region, origin, []byte(rec))
+	if err != nil {
+		t.Fatalf("AppendReplica(shard %d, region %d, %v): %v", shard, region, origin, err)
+	}
+	if !ok && !p.IsZero() {
+		t.Fatalf("AppendReplica(shard %d, region %d, %v) appended nothing but returned position %v", shard, region, origin, p)
+	}
+	return p, ok
+}
+
+// replicateN copies n entries of region, at origins 1-0, 2-0, ... (after
+// from), and returns their local positions.
+func replicateN(t *testing.T, l subscriber.Log, shard, region int, from uint64, n int, prefix string) []channelgroups.Position {
+	t.Helper()
+	var out []channelgroups.Position
+	for i := range n {
+		origin := channelgroups.Position{Ms: from + uint64(i) + 1}
+		p, ok := replicate(t, l, shard, region, origin, fmt.Sprintf("%s%d", prefix, i))
+		if !ok {
+			t.Fatalf("AppendReplica of region %d at %v, after the newest copied, appended nothing", region, origin)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func checkReplicated(t *testing.T, l subscriber.Log, shard int, want map[int]channelgroups.Position) {
+	t.Helper()
+	got, err := l.Replicated(t.Context(), shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || !maps.Equal(got, want) {
+		t.Fatalf("Replicated(%d) = %v, want %v", shard, got, want)
+	}
+}
+
+// checkShard checks that shard's log holds exactly the records data, in
+// that order, at positions ps, through both Range and Read.
+func checkShard(t *testing.T, l subscriber.Log, shard int, ps []channelgroups.Position, data []string) {
+	t.Helper()
+	got, err := l.Range(t.Context(), shard, channelgroups.Position{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: shard}}, 1000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, es := range map[string][]subscriber.LogEntry{"Range": got, "Read": read} {
+		if len(es) != len(data) {
+			t.Fatalf("%s of shard %d: %d entries, want %d: %+v", what, shard, len(es), len(data), es)
+		}
+		for i, e := range es {
+			if e.Gap || e.Shard != shard || e.Pos != ps[i] || string(e.Data) != data[i] {
+				t.Fatalf("%s of shard %d: entry %d = %+v, want %q at %v", what, shard, i, e, data[i], ps[i])
+			}
+		}
+	}
+	last, err := l.Last(t.Context(), shard)
+	if want := ps[len(ps)-1]; err != nil || last != want {
+		t.Fatalf("Last(%d) = %v, %v; want %v", shard, last, err, want)
+	}
+}
+
+// testReplicaAppendsOnce: copies append at increasing local positions; a
+// copy of an origin at or before the newest copied from its region appends
+// nothing and leaves the log as it was.
+func testReplicaAppendsOnce(t *testing.T, l subscriber.Log) {
+	const shard, region = 1, 2
+	ps := replicateN(t, l, shard, region, 0, 3, "c")
+	for i := 1; i < len(ps); i++ {
+		if !ps[i-1].Less(ps[i]) {
+			t.Fatalf("copy %d at %v, not after copy %d at %v", i, ps[i], i-1, ps[i-1])
+		}
+	}
+	data := []string{"c0", "c1", "c2"}
+	checkShard(t, l, shard, ps, data)
+	newest := channelgroups.Position{Ms: 3}
+	checkReplicated(t, l, shard, map[int]channelgroups.Position{region: newest})
+	for _, origin := range []channelgroups.Position{newest, {Ms: 2}, {Ms: 1}, {Ms: 2, Seq: 7}} {
+		if p, ok := replicate(t, l, shard, region, origin, "again"); ok {
+			t.Fatalf("AppendReplica at %v after copying through %v: appended twice, at %v", origin, newest, p)
+		}
+	}
+	checkShard(t, l, shard, ps, data)
+	checkReplicated(t, l, shard, map[int]channelgroups.Position{region: newest})
+	// The next origin, by sequence within the same millisecond.
+	p, ok := replicate(t, l, shard, region, channelgroups.Position{Ms: 3, Seq: 1}, "c3")
+	if !ok || !ps[2].Less(p) {
+		t.Fatalf("AppendReplica at 3-1 after 3-0 = %v, %v; want appended after %v", p, ok, ps[2])
+	}
+	checkShard(t, l, shard, append(ps, p), append(data, "c3"))
+	checkReplicated(t, l, shard, map[int]channelgroups.Position{region: {Ms: 3, Seq: 1}})
+	if es, _ := l.Range(t.Context(), 0, channelgroups.Position{}, 10); len(es) != 0 {
+		t.Fatalf("shard 0 holds %+v; copies went to shard 1 only", es)
+	}
+}
+
+// testReplicaExactOrder: origins are compared exactly, as uint64 pairs,
+// whatever their size: never through floating point (exact only to 2^53)
+// or as strings (where "999" > "1000").
+func testReplicaExactOrder(t *testing.T, l subscriber.Log) {
+	const big = 1 << 53
+	for i, tc := range []struct {
+		origin channelgroups.Position
+		want   bool
+	}{
+		{channelgroups.Position{Ms: 999, Seq: 7}, true},
+		{channelgroups.Position{Ms: 1000}, true},
+		{channelgroups.Position{Ms: 999, Seq: 8}, false},
+		{channelgroups.Position{Ms: big + 1}, true},
+		{channelgroups.Position{Ms: big, Seq: 5}, false}, // as doubles big+1 == big
+		{channelgroups.Position{Ms: big + 1, Seq: 1}, true},
+		{channelgroups.Position{Ms: big + 2, Seq: math.MaxUint64 - 1}, true},
+		{channelgroups.Position{Ms: big + 2, Seq: math.MaxUint64 - 2}, false},
+		{channelgroups.Position{Ms: big + 2, Seq: math.MaxUint64}, true},
+		{channelgroups.Position{Ms: big + 2, Seq: math.MaxUint64}, false},
+		{channelgroups.Position{Ms: math.MaxUint64, Seq: 0}, true},
+		{channelgroups.Position{Ms: math.MaxUint64 - 1, Seq: math.MaxUint64}, false},
+	} {
+		if _, ok := replicate(t, l, 0, 2, tc.origin, fmt.Sprint("e", i)); ok != tc.want {
+			t.Fatalf("step %d: AppendReplica at %v appended %v, want %v", i, tc.origin, ok, tc.want)
+		}
+	}
+	checkReplicated(t, l, 0, map[int]channelgroups.Position{2: {Ms: math.MaxUint64}})
+}
+
+// testReplicaMarksIndependent: each (shard, region) has its own mark.
+func testReplicaMarksIndependent(t *testing.T, l subscriber.Log) {
+	at := func(ms uint64) channelgroups.Position { return channelgroups.Position{Ms: ms} }
+	checkReplicated(t, l, 0, nil)
+	for i, tc := range []struct {
+		shard, region int
+		origin        uint64
+		want          bool
+	}{
+		{0, 2, 10, true},
+		{1, 2, 10, true},  // another shard, same region and origin
+		{0, 3, 10, true},  // another region, same shard and origin
+		{0, 3, 5, false},  // older than region 3's mark
+		{0, 2, 10, false}, // region 2 of shard 0 is still at 10
+		{1, 3, 1, true},   // region 3's mark of shard 0 does not hold in shard 1
+		{0, 2, 11, true},
+	} {
+		if _, ok := replicate(t, l, tc.shard, tc.region, at(tc.origin), fmt.Sprint("e", i)); ok != tc.want {
+			t.Fatalf("step %d: AppendReplica(shard %d, region %d, %v) appended %v, want %v", i, tc.shard, tc.region, at(tc.origin), ok, tc.want)
+		}
+	}
+	checkReplicated(t, l, 0, map[int]channelgroups.Position{2: at(11), 3: at(10)})
+	checkReplicated(t, l, 1, map[int]channelgroups.Position{2: at(10), 3: at(1)})
+	checkReplicated(t, l, 2, nil)
+}
+
+// testConcurrentReplicas: replicators racing over the same entries (two
+// primaries during a handover, a retry after a lost reply) copy each
+// exactly once, in origin order.
+func testConcurrentReplicas(t *testing.T, l subscriber.Log) {
+	const replicators, entries = 8, 30
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		appended = make(map[int]int) // by origin
+	)
+	start := make(chan struct{})
+	for range replicators {
+		wg.Go(func() {
+			<-start
+			for i := range entries {
+				_, ok, err := l.AppendReplica(t.Context(), 0, 2, channelgroups.Position{Ms: 100, Seq: uint64(i)}, fmt.Appendf(nil, "m%d", i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					appended[i]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range entries {
+		if appended[i] != 1 {
+			t.Fatalf("entry %d: appended %d times by %d replicators, want once", i, appended[i], replicators)
+		}
+	}
+	es, err := l.Range(t.Context(), 0, channelgroups.Position{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != entries {
+		t.Fatalf("log holds %d entries after copying %d", len(es), entries)
+	}
+	for i, e := range es {
+		if string(e.Data) != fmt.Sprint("m", i) {
+			t.Fatalf("entry %d = %q, want m%d: copies out of origin order", i, e.Data, i)
+		}
+	}
+	checkReplicated(t, l, 0, map[int]channelgroups.Position{2: {Ms: 100, Seq: entries - 1}})
+}
+
+// testReplicaInterleaves: copies and local appends share one order, and
+// Read and Range return copies like any entry.
+func testReplicaInterleaves(t *testing.T, l subscriber.Log) {
+	var (
+		ps   []channelgroups.Position
+		data []string
+	)
+	for i := range 4 {
+		ps = append(ps, appendN(t, l, 1, 1, fmt.Sprint("local", i))...)
+		data = append(data, fmt.Sprintf("local%d0", i))
+		p, ok := replicate(t, l, 1, 2+i%2, channelgroups.Position{Ms: uint64(i + 1)}, fmt.Sprint("copy", i))
+		if !ok {
+			t.Fatalf("copy %d appended nothing", i)
+		}
+		ps = append(ps, p)
+		data = append(data, fmt.Sprint("copy", i))
+	}
+	for i := 1; i < len(ps); i++ {
+		if !ps[i-1].Less(ps[i]) {
+			t.Fatalf("entry %d (%s) at %v, not after entry %d at %v", i, data[i], ps[i], i-1, ps[i-1])
+		}
+	}
+	checkShard(t, l, 1, ps, data)
+	// A reader keeping up sees each kind as it lands, and no gap.
+	cur := ps[len(ps)-1]
+	for i := range 3 {
+		p, ok := replicate(t, l, 1, 2, channelgroups.Position{Ms: uint64(10 + i)}, "late")
+		if !ok {
+			t.Fatal("late copy appended nothing")
+		}
+		es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 1, After: cur}}, 10, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) != 1 || es[0].Gap || es[0].Pos != p {
+			t.Fatalf("Read after %v = %+v; want just the copy at %v", cur, es, p)
+		}
+		cur = p
+	}
+}
+
+// testReplicaGapAfterTrim: a log made of copies reports gaps exactly, like
+// one of local appends, and its marks outlive the entries trimmed: an entry
+// whose copy was trimmed is still not copied again.
+func testReplicaGapAfterTrim(t *testing.T, l subscriber.Log) {
+	const shard, region = 1, 2
+	ps := replicateN(t, l, shard, region, 0, 5, "old")
+	cursor := ps[2]
+	var from uint64 = 5
+	ps = trimmedPastBy(t, l, shard, cursor, ps, func(prefix string) []channelgroups.Position {
+		out := replicateN(t, l, shard, region, from, 50, prefix)
+		from += 50
+		return out
+	})
+	got, err := l.Range(t.Context(), shard, cursor, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGap(t, "Range", got, shard, cursor, ps)
+	es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: shard, After: cursor}}, 10_000, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGap(t, "Read", es, shard, cursor, ps)
+	if es, _ := l.Range(t.Context(), shard, es[0].Pos, 10_000); len(es) == 0 || es[0].Gap {
+		t.Fatalf("Range from the gap's end starts %+v; want no gap", es[:min(1, len(es))])
+	}
+	if p, ok := replicate(t, l, shard, region, channelgroups.Position{Ms: 1}, "trimmed"); ok {
+		t.Fatalf("the copy of origin 1-0, trimmed from the log, was appended twice, at %v", p)
+	}
+	checkReplicated(t, l, shard, map[int]channelgroups.Position{region: {Ms: from}})
 }

@@ -2,13 +2,17 @@
 // mode: the same contract as the Redis log, checked by the same suite. Each
 // shard keeps at most MaxLen entries and all shards together at most
 // MaxBytes; the oldest entries are dropped first, and a reader whose cursor
-// they passed gets a gap entry (subscriber.LogEntry.Gap).
+// they passed gets a gap entry (subscriber.LogEntry.Gap). Copies of other
+// regions' entries (AppendReplica) are checked against per-shard marks
+// kept in memory, for the log's lifetime.
 package memlog
 
 import (
 	"container/heap"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -89,6 +93,12 @@ func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.appendLocked(shard, rec), nil
+}
+
+// appendLocked appends rec to shard's log and returns its position; mu is
+// held.
+func (l *Log) appendLocked(shard int, rec []byte) channelgroups.Position {
 	s := l.shards[shard]
 	p := channelgroups.Position{Ms: uint64(l.cfg.Now().UnixMilli())}
 	if !s.last.Less(p) {
@@ -110,7 +120,7 @@ func (l *Log) Append(ctx context.Context, shard int, rec []byte) (channelgroups.
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
-	return p, nil
+	return p
 }
 
 // drop drops shard s's oldest entry; mu is held.
@@ -204,6 +214,9 @@ type shardLog struct {
 	last    channelgroups.Position
 	dropped channelgroups.Position // the newest position dropped; zero if none
 	heapIdx int                    // in Log.byAge; -1 while empty
+	// replicated maps a region to the origin position of the newest entry
+	// of its log copied into this shard (AppendReplica); nil until then.
+	replicated map[int]channelgroups.Position
 }
 
 func (s *shardLog) at(i int) *item {
@@ -275,4 +288,41 @@ func (h *byAge) Pop() any {
 	*h = old[:len(old)-1]
 	s.heapIdx = -1
 	return s
+}
+
+// AppendReplica implements subscriber.Log: the region's mark is checked
+// and moved under the same lock as the append. The marks live as long as
+// the log (the in-process log is not kept across restarts), and count
+// nothing towards MaxBytes: one per region and shard.
+func (l *Log) AppendReplica(ctx context.Context, shard, region int, origin channelgroups.Position, rec []byte) (channelgroups.Position, bool, error) {
+	if shard < 0 || shard >= l.cfg.Shards {
+		return channelgroups.Position{}, false, errShard
+	}
+	if region < 1 || origin.IsZero() {
+		return channelgroups.Position{}, false, fmt.Errorf("memlog: append replica: bad origin region %d position %v", region, origin)
+	}
+	if err := ctx.Err(); err != nil {
+		return channelgroups.Position{}, false, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.shards[shard]
+	if !s.replicated[region].Less(origin) {
+		return channelgroups.Position{}, false, nil
+	}
+	if s.replicated == nil {
+		s.replicated = make(map[int]channelgroups.Position)
+	}
+	s.replicated[region] = origin
+	return l.appendLocked(shard, rec), true, nil
+}
+
+// Replicated implements subscriber.Log.
+func (l *Log) Replicated(ctx context.Context, shard int) (map[int]channelgroups.Position, error) {
+	if shard < 0 || shard >= l.cfg.Shards {
+		return nil, errShard
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.shards[shard].replicated), ctx.Err()
 }

@@ -79,6 +79,35 @@ func TestMaxBytes(t *testing.T) {
 	}
 }
 
+// TestMaxBytesReplicas: copies of other regions' entries count towards the
+// byte bound like local appends, and drop the oldest entries first.
+func TestMaxBytesReplicas(t *testing.T) {
+	const rec = 1000
+	l, err := memlog.New(memlog.Config{Shards: 2, MaxBytes: 10 * (rec + memlog.EntryOverhead)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := l.Append(t.Context(), 0, bytes.Repeat([]byte{'l'}, rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		_, ok, err := l.AppendReplica(t.Context(), 1, 2, channelgroups.Position{Ms: uint64(i + 1)}, bytes.Repeat([]byte{'r'}, rec))
+		if err != nil || !ok {
+			t.Fatalf("copy %d: %v, %v", i, ok, err)
+		}
+	}
+	if got, want := l.Bytes(), int64(10*(rec+memlog.EntryOverhead)); got != want {
+		t.Fatalf("Bytes = %d, want %d", got, want)
+	}
+	if es, _ := l.Range(t.Context(), 0, channelgroups.Position{}, 10); len(es) != 1 || !es[0].Gap || es[0].Pos != first {
+		t.Fatalf("shard 0 = %+v; want only a gap through %v: the copies pushed out the oldest entry", es, first)
+	}
+	if es, _ := l.Range(t.Context(), 1, channelgroups.Position{}, 100); len(es) != 10 {
+		t.Fatalf("shard 1 holds %d entries, want the 10 copies", len(es))
+	}
+}
+
 // BenchmarkAppendFull appends to a shard that already holds MaxLen entries:
 // every append evicts the oldest one.
 func BenchmarkAppendFull(b *testing.B) {

@@ -3,7 +3,12 @@
 // in order. Streams are trimmed to about MaxLen entries; every entry carries
 // the ID of the entry before it, so a reader whose cursor the trimming passed
 // sees that the first entry it got does not follow its cursor and reports a
-// gap, at no extra round trip. It is the only package that imports go-redis.
+// gap, at no extra round trip. Entries copied from another region's log
+// (AppendReplica) go into the same stream; beside it a hash
+// (<stream key>:repl) maps each origin region to the position of the newest
+// entry copied from it, checked and moved in the same script as the XADD, so
+// a copy is appended once however often it is retried. It is the only
+// package that imports go-redis.
 package redislog
 
 import (
@@ -224,4 +229,107 @@ func (l *Log) Range(ctx context.Context, shard int, after channelgroups.Position
 		return nil, fmt.Errorf("redislog: range: %w", err)
 	}
 	return entries(make([]subscriber.LogEntry, 0, len(msgs)+1), shard, after, msgs)
+}
+
+// replicaScript is appendScript for a copy of another region's entry:
+// KEYS[2] is the shard's replication marks, a hash from origin region
+// (ARGV[3]) to the origin position ("ms-seq") of the newest entry copied
+// from it. If the origin (ARGV[4]) is not after the region's mark it appends
+// nothing and returns {0}; else it appends the record as appendScript does
+// and moves the mark, in the same atomic step, and returns {1, id}.
+//
+// Positions are compared exactly, as decimal strings (the longer number is
+// the greater, else the lexically greater), never through Lua's doubles,
+// which are exact only up to 2^53.
+var replicaScript = redis.NewScript(`
+local function parse(p)
+  local ms, seq = string.match(p, '^(%d+)-(%d+)$')
+  if not ms then return nil end
+  ms = string.gsub(ms, '^0+(%d)', '%1')
+  seq = string.gsub(seq, '^0+(%d)', '%1')
+  return ms, seq
+end
+local function less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local oms, oseq = parse(ARGV[4])
+if not oms then return redis.error_reply('bad origin position ' .. ARGV[4]) end
+local mark = redis.call('HGET', KEYS[2], ARGV[3])
+if mark then
+  local mms, mseq = parse(mark)
+  if not mms then return redis.error_reply('bad replication mark ' .. mark) end
+  if not (less(mms, oms) or (mms == oms and less(mseq, oseq))) then return {0} end
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if #last > 0 then prev = last[1][1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[2], 'p', prev)
+redis.call('HSET', KEYS[2], ARGV[3], oms .. '-' .. oseq)
+return {1, id}
+`)
+
+// replSuffix follows a shard's stream key in the key of its replication
+// marks.
+const replSuffix = ":repl"
+
+// AppendReplica implements subscriber.Log in one script that checks the
+// region's mark, appends (XADD MAXLEN ~, linked to the entry before it as
+// Append does) and moves the mark. Like every append it is never retried by
+// the client; a caller that lost the reply calls again and is told
+// appended false if the first call went through.
+func (l *Log) AppendReplica(ctx context.Context, shard, region int, origin channelgroups.Position, rec []byte) (channelgroups.Position, bool, error) {
+	key, err := l.key(shard)
+	if err != nil {
+		return channelgroups.Position{}, false, err
+	}
+	repl := key + replSuffix
+	if region < 1 || origin.IsZero() {
+		return channelgroups.Position{}, false, fmt.Errorf("redislog: append replica: bad origin region %d position %v", region, origin)
+	}
+	res, err := replicaScript.Run(ctx, l.rdb, []string{key, repl}, l.cfg.MaxLen, rec, region, origin.String()).Slice()
+	if err != nil {
+		return channelgroups.Position{}, false, fmt.Errorf("redislog: append replica: %w", err)
+	}
+	var id string
+	switch len(res) {
+	case 1:
+		if n, _ := res[0].(int64); n == 0 {
+			return channelgroups.Position{}, false, nil
+		}
+	case 2:
+		id, _ = res[1].(string)
+	}
+	if id == "" {
+		return channelgroups.Position{}, false, fmt.Errorf("redislog: append replica: unexpected answer %v", res)
+	}
+	pos, err := channelgroups.ParsePosition(id)
+	if err != nil {
+		return channelgroups.Position{}, false, fmt.Errorf("redislog: append replica: %w", err)
+	}
+	return pos, true, nil
+}
+
+// Replicated implements subscriber.Log with HGETALL of the shard's marks.
+func (l *Log) Replicated(ctx context.Context, shard int) (map[int]channelgroups.Position, error) {
+	key, err := l.key(shard)
+	if err != nil {
+		return nil, err
+	}
+	key += replSuffix
+	h, err := l.rdb.HGetAll(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redislog: replicated: %w", err)
+	}
+	out := make(map[int]channelgroups.Position, len(h))
+	for f, v := range h {
+		region, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("redislog: replicated: bad region %q in %s", f, key)
+		}
+		if out[region], err = channelgroups.ParsePosition(v); err != nil {
+			return nil, fmt.Errorf("redislog: replicated: region %d: %w", region, err)
+		}
+	}
+	return out, nil
 }

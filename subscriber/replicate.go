@@ -1,0 +1,315 @@
+package subscriber
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/groupcast/groupcast/channelgroups"
+)
+
+// Replication between regions. Each region's logs live in its own Redis.
+// For every other region (Config.Remotes), the primary of each shard reads
+// that region's log of the shard and copies every edit and message into this
+// region's log of the shard (Log.AppendReplica), tagged with its origin
+// region and position; presence events stay in their region, and entries
+// that are themselves copies are not copied again (every region pulls every
+// other region directly). AppendReplica checks and records how far each
+// region's log was copied in one atomic step, so a replicator that dies at
+// any point and a new primary that takes over copy every entry exactly once,
+// in order, from where the last one stopped.
+//
+// The nodes of this region apply the copies like any entry of their log: a
+// copied edit joins the overlay and the views (last writer wins by
+// timetoken, remove winning ties, exactly as in storage, whichever order
+// edits of different regions arrive in); a copied message reaches the
+// rings with its original timetoken. A node records, per shard and origin
+// region, the origin position of the newest copy it applied: that is how a
+// token naming another region's position is covered from memory (covers).
+//
+// Causal order with more than two regions: a message published in region B
+// under a token naming region A's position p carries the dependency A:p. A
+// replicator in region C copies it only after it has copied A's log up to p,
+// so C's log holds A's edit before B's message, and every node of C applies
+// them in that order. Until then the shard's copying from B waits.
+//
+// If the other region's log was trimmed past the replicator's position (a
+// partition longer than the log keeps), the lost entries cannot be copied:
+// the replicator appends a gap record ("g") with the newest lost origin
+// position; nodes applying it drop the shard's cached groups (re-read from
+// storage, which Cassandra replicates between datacenters by itself) and
+// never cover a token at or before that position from memory.
+
+// replicator copies one other region's logs into this region's.
+type replicator struct {
+	n      *Node
+	region int
+	remote Log
+	// cursor is, per shard this node copies, the origin position of the
+	// newest entry copied or skipped; loaded from Log.Replicated when the
+	// node becomes the shard's primary.
+	cursor map[int]channelgroups.Position
+	// held maps a shard whose copying waits for a dependency to it.
+	held map[int]channelgroups.RegionPosition
+}
+
+// replicas is the state shared by a node's replicators.
+type replicas struct {
+	mu sync.Mutex
+	// copied is, per (origin region, shard), how far this node's
+	// replicators copied; a replicator waiting on a dependency reads it.
+	copied map[[2]int]channelgroups.Position
+
+	lag      *prometheus.GaugeVec
+	entries  *prometheus.CounterVec
+	gaps     *prometheus.CounterVec
+	failures *prometheus.CounterVec
+}
+
+func newReplicas(reg prometheus.Registerer) (*replicas, error) {
+	r := &replicas{
+		copied: map[[2]int]channelgroups.Position{},
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "groupcast_replication_lag_seconds",
+			Help: "Age (from its append in its region) of the newest entry of another region's shard log copied into this region's by this node.",
+		}, []string{"region", "shard"}),
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_replicated_entries_total",
+			Help: "Entries of other regions' shard logs copied into this region's by this node, by origin region and kind (edit, message).",
+		}, []string{"region", "kind"}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_replication_gaps_total",
+			Help: "Times another region's shard log was trimmed past where this node had copied it: entries lost to this region.",
+		}, []string{"region"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_replication_errors_total",
+			Help: "Failed reads of another region's logs and failed copies into this region's, by origin region (retried).",
+		}, []string{"region"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{r.lag, r.entries, r.gaps, r.failures} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("subscriber: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+func (r *replicas) progress(region, shard int) channelgroups.Position {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.copied[[2]int{region, shard}]
+}
+
+func (r *replicas) advance(region, shard int, p channelgroups.Position) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := [2]int{region, shard}
+	r.copied[k] = channelgroups.MaxPosition(r.copied[k], p)
+}
+
+func (r *replicas) forget(region, shard int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.copied, [2]int{region, shard})
+}
+
+// replicate copies region's logs until ctx ends.
+func (n *Node) replicate(ctx context.Context, region int, remote Log) {
+	rp := &replicator{n: n, region: region, remote: remote, cursor: map[int]channelgroups.Position{}, held: map[int]channelgroups.RegionPosition{}}
+	backoff := 50 * time.Millisecond
+	fail := func(what string, err error) {
+		n.repl.failures.WithLabelValues(strconv.Itoa(region)).Inc()
+		n.cfg.Logger.Warn("replication: "+what+" failed; retrying", "region", region, "err", err, "backoff", backoff)
+		wait(ctx, backoff)
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	for ctx.Err() == nil {
+		cursors, err := rp.cursors(ctx)
+		if err != nil {
+			fail("reading how far the logs were copied", err)
+			continue
+		}
+		if len(cursors) == 0 {
+			idle := 500 * time.Millisecond
+			if len(rp.held) > 0 {
+				idle = 20 * time.Millisecond
+			}
+			wait(ctx, idle)
+			continue
+		}
+		block := time.Second
+		if len(rp.held) > 0 {
+			block = 20 * time.Millisecond // look at the held shards again soon
+		}
+		entries, err := remote.Read(ctx, cursors, 512, block)
+		if err != nil {
+			if ctx.Err() == nil {
+				fail("reading region "+strconv.Itoa(region)+"'s log", err)
+			}
+			continue
+		}
+		if err := rp.copy(ctx, entries); err != nil {
+			if ctx.Err() == nil {
+				fail("copying into this region's log", err)
+			}
+			continue
+		}
+		backoff = 50 * time.Millisecond
+	}
+}
+
+// cursors returns where to read the shards this node is the primary of and
+// whose copying is not waiting for a dependency.
+func (rp *replicator) cursors(ctx context.Context) ([]Cursor, error) {
+	n := rp.n
+	a := n.own.Assignment()
+	for shard := range rp.cursor {
+		if !a.IsPrimary(shard) {
+			delete(rp.cursor, shard)
+			delete(rp.held, shard)
+			n.repl.forget(rp.region, shard)
+		}
+	}
+	var out []Cursor
+	for shard := range n.shards {
+		if !a.IsPrimary(shard) {
+			continue
+		}
+		c, ok := rp.cursor[shard]
+		if !ok {
+			marks, err := n.log.Replicated(ctx, shard)
+			if err != nil {
+				return nil, err
+			}
+			c = marks[rp.region]
+			rp.cursor[shard] = c
+			n.repl.advance(rp.region, shard, c)
+		}
+		if dep, ok := rp.held[shard]; ok {
+			if n.repl.progress(dep.Region, shard).Less(dep.Pos) {
+				continue
+			}
+			delete(rp.held, shard)
+		}
+		out = append(out, Cursor{Shard: shard, After: c})
+	}
+	return out, nil
+}
+
+// copy copies entries read from the other region's log, in order per
+// shard. A shard whose entry waits for a dependency, or whose copy failed,
+// skips the rest of its entries in this batch (they are read again).
+func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
+	n := rp.n
+	region := strconv.Itoa(rp.region)
+	stopped := map[int]bool{}
+	oldest := uint64(n.now().Add(-n.cfg.RingAge).UnixMilli())
+	for _, le := range entries {
+		shard := le.Shard
+		if stopped[shard] || !rp.after(shard, le.Pos) {
+			continue
+		}
+		var rec record
+		if !le.Gap {
+			if err := json.Unmarshal(le.Data, &rec); err != nil {
+				n.cfg.Logger.Error("replication: skipping an entry that is not a log record", "region", rp.region, "shard", shard, "pos", le.Pos, "err", err)
+				rp.skip(shard, le.Pos)
+				continue
+			}
+		}
+		switch {
+		case le.Gap:
+			n.repl.gaps.WithLabelValues(region).Inc()
+			n.cfg.Logger.Warn("replication: the other region's log was trimmed past this region's copy; entries lost",
+				"region", rp.region, "shard", shard, "after", rp.cursor[shard], "lost_through", le.Pos)
+			rec = record{Kind: "g"}
+		case rec.Origin != 0, rec.Kind != "e" && rec.Kind != "m":
+			// A copy (its region copies it to us itself) or a presence event.
+			rp.skip(shard, le.Pos)
+			continue
+		case rec.Kind == "m" && le.Pos.Ms < oldest:
+			// Older than the retention window (a region copying a log for
+			// the first time): no subscriber's cursor reaches it.
+			rp.skip(shard, le.Pos)
+			continue
+		}
+		if dep, ok := rp.waitsFor(shard, rec.Deps); ok {
+			rp.held[shard] = dep
+			stopped[shard] = true
+			continue
+		}
+		rec.Origin, rec.OriginPos = rp.region, le.Pos.String()
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		if _, _, err := n.log.AppendReplica(ctx, shard, rp.region, le.Pos, b); err != nil {
+			// Whether it was appended is unknown: read the marks again.
+			delete(rp.cursor, shard)
+			return err
+		}
+		rp.skip(shard, le.Pos)
+		kind := map[string]string{"e": "edit", "m": "message", "g": "gap"}[rec.Kind]
+		n.repl.entries.WithLabelValues(region, kind).Inc()
+		n.repl.lag.WithLabelValues(region, strconv.Itoa(shard)).Set(n.now().Sub(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
+	}
+	return nil
+}
+
+// after reports whether p is past the shard's cursor (a shard dropped since
+// the read, or an entry already handled, is not).
+func (rp *replicator) after(shard int, p channelgroups.Position) bool {
+	c, ok := rp.cursor[shard]
+	return ok && c.Less(p)
+}
+
+func (rp *replicator) skip(shard int, p channelgroups.Position) {
+	rp.cursor[shard] = p
+	rp.n.repl.advance(rp.region, shard, p)
+}
+
+// waitsFor returns the first of deps (an encoded record's) that this node
+// has not copied yet: a position in a third region's log. Dependencies on
+// this region's own log are met (the entry is appended after everything
+// already in it) and so are those on the origin's log (copied in order); a
+// dependency on a region this node does not copy from cannot be waited for
+// and is not.
+func (rp *replicator) waitsFor(shard int, deps []string) (channelgroups.RegionPosition, bool) {
+	if len(deps) == 0 {
+		return channelgroups.RegionPosition{}, false
+	}
+	ds, err := decodeDeps(deps)
+	if err != nil {
+		return channelgroups.RegionPosition{}, false
+	}
+	n := rp.n
+	for _, d := range ds {
+		if d.Region == n.cfg.Region || d.Region == rp.region {
+			continue
+		}
+		if _, ok := n.cfg.Remotes[d.Region]; !ok {
+			continue
+		}
+		if n.repl.progress(d.Region, shard).Less(d.Pos) {
+			return d, true
+		}
+	}
+	return channelgroups.RegionPosition{}, false
+}
+
+// repairRemoteGap handles a gap record: region's entries of the shard up
+// to p were lost before they could be copied. The shard's cached groups
+// are dropped (the next read loads them from storage); tokens at or before
+// p are not covered from memory any more (see covers).
+func (n *Node) repairRemoteGap(shard, region int, p channelgroups.Position) {
+	n.cfg.Logger.Warn("entries of another region's log were lost before this region copied them: re-reading the shard's groups from storage",
+		"shard", shard, "region", region, "lost_through", p)
+	n.views.dropShard(shard)
+}
