@@ -225,6 +225,11 @@ func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
 			}
 		}
 		switch {
+		case le.Gap && rp.cursor[shard].IsZero():
+			// Copying this region's log for the first time: what it
+			// trimmed long ago is not a loss to this region.
+			rp.skip(shard, le.Pos)
+			continue
 		case le.Gap:
 			n.repl.gaps.WithLabelValues(region).Inc()
 			n.cfg.Logger.Warn("replication: the other region's log was trimmed past this region's copy; entries lost",

@@ -253,6 +253,7 @@ func (n *Node) covers(tok *channelgroups.Token) bool {
 	defer s.mu.Unlock()
 	for _, rp := range tok.Positions {
 		switch {
+		case rp.Pos.IsZero():
 		case rp.Region == n.cfg.Region:
 			if s.applied.Less(rp.Pos) {
 				return false

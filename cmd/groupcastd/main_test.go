@@ -54,6 +54,28 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	if _, err := parseFlags(nil, func(k string) string { return map[string]string{"GROUPCAST_REGION": "x"}[k] }, io.Discard); err == nil {
 		t.Error("GROUPCAST_REGION=x accepted")
 	}
+	sec := []string{"--redis", "127.0.0.1:6379", "--secret", "0123456789abcdef"}
+	o, err = parseFlags(append(sec, "--remote-region", "2=127.0.0.2:6390", "--remote-region", "3=h:1"),
+		func(k string) string { return "" }, io.Discard)
+	if err != nil || len(o.remotes) != 2 || o.remotes[2] != "127.0.0.2:6390" || o.remotes[3] != "h:1" {
+		t.Errorf("--remote-region twice: %v %v", o.remotes, err)
+	}
+	o, err = parseFlags(sec, func(k string) string { return map[string]string{"GROUPCAST_REMOTE_REGION": "2=a:1,3=b:2"}[k] }, io.Discard)
+	if err != nil || o.remotes.String() != "2=a:1,3=b:2" {
+		t.Errorf("GROUPCAST_REMOTE_REGION: %v %v", o.remotes, err)
+	}
+	for _, bad := range [][]string{
+		{"--remote-region", "2=a:1"},            // no --redis
+		append(sec, "--remote-region", "1=a:1"), // this region
+		append(sec, "--remote-region", "0=a:1"),
+		append(sec, "--remote-region", "2="),
+		append(sec, "--remote-region", "x=a:1"),
+		append(sec, "--remote-region", "2=a:1", "--remote-region", "2=b:1"),
+	} {
+		if _, err := parseFlags(bad, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
 	if r, err := parseReplication("dc1:3,dc2:2", "dc1"); err != nil || r["dc1"] != 3 || r["dc2"] != 2 {
 		t.Errorf("parseReplication = %v, %v", r, err)
 	}
