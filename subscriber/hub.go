@@ -395,6 +395,7 @@ func (h *hub) track(key channelgroups.GroupKey, v *channelgroups.View) {
 // loggedEdit is an edit of a group at its position in the log.
 type loggedEdit struct {
 	pos      channelgroups.Position
+	at       channelgroups.Timetoken
 	op       channelgroups.Op
 	channels []channelgroups.Channel // empty for OpClear: it names every channel
 	// held: the channels it names that the group held before it, when
@@ -416,7 +417,7 @@ func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
 	key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	es := append(h.edits[key], loggedEdit{pos: pos, op: e.Op, channels: e.Channels, held: e.Held, heldKnown: e.HeldKnown})
+	es := append(h.edits[key], loggedEdit{pos: pos, at: e.At, op: e.Op, channels: e.Channels, held: e.Held, heldKnown: e.HeldKnown})
 	if len(es) > maxGroupEdits {
 		es = slices.Delete(es, 0, len(es)-maxGroupEdits)
 	}
@@ -424,17 +425,23 @@ func (h *hub) recordEdit(e channelgroups.Edit, pos channelgroups.Position) {
 }
 
 // heldAt reports whether the group's recent edits say channel c was in it
-// at log position p: the last edit before p that names c decides (an add:
-// in; a remove or delete: out); with none, the first one after p, by what
-// it says the group held before it (an edit that does not say is no
-// evidence). ok is false when no recent edit decides. Log order decides,
-// not timetokens.
+// at log position p: of the edits before p that name c, the one that wins
+// by last-writer-wins (highest timetoken, a remove or delete winning a tie:
+// what storage keeps, whatever order the log — which interleaves copies of
+// other regions' edits — holds them in) decides (an add: in; a remove or
+// delete: out); with none, the first one after p, by what it says the group
+// held before it (an edit that does not say is no evidence). ok is false
+// when no recent edit decides.
 func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) (held, ok bool) {
 	i := firstAt(es, p)
-	for j := i - 1; j >= 0; j-- {
-		if es[j].names(c) {
-			return es[j].op == channelgroups.OpAdd, true
+	var win *loggedEdit
+	for j := range es[:i] {
+		if es[j].names(c) && (win == nil || es[j].supersedes(*win)) {
+			win = &es[j]
 		}
+	}
+	if win != nil {
+		return win.op == channelgroups.OpAdd, true
 	}
 	for j := i; j < len(es); j++ {
 		if es[j].names(c) {
@@ -445,6 +452,13 @@ func heldAt(es []loggedEdit, c channelgroups.Channel, p channelgroups.Position) 
 		}
 	}
 	return false, false
+}
+
+// supersedes reports whether e wins over o by last-writer-wins, as
+// channelgroups.Entry.Supersedes and Snapshot.Apply decide: the later
+// timetoken, and on a tie a remove or delete over an add.
+func (e loggedEdit) supersedes(o loggedEdit) bool {
+	return e.at > o.at || (e.at == o.at && e.op != channelgroups.OpAdd && o.op == channelgroups.OpAdd)
 }
 
 // firstAt returns the index of the first of es (in log order) at or after p.
@@ -458,20 +472,26 @@ func firstAt(es []loggedEdit, p channelgroups.Position) int {
 	return i
 }
 
-// lastOps returns, for each channel the edits name, whether the last of
-// them added it.
+// lastOps returns, for each channel the edits name, whether the edit that
+// wins by last-writer-wins (see supersedes; a delete names every channel)
+// added it.
 func lastOps(es []loggedEdit) map[channelgroups.Channel]bool {
-	out := map[channelgroups.Channel]bool{}
+	win := map[channelgroups.Channel]loggedEdit{}
+	var clears []loggedEdit
 	for _, e := range es {
 		if e.op == channelgroups.OpClear {
-			for c := range out {
-				out[c] = false
-			}
+			clears = append(clears, e)
 			continue
 		}
 		for _, c := range e.channels {
-			out[c] = e.op == channelgroups.OpAdd
+			if w, ok := win[c]; !ok || e.supersedes(w) {
+				win[c] = e
+			}
 		}
+	}
+	out := map[channelgroups.Channel]bool{}
+	for c, w := range win {
+		out[c] = w.op == channelgroups.OpAdd && !slices.ContainsFunc(clears, func(cl loggedEdit) bool { return cl.supersedes(w) })
 	}
 	return out
 }

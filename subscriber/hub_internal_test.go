@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"maps"
 	"testing"
 
 	"github.com/groupcast/groupcast/channelgroups"
@@ -11,13 +12,16 @@ import (
 func TestHeldAt(t *testing.T) {
 	at := func(ms uint64) channelgroups.Position { return channelgroups.Position{Ms: ms} }
 	add := func(ms uint64, held ...channelgroups.Channel) loggedEdit {
-		return loggedEdit{pos: at(ms), op: channelgroups.OpAdd, channels: []channelgroups.Channel{"c"}, held: held, heldKnown: true}
+		return loggedEdit{pos: at(ms), at: channelgroups.Timetoken(ms), op: channelgroups.OpAdd, channels: []channelgroups.Channel{"c"}, held: held, heldKnown: true}
 	}
 	remove := func(ms uint64, held ...channelgroups.Channel) loggedEdit {
-		return loggedEdit{pos: at(ms), op: channelgroups.OpRemove, channels: []channelgroups.Channel{"c"}, held: held, heldKnown: true}
+		return loggedEdit{pos: at(ms), at: channelgroups.Timetoken(ms), op: channelgroups.OpRemove, channels: []channelgroups.Channel{"c"}, held: held, heldKnown: true}
 	}
 	unknown := func(e loggedEdit) loggedEdit { e.held, e.heldKnown = nil, false; return e }
-	clear := loggedEdit{pos: at(50), op: channelgroups.OpClear, held: []channelgroups.Channel{"c"}, heldKnown: true}
+	clear := loggedEdit{pos: at(50), at: 50, op: channelgroups.OpClear, held: []channelgroups.Channel{"c"}, heldKnown: true}
+	// copied: an edit of another region copied into the log later than its
+	// timetoken says (at 1 while the log is at ms).
+	copied := func(e loggedEdit, at channelgroups.Timetoken) loggedEdit { e.at = at; return e }
 	for _, tc := range []struct {
 		name     string
 		es       []loggedEdit
@@ -35,6 +39,10 @@ func TestHeldAt(t *testing.T) {
 		{"added after, held then (an add that changed nothing)", []loggedEdit{add(20, "c")}, 10, true, true},
 		{"deleted after, held then", []loggedEdit{clear}, 10, true, true},
 		{"the first edit after does not say", []loggedEdit{unknown(remove(20, "c"))}, 10, false, false},
+		{"an older add copied after a newer remove (two regions)", []loggedEdit{remove(5, "c"), copied(add(6), 1)}, 10, false, true},
+		{"an older remove copied after a newer add (two regions)", []loggedEdit{add(5), copied(remove(6, "c"), 1)}, 10, true, true},
+		{"an add and a remove at the same timetoken: remove wins", []loggedEdit{remove(5), copied(add(6), 5)}, 10, false, true},
+		{"an older delete copied after a newer add", []loggedEdit{add(60), clear}, 70, true, true},
 		{"another channel's edits", []loggedEdit{{pos: at(5), op: channelgroups.OpAdd, channels: []channelgroups.Channel{"d"}}}, 10, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,5 +51,25 @@ func TestHeldAt(t *testing.T) {
 				t.Fatalf("heldAt = %t, %t; want %t, %t", held, ok, tc.held, tc.ok)
 			}
 		})
+	}
+}
+
+// TestLastOps: a group tracked late joins the channels whose winning edit
+// (last writer wins, not the last in the log) is an add.
+func TestLastOps(t *testing.T) {
+	e := func(at channelgroups.Timetoken, op channelgroups.Op, chs ...channelgroups.Channel) loggedEdit {
+		return loggedEdit{at: at, op: op, channels: chs}
+	}
+	got := lastOps([]loggedEdit{
+		e(5, channelgroups.OpAdd, "a", "b", "c", "d"),
+		e(8, channelgroups.OpRemove, "a"),
+		e(3, channelgroups.OpAdd, "a"), // an older add, copied from another region later
+		e(6, channelgroups.OpClear),    // a delete: b, c, d out
+		e(7, channelgroups.OpAdd, "c"), // c back
+		e(6, channelgroups.OpAdd, "d"), // ties the delete: the delete wins
+	})
+	want := map[channelgroups.Channel]bool{"a": false, "b": false, "c": true, "d": false}
+	if !maps.Equal(got, want) {
+		t.Fatalf("lastOps = %v, want %v", got, want)
 	}
 }

@@ -170,11 +170,15 @@ func (n *Node) Leave(ctx context.Context, a channelgroups.Account, chs []channel
 	for _, c := range chs {
 		ck := chanKey{Account: a, Channel: c}
 		p.mu.Lock()
+		// A user served here may have a join in the log not applied yet:
+		// its leave is announced too (a leave of an absent user changes
+		// nothing when applied), or the join would outlive the leave.
+		_, served := p.served[ck][uuid]
 		p.forgetLocked(ck, p.served[ck], uuid)
 		p.m.records.Set(float64(p.nServed))
 		_, present := p.present[ck][uuid]
 		p.mu.Unlock()
-		if present {
+		if present || served {
 			p.announce(ctx, presence{Account: a, Channel: c, Action: "leave", UUID: uuid, When: now.Unix()})
 		}
 	}

@@ -38,6 +38,12 @@ func (v *views) applyEdit(e channelgroups.Edit) {
 			view = g.View()
 		}
 	}
+	if view == nil && overlaid {
+		// Not cached: the overlay alone says whether the edit won (an
+		// older edit copied from another region after a newer one loses).
+		entries, cleared := v.overlay.Entries(key)
+		view = channelgroups.Merge(&channelgroups.Snapshot{}, entries, cleared)
+	}
 	v.n.hub.trackEdit(key, e, view)
 	v.mu.Unlock()
 	if overlaid {
@@ -138,6 +144,25 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 		return v.fast(ctx, key)
 	}
 	return v.slow(ctx, key, tok)
+}
+
+// CatchUp makes this node's next append of tok's shard sort after
+// everything tok covers: it waits (up to FreshWait) until the node has
+// applied those positions, in every region, and moves the clock past the
+// token's newest edit, so an edit made now wins over the edits the client
+// saw (last writer wins), whatever the regions' clocks say. It fails with
+// ErrNotServing or ErrNotFresh (both ErrUnavailable). An edit that carries
+// a token calls it first, as Publish does: a remove made in one region
+// after reading an add made in another is appended after that add's copy.
+func (n *Node) CatchUp(ctx context.Context, tok *channelgroups.Token) error {
+	if !n.serve(ctx, tok.Shard) {
+		return ErrNotServing
+	}
+	if ok, _ := n.catchUp(ctx, tok); !ok {
+		return ErrNotFresh
+	}
+	_ = n.clock.Witness(tok.At) // a token's At passed the skew check when it was decoded
+	return nil
 }
 
 // catchUp reports whether this node has applied everything tok covers: its

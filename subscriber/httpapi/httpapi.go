@@ -183,6 +183,10 @@ type Pubsub interface {
 // Viewer serves group views; *subscriber.Node is one.
 type Viewer interface {
 	View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode subscriber.Consistency) (*channelgroups.View, error)
+	// CatchUp waits until an edit made now sorts after everything tok
+	// covers (subscriber.Node.CatchUp); an edit carrying a token calls it
+	// before it is made.
+	CatchUp(ctx context.Context, tok *channelgroups.Token) error
 }
 
 // SetDraining turns readiness off, so that load balancers stop sending new

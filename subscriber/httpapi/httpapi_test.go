@@ -326,6 +326,8 @@ func (downViews) View(context.Context, channelgroups.GroupKey, *channelgroups.To
 	return nil, channelgroups.ErrUnavailable
 }
 
+func (downViews) CatchUp(context.Context, *channelgroups.Token) error { return channelgroups.ErrUnavailable }
+
 func TestStoreUnavailable(t *testing.T) {
 	svc, err := channelgroups.NewService(unavailable{}, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
 	if err != nil {
