@@ -21,6 +21,13 @@
 //     cursor) never delivered, or delivered more than once; deliveries are
 //     matched by publish timetoken and payload id.
 //
+// RunRegions (regions.go) is the two-region checker: conflicting edits of
+// the same channels from both regions, reads in one region carrying the
+// other's tokens, G3 trials across regions, subscribers in both regions
+// following messages from both, convergence to each datacenter's answer;
+// CheckReplication (replication.go) reads both regions' logs and checks
+// every entry was copied exactly once.
+//
 // Client-visible errors are counted by class: client_errors (anything but
 // a 503 with Retry-After or a connection error; must be 0), unavailable
 // (503 + Retry-After, allowed) and conn_errors (no HTTP answer, which a
