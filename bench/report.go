@@ -103,6 +103,9 @@ func checks(r *Results) []Check {
 	if c := r.Cluster; c != nil {
 		cs = append(cs, clusterChecks(c)...)
 	}
+	if g := r.Geo; g != nil {
+		cs = append(cs, geoChecks(g)...)
+	}
 	return cs
 }
 
@@ -177,9 +180,11 @@ func Report(r *Results, plots []string) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.What, c.Figure, c.Target, verdict)
 	}
 
-	fmt.Fprintf(&b, "\n## propagation\n\nAn add on node A until a group read on node B (no token) lists it; two groupcastd nodes on real Cassandra and Redis.\n\n%s", latencyHeader)
-	b.WriteString(latencyRow("overlay on", r.Propagation.Overlay))
-	b.WriteString(latencyRow("baseline: overlay off, storage re-read every 1 s", r.Propagation.Baseline))
+	if r.Propagation.Overlay.Count > 0 || r.Propagation.Baseline.Count > 0 { // not run: --only
+		fmt.Fprintf(&b, "\n## propagation\n\nAn add on node A until a group read on node B (no token) lists it; two groupcastd nodes on real Cassandra and Redis.\n\n%s", latencyHeader)
+		b.WriteString(latencyRow("overlay on", r.Propagation.Overlay))
+		b.WriteString(latencyRow("baseline: overlay off, storage re-read every 1 s", r.Propagation.Baseline))
+	}
 
 	if t := r.Tokens; t != nil {
 		fmt.Fprintf(&b, "\n## tokens\n\nAn edit on A, then at once a list on B with the edit's token.\n\n%s", latencyHeader)
@@ -245,6 +250,9 @@ func Report(r *Results, plots []string) string {
 	}
 	if c := r.Cluster; c != nil {
 		clusterReport(&b, c)
+	}
+	if g := r.Geo; g != nil {
+		geoReport(&b, g)
 	}
 	if len(plots) > 0 {
 		b.WriteString("\n## Plots\n\n")

@@ -28,12 +28,15 @@ type SuiteConfig struct {
 	// NchanModule is the path of Nchan's nginx module; empty skips the
 	// peer, and the report says so.
 	NchanModule string
+	// Regions are the two regions of the geo scenario (each its own
+	// Cassandra datacenter and Redis); fewer than two skip it.
+	Regions []Region
 	// Command is how the run was started, quoted in the report.
 	Command string
 	Log     io.Writer
 	// Scenarios names the scenarios to run: "pair" (propagation, tokens,
-	// groups), "baseline", "fanout" (ceiling, groupcast, peer) and
-	// "cluster". Empty runs them all.
+	// groups), "baseline", "fanout" (ceiling, groupcast, peer), "cluster"
+	// and "geo". Empty runs them all.
 	Scenarios []string
 }
 
@@ -51,6 +54,7 @@ type Results struct {
 	Tokens      *TokensResult
 	Groups      *GroupsResult
 	Cluster     *ClusterResult  `json:",omitempty"`
+	Geo         *GeoResult      `json:",omitempty"`
 	Ceiling     map[int]float64 // requests/s by client concurrency
 	Fanout      []FanoutRun     // groupcast and the peer
 	Checks      []Check
@@ -79,6 +83,7 @@ type plan struct {
 	subscribers                            []int
 	loads                                  []float64 // fractions of the ceiling
 	cluster                                clusterPlan
+	geo                                    geoPlan
 }
 
 // clusterPlan sizes the cluster scenario.
@@ -95,11 +100,13 @@ func planFor(quick bool) plan {
 	if quick {
 		return plan{propSamples: 200, baseSamples: 5, tokenSamples: 150, groupSubs: 5, groupFor: 3 * time.Second,
 			step: 2500 * time.Millisecond, ceilingFor: 2 * time.Second, subscribers: []int{1000}, loads: []float64{0.5, 1, 2},
-			cluster: clusterPlan{accounts: 1000, nodes: []int{1, 2}, workers: 32, forwardSamples: 300, failoverSubs: 10, before: 2 * time.Second, after: 6 * time.Second}}
+			cluster: clusterPlan{accounts: 1000, nodes: []int{1, 2}, workers: 32, forwardSamples: 300, failoverSubs: 10, before: 2 * time.Second, after: 6 * time.Second},
+			geo:     geoPlan{edits: 100, messages: 100, quiet: 40, baseline: 3}}
 	}
 	return plan{propSamples: 1000, baseSamples: 30, tokenSamples: 1000, groupSubs: 20, groupFor: 10 * time.Second,
 		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4},
-		cluster: clusterPlan{accounts: 10_000, nodes: []int{1, 2, 3}, workers: 64, forwardSamples: 2000, failoverSubs: 30, before: 3 * time.Second, after: 10 * time.Second}}
+		cluster: clusterPlan{accounts: 10_000, nodes: []int{1, 2, 3}, workers: 64, forwardSamples: 2000, failoverSubs: 30, before: 3 * time.Second, after: 10 * time.Second},
+		geo:     geoPlan{edits: 400, messages: 400, quiet: 150, baseline: 5}}
 }
 
 // RunSuite runs every scenario and writes results.json, report.md and the
@@ -145,6 +152,9 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
 	}
 	if s.runs("cluster") {
 		fail("cluster", s.clusterScenario(ctx, p.cluster, res))
+	}
+	if s.runs("geo") {
+		fail("geo", s.geo(ctx, p.geo, res))
 	}
 	if cfg.NchanModule == "" && s.runs("fanout") {
 		res.Notes = append(res.Notes, "peer skipped: no Nchan module given (scripts/nchan install provides one)")

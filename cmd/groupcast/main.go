@@ -17,7 +17,9 @@
 //	                                 subscribers coming and going at half the fan-out maximum; RSS,
 //	                                 goroutines and fds every 10 s, and a flat/not-flat verdict
 //	bench suite [--quick] [--only S,..] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
-//	                                 every scenario, with results.json, report.md and plots (make bench)
+//	            [--region N=CASSANDRA,DC,REDIS]...
+//	                                 every scenario, with results.json, report.md and plots (make bench);
+//	                                 the geo scenario needs two --region (default: GROUPCAST_R<N>_* env)
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
 package main
 
@@ -433,9 +435,18 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	redis := fs.String("redis", os.Getenv("GROUPCAST_REDIS"), "Redis address")
 	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module); empty skips the peer")
 	command := fs.String("command", "", "how the run was started, for the report; default: this command line")
-	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, cluster); empty runs them all")
+	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, cluster, geo); empty runs them all")
+	var regions []bench.Region
+	fs.Func("region", "a region of the geo scenario, N=CASSANDRA,DC,REDIS (repeat for each); default: GROUPCAST_R<N>_CASSANDRA, _DC and _REDIS", func(v string) error {
+		r, err := bench.ParseRegion(v)
+		regions = append(regions, r)
+		return err
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if len(regions) == 0 {
+		regions = bench.RegionsFromEnv(os.Getenv)
 	}
 	var scenarios []string
 	if *only != "" {
@@ -452,7 +463,7 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		*command = "groupcast bench suite " + strings.Join(args, " ")
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
-		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Command: *command, Log: stderr, Scenarios: scenarios})
+		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Regions: regions, Command: *command, Log: stderr, Scenarios: scenarios})
 	if res != nil {
 		for _, c := range res.Checks {
 			verdict := "met"
