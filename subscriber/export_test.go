@@ -17,3 +17,7 @@ func DropCached(n *Node, key channelgroups.GroupKey) {
 
 // Applied returns where the node is in a shard's log.
 func Applied(n *Node, shard int) channelgroups.Position { return n.applied(shard) }
+
+// ReplicationWaits counts the times a copy waited for a third region's
+// entries it depends on.
+func ReplicationWaits(n *Node) int64 { return n.repl.waited.Load() }

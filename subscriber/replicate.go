@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +70,8 @@ type replicas struct {
 	entries  *prometheus.CounterVec
 	gaps     *prometheus.CounterVec
 	failures *prometheus.CounterVec
+	waits    *prometheus.CounterVec
+	waited   atomic.Int64 // waits, all regions: for tests
 }
 
 func newReplicas(reg prometheus.Registerer) (*replicas, error) {
@@ -86,13 +89,17 @@ func newReplicas(reg prometheus.Registerer) (*replicas, error) {
 			Name: "groupcast_replication_gaps_total",
 			Help: "Times another region's shard log was trimmed past where this node had copied it: entries lost to this region.",
 		}, []string{"region"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "groupcast_replication_waits_total",
+			Help: "Times an entry of another region's log waited to be copied until the entries of a third region it depends on were copied, by origin region.",
+		}, []string{"region"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_replication_errors_total",
 			Help: "Failed reads of another region's logs and failed copies into this region's, by origin region (retried).",
 		}, []string{"region"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.lag, r.entries, r.gaps, r.failures} {
+		for _, c := range []prometheus.Collector{r.lag, r.entries, r.gaps, r.failures, r.waits} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
@@ -120,45 +127,99 @@ func (r *replicas) forget(region, shard int) {
 	delete(r.copied, [2]int{region, shard})
 }
 
-// replicate copies region's logs until ctx ends.
+// readBlocks are how long the replicator's two readers of another
+// region's log block in one read when it has nothing new. Reading another
+// region takes a WAN round trip: an entry appended while a reader's next
+// read is on its way waits for that read, up to one more round trip. Two
+// readers blocking for different times are rarely both between reads, so
+// one of them is nearly always waiting at the other region when an entry
+// comes; the price is that both fetch what is new.
+var readBlocks = [2]time.Duration{time.Second, 1300 * time.Millisecond}
+
+// readSet is what the readers read next.
+type readSet struct {
+	cursors []Cursor
+	held    bool // a shard waits for a dependency: come back soon
+}
+
+type readResult struct {
+	entries []LogEntry
+	err     error
+}
+
+// replicate copies region's logs until ctx ends: two readers fetch, this
+// goroutine copies, in order, what is past its cursors.
 func (n *Node) replicate(ctx context.Context, region int, remote Log) {
 	rp := &replicator{n: n, region: region, remote: remote, cursor: map[int]channelgroups.Position{}, held: map[int]channelgroups.RegionPosition{}}
+	var (
+		next    atomic.Pointer[readSet]
+		results = make(chan readResult)
+		wg      sync.WaitGroup
+	)
+	defer wg.Wait()
+	for _, block := range readBlocks {
+		wg.Go(func() { rp.read(ctx, block, &next, results) })
+	}
+	failures := n.repl.failures.WithLabelValues(strconv.Itoa(region))
 	backoff := 50 * time.Millisecond
 	fail := func(what string, err error) {
-		n.repl.failures.WithLabelValues(strconv.Itoa(region)).Inc()
+		failures.Inc()
 		n.cfg.Logger.Warn("replication: "+what+" failed; retrying", "region", region, "err", err, "backoff", backoff)
 		wait(ctx, backoff)
 		backoff = min(2*backoff, 2*time.Second)
 	}
+	recheck := time.NewTicker(250 * time.Millisecond) // assignment changes, held shards
+	defer recheck.Stop()
 	for ctx.Err() == nil {
 		cursors, err := rp.cursors(ctx)
 		if err != nil {
 			fail("reading how far the logs were copied", err)
 			continue
 		}
-		if len(cursors) == 0 {
-			idle := 500 * time.Millisecond
-			if len(rp.held) > 0 {
-				idle = 20 * time.Millisecond
+		next.Store(&readSet{cursors: cursors, held: len(rp.held) > 0})
+		select {
+		case <-ctx.Done():
+		case <-recheck.C:
+		case r := <-results:
+			if r.err != nil {
+				failures.Inc() // the reader backs off and logs
+				continue
 			}
-			wait(ctx, idle)
-			continue
-		}
-		block := time.Second
-		if len(rp.held) > 0 {
-			block = 20 * time.Millisecond // look at the held shards again soon
-		}
-		entries, err := remote.Read(ctx, cursors, 512, block)
-		if err != nil {
-			if ctx.Err() == nil {
-				fail("reading region "+strconv.Itoa(region)+"'s log", err)
-			}
-			continue
-		}
-		if err := rp.copy(ctx, entries); err != nil {
-			if ctx.Err() == nil {
+			if err := rp.copy(ctx, r.entries); err != nil {
 				fail("copying into this region's log", err)
+				continue
 			}
+			backoff = 50 * time.Millisecond
+		}
+	}
+}
+
+// read fetches what is new in the other region's log after the latest
+// cursors, blocking up to block, and hands it over, until ctx ends.
+func (rp *replicator) read(ctx context.Context, block time.Duration, next *atomic.Pointer[readSet], results chan<- readResult) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		rs := next.Load()
+		if rs == nil || len(rs.cursors) == 0 {
+			wait(ctx, 20*time.Millisecond)
+			continue
+		}
+		b := block
+		if rs.held {
+			b = 20 * time.Millisecond // look at the held shards again soon
+		}
+		entries, err := rp.remote.Read(ctx, rs.cursors, 512, b)
+		if err != nil && ctx.Err() == nil {
+			rp.n.cfg.Logger.Warn("replication: reading another region's log failed; retrying", "region", rp.region, "err", err, "backoff", backoff)
+		}
+		select {
+		case results <- readResult{entries: entries, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			wait(ctx, backoff)
+			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
 		backoff = 50 * time.Millisecond
@@ -246,6 +307,10 @@ func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
 			continue
 		}
 		if dep, ok := rp.waitsFor(shard, rec.Deps); ok {
+			if _, already := rp.held[shard]; !already {
+				n.repl.waits.WithLabelValues(region).Inc()
+				n.repl.waited.Add(1)
+			}
 			rp.held[shard] = dep
 			stopped[shard] = true
 			continue
