@@ -146,22 +146,35 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 	return v.slow(ctx, key, tok)
 }
 
-// CatchUp makes this node's next append of tok's shard sort after
-// everything tok covers: it waits (up to FreshWait) until the node has
-// applied those positions, in every region, and moves the clock past the
-// token's newest edit, so an edit made now wins over the edits the client
-// saw (last writer wins), whatever the regions' clocks say. It fails with
-// ErrNotServing or ErrNotFresh (both ErrUnavailable). An edit that carries
-// a token calls it first, as Publish does: a remove made in one region
-// after reading an add made in another is appended after that add's copy.
+// CatchUp makes an edit made now on this node follow everything tok
+// covers: it waits (up to FreshWait) until the node has applied the
+// token's positions in other regions' logs (copied here), so the edit is
+// appended after those copies, and moves the clock past the token's newest
+// edit, so the edit wins over the edits the client saw (last writer wins)
+// even if this region's clock is behind. This region's own positions need
+// no wait: its edits reach the log in the order they were acknowledged (an
+// unannounced one first, from the outbox), so an edit made now already
+// sorts after them, Redis up or not. It fails with ErrNotServing or
+// ErrNotFresh (both ErrUnavailable). An edit that carries a token calls it
+// first: a remove made in one region after reading an add made in another
+// is appended after that add's copy.
 func (n *Node) CatchUp(ctx context.Context, tok *channelgroups.Token) error {
+	_ = n.clock.Witness(tok.At) // a token's At passed the skew check when it was decoded
+	other := channelgroups.Token{Shard: tok.Shard}
+	for _, rp := range tok.Positions {
+		if rp.Region != n.cfg.Region {
+			other.Positions = append(other.Positions, rp)
+		}
+	}
+	if len(other.Positions) == 0 {
+		return nil
+	}
 	if !n.serve(ctx, tok.Shard) {
 		return ErrNotServing
 	}
-	if ok, _ := n.catchUp(ctx, tok); !ok {
+	if ok, _ := n.catchUp(ctx, &other); !ok {
 		return ErrNotFresh
 	}
-	_ = n.clock.Witness(tok.At) // a token's At passed the skew check when it was decoded
 	return nil
 }
 
