@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"fmt"
@@ -1044,7 +1045,8 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 }
 
 // History returns up to max stored messages of a channel with timetokens in
-// [end, start) (zero bounds are open), oldest first; ErrNotServing when this
+// [end, start) (zero bounds are open), the newest max of them in timetoken
+// order (oldest first); ErrNotServing when this
 // node does not serve the account's shard (yet).
 func (n *Node) History(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) ([]*Message, error) {
 	if !n.serve(ctx, channelgroups.ShardOf(a, len(n.shards))) {
@@ -1067,6 +1069,10 @@ func (n *Node) History(ctx context.Context, a channelgroups.Account, c channelgr
 		}
 		out = append(out, m)
 	}
+	// Copies of other regions' messages sit in the ring in the order they
+	// were copied, after local messages with later timetokens: history is
+	// in timetoken order, so paging by timetoken misses none.
+	slices.SortStableFunc(out, func(a, b *Message) int { return cmp.Compare(a.Timetoken(), b.Timetoken()) })
 	if len(out) > max {
 		out = out[len(out)-max:]
 	}

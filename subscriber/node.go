@@ -761,11 +761,17 @@ func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Positio
 				n.pres.apply(d.presence, le.Pos)
 			} else if err == nil && d.edit != nil {
 				n.hub.recordEdit(*d.edit, le.Pos)
-				if le.Pos.Ms >= recent {
+				if le.Pos.Ms >= recent || d.origin != 0 {
 					// Recent edits go into the overlay too: a storage read
 					// that was in flight when the shard was gained may
 					// predate them, and the overlay is what makes a view
-					// reflect the log regardless.
+					// reflect the log regardless. So do copies of other
+					// regions' edits of the whole window: this region's
+					// datacenter may lag their region's (Cassandra copies
+					// between datacenters on its own time), and the shard's
+					// remote positions, read from the log's marks, say
+					// this node has them. (Older than the window, the
+					// datacenters are taken to agree.)
 					n.views.applyEdit(*d.edit)
 				}
 			}

@@ -305,3 +305,60 @@ func TestRegionsEqualTimetokens(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryInTimetokenOrder: a copy of region 2's message reaches region
+// 1's ring after a local message with a later timetoken; history is in
+// timetoken order, so its newest-N page holds the newest by timetoken.
+func TestHistoryInTimetokenOrder(t *testing.T) {
+	var gate *gatedLog // region 1's view of region 2's log
+	rs := startRegions(t, 2, nil, func(i, j int, l *memlog.Log) subscriber.Log {
+		if i == 1 {
+			gate = newGated(l)
+			return gate
+		}
+		return nil
+	})
+	r1, r2 := rs[0], rs[1]
+	ctx := t.Context()
+	publish := func(r *region, body string) channelgroups.Timetoken {
+		tt, err := r.node.Publish(ctx, &subscriber.Message{Account: "acct", Channel: "c", Payload: json.RawMessage(`"` + body + `"`)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tt
+	}
+	tt2 := publish(r2, "r2")
+	// Positions are (millisecond, sequence) in each region's log: r1a must
+	// come in a later millisecond to have a later timetoken.
+	pollUntil(t, "the next millisecond", func() bool { return uint64(time.Now().UnixMilli()) > uint64(tt2)/10000 })
+	publish(r1, "r1a")
+	gate.Open()
+	shard := channelgroups.ShardOf("acct", regionShards)
+	pollUntil(t, "region 1 copies region 2's message", func() bool { return len(copies(t, r1, shard)) == 1 })
+	publish(r1, "r1b")
+	bodies := func(max int) []string {
+		var ms []*subscriber.Message
+		pollUntil(t, "region 1's ring holds the three", func() bool {
+			all, err := r1.node.History(ctx, "acct", "c", 0, 0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all) < 3 {
+				return false
+			}
+			ms, err = r1.node.History(ctx, "acct", "c", 0, 0, max)
+			return err == nil
+		})
+		var out []string
+		for _, m := range ms {
+			out = append(out, string(m.Payload))
+		}
+		return out
+	}
+	if got, want := bodies(10), []string{`"r2"`, `"r1a"`, `"r1b"`}; !slices.Equal(got, want) {
+		t.Fatalf("history %v, want timetoken order %v", got, want)
+	}
+	if got, want := bodies(2), []string{`"r1a"`, `"r1b"`}; !slices.Equal(got, want) {
+		t.Fatalf("newest 2: %v, want %v", got, want)
+	}
+}

@@ -43,8 +43,13 @@ import (
 // partition longer than the log keeps), the lost entries cannot be copied:
 // the replicator appends a gap record ("g") with the newest lost origin
 // position; nodes applying it drop the shard's cached groups (re-read from
-// storage, which Cassandra replicates between datacenters by itself) and
-// never cover a token at or before that position from memory.
+// storage, which Cassandra replicates between datacenters by itself) and do
+// not cover a token at or before that position from memory (a node that
+// gains the shard later knows of the gaps its replay window holds).
+//
+// Entries not copied on purpose: presence events (presence is per region),
+// entries that are themselves copies, and, when a region's log is copied
+// for the first time, messages older than the retention window (RingAge).
 
 // replicator copies one other region's logs into this region's.
 type replicator struct {
@@ -125,6 +130,7 @@ func (r *replicas) forget(region, shard int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.copied, [2]int{region, shard})
+	r.lag.DeleteLabelValues(strconv.Itoa(region), strconv.Itoa(shard))
 }
 
 // readBlocks are how long the replicator's two readers of another
@@ -139,8 +145,14 @@ var readBlocks = [2]time.Duration{time.Second, 1300 * time.Millisecond}
 // readSet is what the readers read next.
 type readSet struct {
 	cursors []Cursor
-	held    bool // a shard waits for a dependency: come back soon
+	held    bool          // a shard waits for a dependency: come back soon
+	stale   chan struct{} // closed once a newer set is out
 }
+
+// readBudget bounds the entries one read asks for, all shards together
+// (the log's max is per shard): a backlog after a partition comes in
+// pieces, not all at once.
+const readBudget = 8192
 
 type readResult struct {
 	entries []LogEntry
@@ -170,13 +182,18 @@ func (n *Node) replicate(ctx context.Context, region int, remote Log) {
 	}
 	recheck := time.NewTicker(250 * time.Millisecond) // assignment changes, held shards
 	defer recheck.Stop()
+	publish := func(rs *readSet) {
+		if old := next.Swap(rs); old != nil {
+			close(old.stale)
+		}
+	}
 	for ctx.Err() == nil {
 		cursors, err := rp.cursors(ctx)
 		if err != nil {
 			fail("reading how far the logs were copied", err)
 			continue
 		}
-		next.Store(&readSet{cursors: cursors, held: len(rp.held) > 0})
+		publish(&readSet{cursors: cursors, held: len(rp.held) > 0, stale: make(chan struct{})})
 		select {
 		case <-ctx.Done():
 		case <-recheck.C:
@@ -200,20 +217,34 @@ func (rp *replicator) read(ctx context.Context, block time.Duration, next *atomi
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		rs := next.Load()
-		if rs == nil || len(rs.cursors) == 0 {
+		if rs == nil {
 			wait(ctx, 20*time.Millisecond)
+			continue
+		}
+		if len(rs.cursors) == 0 { // primary of no shard, or every one held
+			select {
+			case <-rs.stale:
+			case <-ctx.Done():
+			}
 			continue
 		}
 		b := block
 		if rs.held {
 			b = 20 * time.Millisecond // look at the held shards again soon
 		}
-		entries, err := rp.remote.Read(ctx, rs.cursors, 512, b)
+		entries, err := rp.remote.Read(ctx, rs.cursors, max(16, readBudget/len(rs.cursors)), b)
 		if err != nil && ctx.Err() == nil {
 			rp.n.cfg.Logger.Warn("replication: reading another region's log failed; retrying", "region", rp.region, "err", err, "backoff", backoff)
 		}
 		select {
 		case results <- readResult{entries: entries, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		// Read again from the cursors this answer moves, not the same
+		// ones (that would fetch the same entries once more).
+		select {
+		case <-rs.stale:
 		case <-ctx.Done():
 			return
 		}
@@ -286,11 +317,6 @@ func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
 			}
 		}
 		switch {
-		case le.Gap && rp.cursor[shard].IsZero():
-			// Copying this region's log for the first time: what it
-			// trimmed long ago is not a loss to this region.
-			rp.skip(shard, le.Pos)
-			continue
 		case le.Gap:
 			n.repl.gaps.WithLabelValues(region).Inc()
 			n.cfg.Logger.Warn("replication: the other region's log was trimmed past this region's copy; entries lost",
@@ -320,15 +346,18 @@ func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
 		if err != nil {
 			return err
 		}
-		if _, _, err := n.log.AppendReplica(ctx, shard, rp.region, le.Pos, b); err != nil {
+		_, appended, err := n.log.AppendReplica(ctx, shard, rp.region, le.Pos, b)
+		if err != nil {
 			// Whether it was appended is unknown: read the marks again.
 			delete(rp.cursor, shard)
 			return err
 		}
 		rp.skip(shard, le.Pos)
-		kind := map[string]string{"e": "edit", "m": "message", "g": "gap"}[rec.Kind]
-		n.repl.entries.WithLabelValues(region, kind).Inc()
-		n.repl.lag.WithLabelValues(region, strconv.Itoa(shard)).Set(n.now().Sub(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
+		if appended { // else another node (a primary before this one) copied it
+			kind := map[string]string{"e": "edit", "m": "message", "g": "gap"}[rec.Kind]
+			n.repl.entries.WithLabelValues(region, kind).Inc()
+			n.repl.lag.WithLabelValues(region, strconv.Itoa(shard)).Set(n.now().Sub(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
+		}
 	}
 	return nil
 }

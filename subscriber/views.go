@@ -199,6 +199,11 @@ func (n *Node) catchUp(ctx context.Context, tok *channelgroups.Token) (ok, waite
 	if n.covers(tok) {
 		return true, false
 	}
+	for _, rp := range tok.Positions {
+		if _, copied := n.cfg.Remotes[rp.Region]; rp.Region != n.cfg.Region && !copied && !rp.Pos.IsZero() {
+			return false, false // a region this one does not copy: waiting cannot help
+		}
+	}
 	return n.await(ctx, tok), true
 }
 
