@@ -322,13 +322,18 @@ func (r *run) newFollower(i int) *follower {
 }
 
 func (f *follower) path(r *run) string {
+	return subscribePath(r.cfg.Account, f.channels, f.groups, f.uuid)
+}
+
+// subscribePath is a subscribe's path and query without its cursor.
+func subscribePath(account string, channels, groups []string, uuid string) string {
 	chs := ","
-	if len(f.channels) > 0 {
-		chs = strings.Join(f.channels, ",")
+	if len(channels) > 0 {
+		chs = strings.Join(channels, ",")
 	}
-	p := fmt.Sprintf("/v2/subscribe/%s/%s/0?uuid=%s", url.PathEscape(r.cfg.Account), url.PathEscape(chs), f.uuid)
-	if len(f.groups) > 0 {
-		p += "&channel-group=" + url.QueryEscape(strings.Join(f.groups, ","))
+	p := fmt.Sprintf("/v2/subscribe/%s/%s/0?uuid=%s", url.PathEscape(account), url.PathEscape(chs), uuid)
+	if len(groups) > 0 {
+		p += "&channel-group=" + url.QueryEscape(strings.Join(groups, ","))
 	}
 	return p
 }
@@ -344,25 +349,31 @@ type subAnswer struct {
 		D json.RawMessage `json:"d"`
 		P struct {
 			T string `json:"t"`
+			R int    `json:"r"`
 		} `json:"p"`
 	} `json:"m"`
 }
 
 // handshake gets the first cursor, retrying until ctx ends.
 func (f *follower) handshake(ctx context.Context, r *run) {
+	f.start, f.cursor, f.region = handshake(ctx, r.c, f.rnd, f.path(r))
+}
+
+// handshake subscribes without a cursor on a random node until it gets the
+// first cursor (as a number, as text, and its region) or ctx ends.
+func handshake(ctx context.Context, c *caller, rnd *rand.Rand, path string) (int64, string, string) {
 	for {
 		var a subAnswer
-		o := r.c.get(ctx, r.c.poll, r.c.node(ctx, f.rnd, ""), f.path(r), &a)
+		o := c.get(ctx, c.poll, c.node(ctx, rnd, ""), path, &a)
 		if o == ok {
 			t, err := strconv.ParseInt(a.T.T, 10, 64)
 			if err == nil && t > 0 {
-				f.start, f.cursor, f.region = t, a.T.T, strconv.Itoa(a.T.R)
-				return
+				return t, a.T.T, strconv.Itoa(a.T.R)
 			}
-			r.c.clientError(f.path(r), fmt.Sprintf("handshake cursor %q", a.T.T))
+			c.clientError(path, fmt.Sprintf("handshake cursor %q", a.T.T))
 		}
 		if o == canceled || !pause(ctx, backoff(o)) {
-			return
+			return 0, "", ""
 		}
 	}
 }

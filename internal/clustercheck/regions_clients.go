@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -373,51 +372,12 @@ func (r *geoRun) newFollower(region, i int) *geoFollower {
 }
 
 func (f *geoFollower) path(r *geoRun) string {
-	chs := ","
-	if len(f.channels) > 0 {
-		chs = strings.Join(f.channels, ",")
-	}
-	p := fmt.Sprintf("/v2/subscribe/%s/%s/0?uuid=%s", url.PathEscape(r.cfg.Account), url.PathEscape(chs), f.uuid)
-	if len(f.groups) > 0 {
-		p += "&channel-group=" + url.QueryEscape(strings.Join(f.groups, ","))
-	}
-	return p
-}
-
-type geoAnswer struct {
-	T struct {
-		T string `json:"t"`
-		R int    `json:"r"`
-	} `json:"t"`
-	M []struct {
-		B string          `json:"b"`
-		C string          `json:"c"`
-		D json.RawMessage `json:"d"`
-		P struct {
-			T string `json:"t"`
-			R int    `json:"r"`
-		} `json:"p"`
-	} `json:"m"`
+	return subscribePath(r.cfg.Account, f.channels, f.groups, f.uuid)
 }
 
 // handshake gets the first cursor, retrying until ctx ends.
 func (f *geoFollower) handshake(ctx context.Context, r *geoRun) {
-	c := r.c[f.region-1]
-	for {
-		var a geoAnswer
-		o := c.get(ctx, c.poll, c.node(ctx, f.rnd, ""), f.path(r), &a)
-		if o == ok {
-			t, err := strconv.ParseInt(a.T.T, 10, 64)
-			if err == nil && t > 0 {
-				f.start, f.cursor, f.cregion = t, a.T.T, strconv.Itoa(a.T.R)
-				return
-			}
-			c.clientError(f.path(r), fmt.Sprintf("handshake cursor %q", a.T.T))
-		}
-		if o == canceled || !pause(ctx, backoff(o)) {
-			return
-		}
-	}
+	f.start, f.cursor, f.cregion = handshake(ctx, r.c[f.region-1], f.rnd, f.path(r))
 }
 
 // follow long-polls from the cursor on a random node of its region each
@@ -428,7 +388,7 @@ func (f *geoFollower) follow(ctx context.Context, r *geoRun) {
 		f.mu.Lock()
 		path := f.path(r) + "&tt=" + f.cursor + "&tr=" + f.cregion
 		f.mu.Unlock()
-		var a geoAnswer
+		var a subAnswer
 		o := c.get(ctx, c.poll, c.node(ctx, f.rnd, ""), path, &a)
 		if o != ok {
 			if o == canceled || !pause(ctx, backoff(o)) {
