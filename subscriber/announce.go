@@ -60,7 +60,7 @@ func (a *announcer) announce(ctx context.Context, e channelgroups.Edit) (channel
 		a.kickDispatcher()
 		return channelgroups.Position{}, channelgroups.ErrUnannounced
 	}
-	pos, err := n.log.Append(ctx, e.Shard, EncodeEdit(e))
+	pos, err := n.log.Append(ctx, e.Shard, encodeEdit(e, depsOf(ctx)))
 	if err != nil {
 		s.blocked = true
 		n.m.announced.WithLabelValues("deferred").Inc()

@@ -20,8 +20,8 @@ import (
 // An entry copied from another region's log (edits and messages) carries
 // its origin: the region (Origin) and its position there (OriginPos); a
 // message keeps its original timetoken on the wire. Deps are the other
-// regions' positions a message was published under (its token's), which a
-// replicator copies only after it has copied those.
+// regions' positions a message was published, or an edit made, under (its
+// token's), which a replicator copies only after it has copied those.
 type record struct {
 	Kind      string                  `json:"k"`
 	Origin    int                     `json:"or,omitempty"`
@@ -158,8 +158,13 @@ func decodeDeps(ss []string) ([]channelgroups.RegionPosition, error) {
 }
 
 // EncodeEdit is the log record of an edit, as Announce appends it.
-func EncodeEdit(e channelgroups.Edit) []byte {
-	b, _ := json.Marshal(record{Kind: "e", Account: e.Account, Group: e.Group, Op: e.Op, Channels: e.Channels, At: e.At, Held: e.Held, HeldKnown: e.HeldKnown})
+func EncodeEdit(e channelgroups.Edit) []byte { return encodeEdit(e, nil) }
+
+// encodeEdit is EncodeEdit with the other regions' positions the edit was
+// made under (see Node.CatchUp).
+func encodeEdit(e channelgroups.Edit, deps []channelgroups.RegionPosition) []byte {
+	b, _ := json.Marshal(record{Kind: "e", Account: e.Account, Group: e.Group, Op: e.Op, Channels: e.Channels, At: e.At, Held: e.Held,
+		HeldKnown: e.HeldKnown, Deps: encodeDeps(deps)})
 	return b
 }
 

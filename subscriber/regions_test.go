@@ -362,3 +362,49 @@ func TestHistoryInTimetokenOrder(t *testing.T) {
 		t.Fatalf("newest 2: %v, want %v", got, want)
 	}
 }
+
+// TestCausalOrderOfEditsThreeRegions: region 2 removes a channel under the
+// token of region 1's add (Node.CatchUp, as the HTTP API does for an edit
+// carrying a token); region 3 copies region 2's log before region 1's. The
+// remove waits until the add is copied, so region 3's log holds them in
+// causal order.
+func TestCausalOrderOfEditsThreeRegions(t *testing.T) {
+	var gate *gatedLog // region 3's view of region 1's log: closed at first
+	rs := startRegions(t, 3, nil, func(i, j int, l *memlog.Log) subscriber.Log {
+		if i == 3 && j == 1 {
+			gate = newGated(l)
+			return gate
+		}
+		return nil
+	})
+	r1, r2, r3 := rs[0], rs[1], rs[2]
+	key := channelgroups.GroupKey{Account: "acct", Group: "g"}
+	shard := channelgroups.ShardOf(key.Account, regionShards)
+	add, err := r1.svc.Add(t.Context(), key.Account, key.Group, []channelgroups.Channel{"c"}, channelgroups.IfMatch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := r2.node.CatchUp(t.Context(), &add.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := r2.svc.Remove(ctx, key.Account, key.Group, []channelgroups.Channel{"c"}, channelgroups.IfMatch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rm.At <= add.At {
+		t.Fatalf("the remove's timetoken %d is not after the add's %d it was made under", rm.At, add.At)
+	}
+	pollUntil(t, "region 3 holds region 2's remove back", func() bool { return subscriber.ReplicationWaits(r3.node) > 0 })
+	if c := copies(t, r3, shard); len(c) != 0 {
+		t.Fatalf("region 3 copied %v before the add the remove depends on", c)
+	}
+	gate.Open()
+	pollUntil(t, "region 3 copies both", func() bool { return len(copies(t, r3, shard)) == 2 })
+	if c := copies(t, r3, shard); !slices.Equal(c, []string{"1:e:[c]", "2:e:[c]"}) {
+		t.Fatalf("region 3's copies in log order: %v, want region 1's add before region 2's remove", c)
+	}
+	if r3.has(t, key, &rm.Token, "c") {
+		t.Fatal("region 3 shows c after the remove")
+	}
+}

@@ -158,24 +158,37 @@ func (n *Node) View(ctx context.Context, key channelgroups.GroupKey, tok *channe
 // ErrNotFresh (both ErrUnavailable). An edit that carries a token calls it
 // first: a remove made in one region after reading an add made in another
 // is appended after that add's copy.
-func (n *Node) CatchUp(ctx context.Context, tok *channelgroups.Token) error {
+//
+// The context it returns carries those other regions' positions: an edit
+// made with it is announced with them as its dependencies, so a third
+// region copies it only after them (see replicate.go), as a message
+// published under the token is.
+func (n *Node) CatchUp(ctx context.Context, tok *channelgroups.Token) (context.Context, error) {
 	_ = n.clock.Witness(tok.At) // a token's At passed the skew check when it was decoded
 	other := channelgroups.Token{Shard: tok.Shard}
 	for _, rp := range tok.Positions {
-		if rp.Region != n.cfg.Region {
+		if rp.Region != n.cfg.Region && !rp.Pos.IsZero() {
 			other.Positions = append(other.Positions, rp)
 		}
 	}
 	if len(other.Positions) == 0 {
-		return nil
+		return ctx, nil
 	}
 	if !n.serve(ctx, tok.Shard) {
-		return ErrNotServing
+		return ctx, ErrNotServing
 	}
 	if ok, _ := n.catchUp(ctx, &other); !ok {
-		return ErrNotFresh
+		return ctx, ErrNotFresh
 	}
-	return nil
+	return context.WithValue(ctx, depsKey{}, other.Positions), nil
+}
+
+// depsKey keys an edit's dependencies in its context (see CatchUp).
+type depsKey struct{}
+
+func depsOf(ctx context.Context) []channelgroups.RegionPosition {
+	ds, _ := ctx.Value(depsKey{}).([]channelgroups.RegionPosition)
+	return ds
 }
 
 // catchUp reports whether this node has applied everything tok covers: its

@@ -114,7 +114,7 @@ func (a *API) serveEdit(ctx *fasthttp.RequestCtx, parts []string) {
 		// The edit follows what the token covers, in every region: in
 		// the log (after the copies of other regions' edits it names) and
 		// in timetoken order. Else 503: it would race them.
-		if err := a.cfg.Views.CatchUp(c, prev); err != nil {
+		if c, err = a.cfg.Views.CatchUp(c, prev); err != nil {
 			a.writeDomainError(ctx, registry, err)
 			return
 		}

@@ -185,8 +185,8 @@ type Viewer interface {
 	View(ctx context.Context, key channelgroups.GroupKey, tok *channelgroups.Token, mode subscriber.Consistency) (*channelgroups.View, error)
 	// CatchUp waits until an edit made now sorts after everything tok
 	// covers (subscriber.Node.CatchUp); an edit carrying a token calls it
-	// before it is made.
-	CatchUp(ctx context.Context, tok *channelgroups.Token) error
+	// before it is made, with the context it returns.
+	CatchUp(ctx context.Context, tok *channelgroups.Token) (context.Context, error)
 }
 
 // SetDraining turns readiness off, so that load balancers stop sending new

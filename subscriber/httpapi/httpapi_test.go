@@ -326,7 +326,9 @@ func (downViews) View(context.Context, channelgroups.GroupKey, *channelgroups.To
 	return nil, channelgroups.ErrUnavailable
 }
 
-func (downViews) CatchUp(context.Context, *channelgroups.Token) error { return channelgroups.ErrUnavailable }
+func (downViews) CatchUp(ctx context.Context, _ *channelgroups.Token) (context.Context, error) {
+	return ctx, channelgroups.ErrUnavailable
+}
 
 func TestStoreUnavailable(t *testing.T) {
 	svc, err := channelgroups.NewService(unavailable{}, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{})
