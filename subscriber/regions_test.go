@@ -56,7 +56,6 @@ func (g *gatedLog) Open() {
 	close(g.open)
 }
 
-
 const regionShards = 4
 
 // startRegions starts one node per region; remote(i, j) is the log region i
@@ -224,7 +223,7 @@ func TestRegionsCopyEditsAndMessages(t *testing.T) {
 // waits until the add is copied, so region 3's log (and every node of it)
 // applies the add first and the group's subscriber gets the message.
 func TestCausalOrderThreeRegions(t *testing.T) {
-	var gate *gatedLog  // region 3's view of region 1's log: closed at first
+	var gate *gatedLog // region 3's view of region 1's log: closed at first
 	rs := startRegions(t, 3, nil, func(i, j int, l *memlog.Log) subscriber.Log {
 		switch {
 		case i == 3 && j == 1:
