@@ -15,10 +15,9 @@ import (
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/internal/metrictest"
-	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/memlog"
-	"github.com/groupcast/groupcast/volatile"
 )
 
 // heldLog lets a test hold a node's log consumer back: while held, Read
@@ -72,28 +71,8 @@ func (l *heldLog) release() {
 // gapNode starts a 4-shard node over st and lg, running until the test ends.
 func gapNode(t *testing.T, st subscriber.Store, lg subscriber.Log, reg *prometheus.Registry) *subscriber.Node {
 	t.Helper()
-	cache, err := storagecache.New(st, storagecache.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cache.Close)
-	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := subscriber.NewNode(lg, st, cache, ov, channelgroups.NewClock(nil, 0),
-		subscriber.Config{Shards: 4, Registerer: reg, RefreshEvery: time.Hour, FreshWait: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() { n.ReleasePolls(); cancel(); <-done })
-	return n
+	return nodetest.Run(t, lg, st, channelgroups.NewClock(nil, 0),
+		subscriber.Config{Shards: 4, Registerer: reg, RefreshEvery: time.Hour, FreshWait: 10 * time.Second}, nil)
 }
 
 // pollAcross parks a poll on channel z from cursor, publishes a message to

@@ -12,10 +12,9 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
-	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/memlog"
-	"github.com/groupcast/groupcast/volatile"
 )
 
 // region is one in-process region: its own store, its own log, one node.
@@ -77,15 +76,6 @@ func startRegions(t *testing.T, count int, now func() time.Time, remote func(i, 
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		cache, err := storagecache.New(st, storagecache.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cache.Close)
-		ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
-		if err != nil {
-			t.Fatal(err)
-		}
 		remotes := map[int]subscriber.Log{}
 		for j, o := range rs {
 			if j != i {
@@ -101,19 +91,9 @@ func startRegions(t *testing.T, count int, now func() time.Time, remote func(i, 
 		// FreshWait is generous: on a loaded machine the copy may take a
 		// while, and a read that gives up would be answered from storage
 		// (another region's bolt file, which never has the edit).
-		node, err := subscriber.NewNode(r.log, st, cache, ov, clock, subscriber.Config{
+		node := nodetest.Run(t, r.log, st, clock, subscriber.Config{
 			Region: r.n, Shards: regionShards, Remotes: remotes, FreshWait: 20 * time.Second, Now: now,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := node.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- node.Run(ctx) }()
-		t.Cleanup(func() { node.ReleasePolls(); cancel(); <-done })
+		}, nil)
 		svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: node, Shards: regionShards, Region: r.n})
 		if err != nil {
 			t.Fatal(err)

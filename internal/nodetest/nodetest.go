@@ -37,6 +37,14 @@ func NodeWith(t testing.TB, store subscriber.Store, cfg subscriber.Config, befor
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Run(t, lg, store, channelgroups.NewClock(nil, 0), cfg, before), lg
+}
+
+// Run wires a node over log and store with its own storage cache and
+// overlay, lets before (if not nil) see it, starts it and runs it until the
+// test ends.
+func Run(t testing.TB, log subscriber.Log, store subscriber.Store, clock *channelgroups.Clock, cfg subscriber.Config, before func(*subscriber.Node)) *subscriber.Node {
+	t.Helper()
 	cache, err := storagecache.New(store, storagecache.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +54,7 @@ func NodeWith(t testing.TB, store subscriber.Store, cfg subscriber.Config, befor
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := subscriber.NewNode(lg, store, cache, ov, channelgroups.NewClock(nil, 0), cfg)
+	n, err := subscriber.NewNode(log, store, cache, ov, clock, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +68,7 @@ func NodeWith(t testing.TB, store subscriber.Store, cfg subscriber.Config, befor
 	done := make(chan error)
 	go func() { done <- n.Run(ctx) }()
 	t.Cleanup(func() { n.ReleasePolls(); cancel(); <-done })
-	return n, lg
+	return n
 }
 
 // Embedded returns a running embedded node's store and the API config
