@@ -1,8 +1,10 @@
 package subscriber
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
@@ -52,6 +54,38 @@ func TestDepsRoundTrip(t *testing.T) {
 	for _, bad := range []string{"", "1", "0:1-1", "-1:1-1", "1:x", "a:1-1"} {
 		if _, err := decodeDeps([]string{bad}); err == nil {
 			t.Errorf("dependency %q accepted", bad)
+		}
+	}
+}
+
+// TestReaderTurns: the two readers' reads with nothing new never end within
+// blockSpread of each other, whenever each starts.
+func TestReaderTurns(t *testing.T) {
+	var turns readerTurns
+	start := time.Unix(1_700_000_000, 0)
+	now := [2]time.Time{start, start}
+	r := rand.New(rand.NewPCG(1, 2))
+	for step := range 10_000 {
+		i := r.IntN(2)
+		// Reader i's read ended (or returned with entries earlier);
+		// it starts again after a round trip of up to 250 ms.
+		now[i] = now[i].Add(time.Duration(r.Int64N(int64(250 * time.Millisecond))))
+		if now[i].Before(now[1-i]) {
+			now[i] = now[1-i]
+		}
+		b := turns.block(i, now[i])
+		if b < blockBase || b > blockBase+2*blockSpread {
+			t.Fatalf("step %d: block %v outside [%v, %v]", step, b, blockBase, blockBase+2*blockSpread)
+		}
+		end, other := now[i].Add(b), time.Unix(0, turns.ends[1-i].Load())
+		if d := end.Sub(other); d > -blockSpread && d < blockSpread {
+			t.Fatalf("step %d: reader %d's read ends %v from the other's", step, i, d)
+		}
+		// The read blocks until it ends, or an entry ends it sooner.
+		if r.IntN(3) == 0 {
+			now[i] = now[i].Add(time.Duration(r.Int64N(int64(b))))
+		} else {
+			now[i] = end
 		}
 	}
 }

@@ -133,14 +133,38 @@ func (r *replicas) forget(region, shard int) {
 	r.lag.DeleteLabelValues(strconv.Itoa(region), strconv.Itoa(shard))
 }
 
-// readBlocks are how long the replicator's two readers of another
-// region's log block in one read when it has nothing new. Reading another
-// region takes a WAN round trip: an entry appended while a reader's next
-// read is on its way waits for that read, up to one more round trip. Two
-// readers blocking for different times are rarely both between reads, so
-// one of them is nearly always waiting at the other region when an entry
-// comes; the price is that both fetch what is new.
-var readBlocks = [2]time.Duration{time.Second, 1300 * time.Millisecond}
+// Reading another region takes a WAN round trip: an entry appended while
+// a reader's next read is on its way waits for that read, up to one more
+// round trip. So two readers take turns: while one is between reads, the
+// other is waiting at the other region. A reader with nothing new comes
+// back after blockBase, blockBase+blockSpread or blockBase+2×blockSpread,
+// whichever ends at least blockSpread away from when the other reader's
+// read ends (one of the three always does): their returns with nothing
+// never meet, for round trips under blockSpread. Both come back at once
+// only with an entry (both fetch it); the next one waits at most a round
+// trip.
+const (
+	blockBase   = time.Second
+	blockSpread = 300 * time.Millisecond
+)
+
+// readerTurns keeps when each of the two readers' current read ends.
+type readerTurns struct{ ends [2]atomic.Int64 }
+
+// block returns how long reader i's read starting at now blocks, and
+// records when it ends.
+func (t *readerTurns) block(i int, now time.Time) time.Duration {
+	other := time.Unix(0, t.ends[1-i].Load())
+	b := blockBase
+	for range 2 {
+		if d := now.Add(b).Sub(other); d >= blockSpread || d <= -blockSpread {
+			break
+		}
+		b += blockSpread
+	}
+	t.ends[i].Store(now.Add(b).UnixNano())
+	return b
+}
 
 // readSet is what the readers read next.
 type readSet struct {
@@ -169,8 +193,9 @@ func (n *Node) replicate(ctx context.Context, region int, remote Log) {
 		wg      sync.WaitGroup
 	)
 	defer wg.Wait()
-	for _, block := range readBlocks {
-		wg.Go(func() { rp.read(ctx, block, &next, results) })
+	var turns readerTurns
+	for i := range 2 {
+		wg.Go(func() { rp.read(ctx, i, &turns, &next, results) })
 	}
 	failures := n.repl.failures.WithLabelValues(strconv.Itoa(region))
 	backoff := 50 * time.Millisecond
@@ -211,9 +236,10 @@ func (n *Node) replicate(ctx context.Context, region int, remote Log) {
 	}
 }
 
-// read fetches what is new in the other region's log after the latest
-// cursors, blocking up to block, and hands it over, until ctx ends.
-func (rp *replicator) read(ctx context.Context, block time.Duration, next *atomic.Pointer[readSet], results chan<- readResult) {
+// read is reader i: it fetches what is new in the other region's log after
+// the latest cursors, blocking for its turn, and hands it over, until ctx
+// ends.
+func (rp *replicator) read(ctx context.Context, i int, turns *readerTurns, next *atomic.Pointer[readSet], results chan<- readResult) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		rs := next.Load()
@@ -228,7 +254,7 @@ func (rp *replicator) read(ctx context.Context, block time.Duration, next *atomi
 			}
 			continue
 		}
-		b := block
+		b := turns.block(i, time.Now())
 		if rs.held {
 			b = 20 * time.Millisecond // look at the held shards again soon
 		}

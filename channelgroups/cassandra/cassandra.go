@@ -264,6 +264,15 @@ func (s *Store) createSchema(ctx context.Context) error {
 			PRIMARY KEY ((region, shard), at, account, grp)) WITH gc_grace_seconds = 600`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `.replays (account text, key text, fingerprint text, answer blob,
 			PRIMARY KEY ((account, key)))`,
+		// Keysets and revoked tokens (access.Store; see access.go). A
+		// revocation only expires (TTL), never deleted, so its tombstones
+		// cannot resurrect it: a short gc_grace keeps reads of the table
+		// clear of them.
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.keysets (subscribe_key text PRIMARY KEY, publish_key text,
+			secret_key text, pam boolean, created timestamp)`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.revocations (subscribe_key text, token_id text, until timestamp,
+			PRIMARY KEY ((subscribe_key), token_id)) WITH gc_grace_seconds = 3600`,
+		`CREATE TABLE IF NOT EXISTS ` + ks + `.access_version (id int PRIMARY KEY, changes counter)`,
 	}
 	for _, q := range stmts {
 		if err := s.s.Query(q).WithContext(ctx).Exec(); err != nil {

@@ -31,6 +31,9 @@ type Node struct {
 	URL string
 	// PID is its process id.
 	PID int
+	// Admin is the base URL of its admin listener, whose /metrics the
+	// probes read.
+	Admin string
 	// Secret is the cluster secret it signs causal tokens with (--secret):
 	// the token probe forges tokens with it.
 	Secret []byte

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -95,13 +96,22 @@ func (e *Env) freshWithin(ctx context.Context, d time.Duration) (Answer, time.Du
 	}
 }
 
-// metric reads one unlabelled sample from the node's /metrics.
+// metric reads one unlabelled sample from /metrics on the node's admin
+// listener.
 func (e *Env) metric(ctx context.Context, name string) (float64, error) {
-	a, err := e.get(ctx, "/metrics")
-	if err != nil || a.Status != 200 {
-		return 0, fmt.Errorf("GET /metrics: %d %v", a.Status, err)
+	req, err := http.NewRequestWithContext(ctx, "GET", e.Node.Admin+"/metrics", nil)
+	if err != nil {
+		return 0, err
 	}
-	sc := bufio.NewScanner(strings.NewReader(string(a.Body)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s/metrics: %w", e.Node.Admin, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("GET %s/metrics: %d", e.Node.Admin, resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {

@@ -92,7 +92,7 @@ func Embedded(t testing.TB, reg *prometheus.Registry, cfg subscriber.Config) (*b
 	}
 	api := httpapi.Config{Groups: svc, Views: node, Tokens: tokens, Replays: st, Pubsub: node}
 	if reg != nil {
-		api.Registerer, api.Gatherer = reg, reg
+		api.Registerer = reg
 	}
 	return st, api
 }

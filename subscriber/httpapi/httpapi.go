@@ -4,8 +4,11 @@
 // forwards a request for an account shard another node owns to that node.
 //
 // Every response, errors included, carries Content-Type: application/json
-// and CORS headers: PubNub SDKs fail to parse an error without the content
-// type, and browsers need the CORS headers.
+// (PubNub SDKs fail to parse an error without it), and CORS headers for the
+// configured origins. With an access.Guard, every request naming a
+// subscribe key is checked (access.go) before it is served or forwarded.
+// Metrics are not served here: cmd/groupcastd serves them on its admin
+// listener.
 package httpapi
 
 import (
@@ -16,16 +19,16 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/groupcast/groupcast/access"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/subscriber"
 )
@@ -48,8 +51,14 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Registerer receives the HTTP metrics; nil means no metrics.
 	Registerer prometheus.Registerer
-	// Gatherer is served on /metrics; nil means /metrics answers 404.
-	Gatherer prometheus.Gatherer
+	// Access checks keys, signatures and Access Manager tokens, and issues
+	// and revokes tokens; nil means any keys are accepted and the grant
+	// endpoints answer 404.
+	Access *access.Guard
+	// CORSOrigins are the browser origins whose pages may use the API
+	// ("*": any); empty means none (no CORS headers, and cross-site
+	// browser requests are refused).
+	CORSOrigins []string
 	// Logger receives server errors; nil discards them.
 	Logger *slog.Logger
 	// ReadyTimeout bounds one readiness check; zero means 2s.
@@ -81,7 +90,6 @@ type API struct {
 	cfg      Config
 	draining atomic.Bool // parked and forwarded polls are being released
 	unready  atomic.Bool // /readyz answers 503
-	metrics  fasthttp.RequestHandler
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	// server is the fasthttp server from NewServer: parked long-polls hand
@@ -133,9 +141,6 @@ func New(cfg Config) (*API, error) {
 		}
 	}
 	a := &API{cfg: cfg, upstreams: map[string]*upstream{}, pollConns: map[*pollConn]struct{}{}}
-	if cfg.Gatherer != nil {
-		a.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
 	if cfg.Registerer != nil {
 		a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_http_requests_total",
@@ -294,7 +299,7 @@ func (a *API) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	defer a.recoverRequest(ctx, start)
-	setCommonHeaders(ctx)
+	a.setCommonHeaders(&ctx.Response.Header, ctx.Request.Header.Peek("Origin"))
 	if a.guard != nil && a.guard.refuseConn(ctx) {
 		a.observe("limited", ctx.Response.StatusCode(), start)
 		return
@@ -305,14 +310,26 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func setCommonHeaders(ctx *fasthttp.RequestCtx) {
-	h := &ctx.Response.Header
+// setCommonHeaders sets the content type and, for a request from a
+// configured origin (any with "*"), the CORS headers.
+func (a *API) setCommonHeaders(h *fasthttp.ResponseHeader, origin []byte) {
 	h.SetContentType("application/json")
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	h.Set("Cache-Control", "no-cache")
+	if len(a.cfg.CORSOrigins) == 0 {
+		return
+	}
+	if slices.Contains(a.cfg.CORSOrigins, "*") {
+		h.Set("Access-Control-Allow-Origin", "*")
+	} else {
+		h.Set("Vary", "Origin")
+		if len(origin) == 0 || !access.AllowedOrigin(a.cfg.CORSOrigins, string(origin)) {
+			return
+		}
+		h.SetBytesV("Access-Control-Allow-Origin", origin)
+	}
+	h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Content-Encoding, Accept, If-Match, Idempotency-Key, Groupcast-Token")
 	h.Set("Access-Control-Expose-Headers", "Groupcast-Token, Retry-After")
-	h.Set("Cache-Control", "no-cache")
 }
 
 // route dispatches on the raw path, decoding each segment itself so that an
@@ -350,6 +367,9 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "method "+string(ctx.Method())+" not allowed")
 		return ep.name
 	}
+	if ep.key > 0 && (a.crossSiteRefused(ctx) || !a.authorize(ctx, ep, parts)) {
+		return ep.name
+	}
 	if ep.account > 0 && a.cfg.Router != nil && a.forward(ctx, ep, parts[ep.account]) {
 		return ep.name
 	}
@@ -368,6 +388,15 @@ type endpoint struct {
 	// write: an edit or a publish, served by the shard's primary and never
 	// sent twice.
 	write bool
+
+	// Access control (access.go): key is the index of the subscribe key
+	// the guard checks (zero: none); publishKey that of the publish key;
+	// needs the permissions the request needs with Access Manager on;
+	// signed that with Access Manager on only a signed request may do it;
+	// issuing that it issues or revokes tokens (signed, a known keyset).
+	key, publishKey int
+	needs           func(*fasthttp.RequestCtx, []string) []access.Need
+	signed, issuing bool
 }
 
 // endpoint resolves a request's decoded path segments.
@@ -381,12 +410,10 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 		}}
 	case match(parts, "readyz"):
 		return endpoint{name: "readyz", serve: a.serveReady, get: true}
-	case match(parts, "metrics") && a.metrics != nil:
-		return endpoint{name: "metrics", get: true, serve: func(ctx *fasthttp.RequestCtx, _ []string) { a.metrics(ctx) }}
 	case match(parts, "cluster") && a.cfg.Cluster != nil:
 		return endpoint{name: "cluster", get: true, serve: func(ctx *fasthttp.RequestCtx, _ []string) { writeJSON(ctx, a.cfg.Cluster()) }}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group"):
-		return endpoint{name: "cg_groups", serve: a.serveListGroups, get: true, account: 3}
+		return endpoint{name: "cg_groups", serve: a.serveListGroups, get: true, account: 3, key: 3, signed: true}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group", "*"):
 		switch args := ctx.QueryArgs(); {
 		case args.Has("add") && args.Has("remove"):
@@ -394,33 +421,37 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 				writeError(ctx, fasthttp.StatusBadRequest, registry, "give either add or remove, not both")
 			}}
 		case args.Has("add"):
-			return endpoint{name: "cg_add", serve: a.serveEdit, get: true, account: 3, write: true}
+			return endpoint{name: "cg_add", serve: a.serveEdit, get: true, account: 3, write: true, key: 3, needs: needsGroupManage}
 		case args.Has("remove"):
-			return endpoint{name: "cg_remove", serve: a.serveEdit, get: true, account: 3, write: true}
+			return endpoint{name: "cg_remove", serve: a.serveEdit, get: true, account: 3, write: true, key: 3, needs: needsGroupManage}
 		default:
-			return endpoint{name: "cg_list", serve: a.serveListChannels, get: true, account: 3}
+			return endpoint{name: "cg_list", serve: a.serveListChannels, get: true, account: 3, key: 3, needs: needsGroupRead}
 		}
 	case match(parts, "v1", "channel-registration", "sub-key", "*", "channel-group", "*", "remove"):
-		return endpoint{name: "cg_delete", serve: a.serveEdit, get: true, account: 3, write: true}
+		return endpoint{name: "cg_delete", serve: a.serveEdit, get: true, account: 3, write: true, key: 3, needs: needsGroupManage}
 	case len(parts) >= 6 && (parts[0] == "publish" || parts[0] == "signal") && parts[3] == "0" && parts[5] == "0":
 		if ctx.IsPost() && len(parts) == 6 || ctx.IsGet() && len(parts) >= 7 {
-			return endpoint{name: parts[0], serve: a.servePublish, account: 2, write: true}
+			return endpoint{name: parts[0], serve: a.servePublish, account: 2, write: true, key: 2, publishKey: 1, needs: needsPublish}
 		}
 		return endpoint{name: parts[0], serve: func(ctx *fasthttp.RequestCtx, _ []string) {
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "publish is GET with the message in the path, or POST with it as the body")
 		}}
 	case match(parts, "v2", "subscribe", "*", "*", "0"):
-		return endpoint{name: "subscribe", serve: a.serveSubscribe, get: true, account: 2}
+		return endpoint{name: "subscribe", serve: a.serveSubscribe, get: true, account: 2, key: 2, needs: needsSubscribe}
 	case match(parts, "v3", "history", "sub-key", "*", "channel", "*"):
-		return endpoint{name: "history_v3", serve: a.serveHistoryV3, get: true, account: 3}
+		return endpoint{name: "history_v3", serve: a.serveHistoryV3, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v2", "history", "sub-key", "*", "channel", "*"):
-		return endpoint{name: "history_v2", serve: a.serveHistoryV2, get: true, account: 3}
+		return endpoint{name: "history_v2", serve: a.serveHistoryV2, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "heartbeat"):
-		return endpoint{name: "heartbeat", serve: a.serveHeartbeat, get: true, account: 3}
+		return endpoint{name: "heartbeat", serve: a.serveHeartbeat, get: true, account: 3, key: 3, needs: needsPresence}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "leave"):
-		return endpoint{name: "leave", serve: a.serveLeave, get: true, account: 3}
+		return endpoint{name: "leave", serve: a.serveLeave, get: true, account: 3, key: 3}
+	case match(parts, "v3", "pam", "*", "grant") && a.cfg.Access != nil:
+		return endpoint{name: "pam_grant", serve: a.serveGrant, key: 2, issuing: true}
+	case match(parts, "v3", "pam", "*", "grant", "*") && a.cfg.Access != nil:
+		return endpoint{name: "pam_revoke", serve: a.serveRevoke, key: 2, issuing: true}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*"):
-		return endpoint{name: "here_now", serve: a.serveHereNow, get: true, account: 3}
+		return endpoint{name: "here_now", serve: a.serveHereNow, get: true, account: 3, key: 3, needs: needsPresence}
 	}
 	return endpoint{name: "not_found", serve: func(ctx *fasthttp.RequestCtx, _ []string) {
 		writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+string(ctx.URI().PathOriginal()))

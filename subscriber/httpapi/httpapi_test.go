@@ -19,6 +19,7 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/internal/metrictest"
 	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
@@ -28,6 +29,7 @@ type harness struct {
 	t      *testing.T
 	client *fasthttp.Client
 	store  channelgroups.Store
+	reg    *prometheus.Registry
 }
 
 func embedded(t testing.TB, reg *prometheus.Registry) (*bolt.Store, httpapi.Config) {
@@ -45,7 +47,17 @@ func newHarness(t *testing.T) *harness {
 
 func newHarnessWith(t *testing.T, ncfg subscriber.Config) *harness {
 	t.Helper()
-	st, cfg := embeddedWith(t, prometheus.NewRegistry(), ncfg)
+	return newHarnessAPI(t, ncfg, nil)
+}
+
+// newHarnessAPI is newHarnessWith with the API's Config changed by mod.
+func newHarnessAPI(t *testing.T, ncfg subscriber.Config, mod func(*bolt.Store, *httpapi.Config)) *harness {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	st, cfg := embeddedWith(t, reg, ncfg)
+	if mod != nil {
+		mod(st, &cfg)
+	}
 	api, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +75,7 @@ func newHarnessWith(t *testing.T, ncfg subscriber.Config) *harness {
 	return &harness{
 		t:     t,
 		store: st,
+		reg:   reg,
 		client: &fasthttp.Client{
 			Dial:                   func(string) (net.Conn, error) { return ln.Dial() },
 			ReadBufferSize:         256 << 10,
@@ -80,12 +93,24 @@ type reply struct {
 
 func (h *harness) do(method, uri string) reply {
 	h.t.Helper()
+	return h.send(method, uri, nil, nil)
+}
+
+// send sends a request with a body and headers (pairs of name, value).
+func (h *harness) send(method, uri string, body []byte, headers []string) reply {
+	h.t.Helper()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI("http://groupcast" + uri)
 	req.URI().DisablePathNormalizing = true
 	req.Header.SetMethod(method)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	if body != nil {
+		req.SetBody(body)
+	}
 	if err := h.client.Do(req, resp); err != nil {
 		h.t.Fatalf("%s %s: %v", method, uri, err)
 	}
@@ -187,7 +212,7 @@ func TestTime(t *testing.T) {
 }
 
 func TestCORSPreflight(t *testing.T) {
-	h := newHarness(t)
+	h := newHarnessAPI(t, subscriber.Config{}, func(_ *bolt.Store, cfg *httpapi.Config) { cfg.CORSOrigins = []string{"*"} })
 	r := h.do("OPTIONS", cg+"/g?add=x")
 	if r.status != 200 || r.headers["Access-Control-Allow-Origin"] != "*" || r.contentType != "application/json" {
 		t.Fatalf("preflight: %d %v", r.status, r.headers)
@@ -300,9 +325,12 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Fatalf("readyz: %d %s", r.status, r.body)
 	}
 	h.get(cg + "/g?add=x")
-	r := h.get("/metrics")
-	if r.status != 200 || !strings.Contains(string(r.body), `groupcast_http_requests_total{code="200",endpoint="cg_add"} 1`) {
-		t.Fatalf("metrics: %d\n%s", r.status, r.body)
+	if v := metrictest.Value(t, h.reg, "groupcast_http_requests_total", "code", "200", "endpoint", "cg_add"); v != 1 {
+		t.Fatalf("groupcast_http_requests_total{cg_add,200} = %v, want 1", v)
+	}
+	// Metrics are on the admin listener, not the public one.
+	if r := h.get("/metrics"); r.status != 404 || r.contentType != "application/json" {
+		t.Fatalf("public /metrics: %d %s", r.status, r.body)
 	}
 }
 

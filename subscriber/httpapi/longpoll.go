@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -38,6 +39,7 @@ type pendingAnswer struct {
 	acct      channelgroups.Account
 	start     time.Time
 	keepAlive bool
+	origin    []byte // the request's Origin header, for the CORS headers
 	// addr is the client address the poll counts under, admitted whether
 	// it took a place there (guard.admitPoll).
 	addr     netip.Addr
@@ -240,7 +242,7 @@ func (p *pendingAnswer) writeAnswer(c net.Conn) (keep bool) {
 		a.observe("subscribe", fasthttp.StatusInternalServerError, p.start)
 	}()
 	ctx.Response.Reset()
-	setCommonHeaders(ctx)
+	a.setCommonHeaders(&ctx.Response.Header, p.origin)
 	h := &ctx.Response.Header
 	h.Set("Server", serverName)
 	h.SetBytesV("Date", fasthttp.AppendHTTPDate(nil, time.Now()))
@@ -280,6 +282,9 @@ func (a *API) serveConn(c net.Conn) {
 func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, req subscriber.PollRequest) {
 	p := &pendingAnswer{api: a, acct: acct, start: time.Now(), keepAlive: !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11(),
 		channels: req.Channels, uuid: req.UUID}
+	if o := ctx.Request.Header.Peek("Origin"); len(o) > 0 && len(a.cfg.CORSOrigins) > 0 {
+		p.origin = bytes.Clone(o)
+	}
 	if g := a.guard; g != nil {
 		p.addr = g.clientAddr(ctx)
 		if !g.admitPoll(ctx, p.addr) {

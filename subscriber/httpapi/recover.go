@@ -26,7 +26,7 @@ func (a *API) recoverRequest(ctx *fasthttp.RequestCtx, start time.Time) {
 		return // a parked poll: its answer goes on the connection
 	}
 	ctx.Response.Reset()
-	setCommonHeaders(ctx)
+	a.setCommonHeaders(&ctx.Response.Header, ctx.Request.Header.Peek("Origin"))
 	writeError(ctx, fasthttp.StatusInternalServerError, serverName, "internal error")
 	a.observe("panic", fasthttp.StatusInternalServerError, start)
 }
@@ -44,7 +44,7 @@ func (a *API) recovered(v any, where string) {
 func (a *API) writeInternalError(c net.Conn) {
 	ctx := new(fasthttp.RequestCtx)
 	ctx.Init(new(fasthttp.Request), nil, nil)
-	setCommonHeaders(ctx)
+	a.setCommonHeaders(&ctx.Response.Header, nil)
 	ctx.Response.Header.Set("Server", serverName)
 	writeError(ctx, fasthttp.StatusInternalServerError, serverName, "internal error")
 	ctx.Response.SetConnectionClose()

@@ -1,0 +1,183 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/groupcast/groupcast/access"
+)
+
+// accessService names Access Manager in answers, as PubNub does.
+const accessService = "Access Manager"
+
+// The permissions each endpoint needs with Access Manager on (PubNub's
+// operations-to-permissions mapping); README "Access control" has the table.
+var (
+	// parts: v2 subscribe {sub} {channels} 0 ?channel-group=
+	needsSubscribe = needsOf(access.Read, 3, "channel-group")
+	// parts: publish|signal {pub} {sub} 0 {channel} 0 [{message}]
+	needsPublish = needsOf(access.Write, 4, "")
+	// parts: v3|v2 history sub-key {sub} channel {channels}
+	needsHistory = needsOf(access.Read, 5, "")
+	// parts: v2 presence sub-key {sub} channel {channels} [heartbeat] ?channel-group=
+	needsPresence = needsOf(access.Read, 5, "channel-group")
+	// parts: v1 channel-registration sub-key {sub} channel-group {group} [remove]
+	needsGroupRead   = groupNeed(access.Read)
+	needsGroupManage = groupNeed(access.Manage)
+)
+
+// needsOf returns the needs of perm on the comma-separated channels in path
+// segment i and the comma-separated groups in query parameter groupArg.
+func needsOf(perm access.Perm, i int, groupArg string) func(*fasthttp.RequestCtx, []string) []access.Need {
+	return func(ctx *fasthttp.RequestCtx, parts []string) []access.Need {
+		var needs []access.Need
+		for _, c := range splitList(parts[i]) {
+			needs = append(needs, access.Need{Kind: access.Channel, Name: c, Perm: perm})
+		}
+		if groupArg != "" {
+			for _, g := range splitList(string(ctx.QueryArgs().Peek(groupArg))) {
+				needs = append(needs, access.Need{Kind: access.Group, Name: g, Perm: perm})
+			}
+		}
+		return needs
+	}
+}
+
+func groupNeed(perm access.Perm) func(*fasthttp.RequestCtx, []string) []access.Need {
+	return func(_ *fasthttp.RequestCtx, parts []string) []access.Need {
+		return []access.Need{{Kind: access.Group, Name: parts[5], Perm: perm}}
+	}
+}
+
+// crossSiteRefused refuses a request a browser sent from a page of another
+// site whose origin is not configured. Browsers mark such requests
+// (Sec-Fetch-Site), including the ones CORS does not stop from being sent
+// (an <img> pointing at an edit); other clients do not send the header.
+func (a *API) crossSiteRefused(ctx *fasthttp.RequestCtx) bool {
+	site := string(ctx.Request.Header.Peek("Sec-Fetch-Site"))
+	if site != "cross-site" && site != "same-site" {
+		return false
+	}
+	if access.AllowedOrigin(a.cfg.CORSOrigins, string(ctx.Request.Header.Peek("Origin"))) {
+		return false
+	}
+	writeError(ctx, fasthttp.StatusForbidden, accessService, "Forbidden: requests from this origin are not allowed (--cors-origins)")
+	return true
+}
+
+// authorize checks a request naming a subscribe key with the access guard
+// and answers a refusal itself; it reports whether to serve the request.
+func (a *API) authorize(ctx *fasthttp.RequestCtx, ep endpoint, parts []string) bool {
+	if a.cfg.Access == nil || ep.key == 0 {
+		return true
+	}
+	args := ctx.QueryArgs()
+	r := access.Request{
+		SubscribeKey: parts[ep.key],
+		SignedOnly:   ep.signed,
+		Issuing:      ep.issuing,
+		Auth:         string(args.Peek("auth")),
+		UUID:         string(args.Peek("uuid")),
+		Signature:    string(args.Peek("signature")),
+	}
+	if ep.publishKey > 0 {
+		r.PublishKey = parts[ep.publishKey]
+	}
+	if r.Signature != "" {
+		r.Signed = signedRequest(ctx)
+	}
+	if ep.needs != nil {
+		r.Needs = ep.needs(ctx, parts)
+	}
+	if _, d := a.cfg.Access.Check(&r); d != nil {
+		writeDenied(ctx, d)
+		return false
+	}
+	return true
+}
+
+// signedRequest is the request as its signature covers it: the path and
+// query as sent, and the body. A request URI that does not parse yields a
+// request no signature matches.
+func signedRequest(ctx *fasthttp.RequestCtx) access.SignedRequest {
+	r, err := access.ParseSignedRequest(string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody())
+	if err != nil {
+		return access.SignedRequest{Method: "invalid"}
+	}
+	return r
+}
+
+// deniedBody is PubNub's Access Manager refusal.
+type deniedBody struct {
+	Status  int            `json:"status"`
+	Error   bool           `json:"error"`
+	Message string         `json:"message"`
+	Service string         `json:"service"`
+	Payload *deniedPayload `json:"payload,omitempty"`
+}
+
+type deniedPayload struct {
+	Channels []string `json:"channels,omitempty"`
+	Groups   []string `json:"channel-groups,omitempty"`
+	UUIDs    []string `json:"uuids,omitempty"`
+}
+
+func writeDenied(ctx *fasthttp.RequestCtx, d *access.Denied) {
+	body := deniedBody{Status: d.Status, Error: true, Message: d.Message, Service: accessService}
+	if len(d.Channels)+len(d.Groups)+len(d.UUIDs) > 0 {
+		body.Payload = &deniedPayload{Channels: d.Channels, Groups: d.Groups, UUIDs: d.UUIDs}
+	}
+	b, _ := json.Marshal(body)
+	ctx.SetStatusCode(d.Status)
+	ctx.SetBody(b)
+}
+
+// serveGrant issues a token: POST /v3/pam/{sub}/grant (signed; checked by
+// authorize).
+func (a *API) serveGrant(ctx *fasthttp.RequestCtx, parts []string) {
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST, OPTIONS")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, accessService, "grant is POST")
+		return
+	}
+	ks, ok := a.cfg.Access.Keyset(parts[2])
+	if !ok {
+		writeError(ctx, fasthttp.StatusBadRequest, accessService, "Invalid Subscribe Key")
+		return
+	}
+	tok, err := a.cfg.Access.Grant(ks, ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, accessService, err.Error())
+		return
+	}
+	ctx.SetBody(access.GrantResponse(tok))
+}
+
+// serveRevoke revokes a token: DELETE /v3/pam/{sub}/grant/{token} (signed;
+// checked by authorize). Every node refuses the token within its keyset
+// registry's poll; this node at once.
+func (a *API) serveRevoke(ctx *fasthttp.RequestCtx, parts []string) {
+	if !ctx.IsDelete() {
+		ctx.Response.Header.Set("Allow", "DELETE, OPTIONS")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, accessService, "revoke is DELETE")
+		return
+	}
+	ks, ok := a.cfg.Access.Keyset(parts[2])
+	if !ok {
+		writeError(ctx, fasthttp.StatusBadRequest, accessService, "Invalid Subscribe Key")
+		return
+	}
+	c, cancel := a.work()
+	defer cancel()
+	switch err := a.cfg.Access.Revoke(c, ks, parts[4]); {
+	case errors.Is(err, access.ErrNotRevocable):
+		writeError(ctx, fasthttp.StatusBadRequest, accessService, err.Error())
+	case errors.Is(err, context.DeadlineExceeded), err != nil:
+		a.writeDomainError(ctx, accessService, err)
+	default:
+		ctx.SetBodyString(`{"status":200,"data":{},"service":"Access Manager"}`)
+	}
+}
