@@ -2,32 +2,48 @@ package bench
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
 )
 
-// node serves an embedded groupcast node in this process.
-func node(t *testing.T) string {
+// node serves an embedded groupcast node in this process; base is its API's
+// base URL.
+func node(t *testing.T) (base string) {
+	t.Helper()
+	base, _ = nodeWithAdmin(t)
+	return base
+}
+
+// nodeWithAdmin is node, with its metrics served on /metrics of admin, as
+// groupcastd's admin listener serves them.
+func nodeWithAdmin(t *testing.T) (base, admin string) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	_, cfg := nodetest.Embedded(t, reg, subscriber.Config{PollHold: 5 * time.Second, Registerer: reg})
-	return nodetest.Serve(t, cfg)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return nodetest.Serve(t, cfg), srv.URL
 }
 
 // TestFanoutSteps runs the fanout scenario against a real node with a few
 // subscribers: every subscriber parks, and each step delivers its own
 // messages to every subscriber, no more.
 func TestFanoutSteps(t *testing.T) {
-	base := node(t)
+	base, admin := nodeWithAdmin(t)
 	const subs = 20
-	run, err := Fanout(context.Background(), &Groupcast{Origin: base, Account: "bench", PIDs: []int{os.Getpid()}},
+	run, err := Fanout(context.Background(), &Groupcast{Origin: base, Admin: admin, Account: "bench", PIDs: []int{os.Getpid()}},
 		FanoutConfig{Subscribers: subs, Step: 300 * time.Millisecond, Loads: []float64{200, 400, 1e9}})
 	if err != nil {
 		t.Fatal(err)
@@ -55,15 +71,15 @@ func TestFanoutSteps(t *testing.T) {
 // TestGroupsAndTokens runs both scenarios against one node (A = B): the
 // harness's own counting must find no miss, no leak and no stale read.
 func TestGroupsAndTokens(t *testing.T) {
-	base := node(t)
-	g, err := Groups(context.Background(), GroupsConfig{A: base, B: base, Account: "bench", Subscribers: 3, EditsPerSec: 100, Duration: time.Second, Pool: 4})
+	base, admin := nodeWithAdmin(t)
+	g, err := Groups(context.Background(), GroupsConfig{A: base, B: base, BAdmin: admin, Account: "bench", Subscribers: 3, EditsPerSec: 100, Duration: time.Second, Pool: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if g.Edits < 50 || g.Expected == 0 || g.Missed != 0 || g.Leaked != 0 || g.Duplicates != 0 || g.Latency.Count != int64(g.Expected*3) {
 		t.Fatalf("groups: %+v", g)
 	}
-	tok, err := Tokens(context.Background(), TokensConfig{A: base, B: base, Account: "bench", Samples: 50})
+	tok, err := Tokens(context.Background(), TokensConfig{A: base, B: base, BAdmin: admin, Account: "bench", Samples: 50})
 	if err != nil {
 		t.Fatal(err)
 	}

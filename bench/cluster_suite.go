@@ -16,7 +16,7 @@ import (
 type clusterNode struct {
 	*Proc
 	Node  string // its --node name
-	Debug string // base URL of its profiler
+	Debug string // base URL of its admin listener (profiler, /metrics)
 }
 
 // startCluster starts n groupcastd nodes gossiping on loopback, as n hosts
@@ -34,7 +34,7 @@ func (s *suite) startCluster(ctx context.Context, n, replicas int) ([]*clusterNo
 		name := fmt.Sprintf("n%d", i)
 		args := []string{"--listen", listen, "--data", filepath.Join(s.work, fmt.Sprintf("%s-%d", ks, i)),
 			"--cassandra", s.cfg.Cassandra, "--keyspace", ks, "--redis", s.cfg.Redis, "--redis-prefix", ks,
-			"--secret", "bench-secret-0123456789", "--node", name, "--log-level", "warn", "--debug-listen", debug,
+			"--secret", "bench-secret-0123456789", "--node", name, "--log-level", "warn", "--admin-listen", debug,
 			"--gossip", gossip, "--replicas", fmt.Sprint(replicas), "--drain", "1s",
 			"--gossip-probe-interval", "200ms", "--gossip-probe-timeout", "100ms", "--gossip-suspicion-mult", "2"}
 		if i > 1 {
@@ -83,11 +83,11 @@ func measureNodes(nodes []*clusterNode) ([]NodeMemory, error) {
 				return nil, err
 			}
 		}
-		heap, err := scrape(n.URL, "go_memstats_heap_inuse_bytes")
+		heap, err := scrape(n.Debug, "go_memstats_heap_inuse_bytes")
 		if err != nil {
 			return nil, err
 		}
-		live, err := scrape(n.URL, "go_memstats_heap_alloc_bytes")
+		live, err := scrape(n.Debug, "go_memstats_heap_alloc_bytes")
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +95,7 @@ func measureNodes(nodes []*clusterNode) ([]NodeMemory, error) {
 		if err != nil {
 			return nil, err
 		}
-		shards, err := scrape(n.URL, "groupcast_shards_serving")
+		shards, err := scrape(n.Debug, "groupcast_shards_serving")
 		if err != nil {
 			return nil, err
 		}

@@ -30,12 +30,14 @@ func newHostClient(addr string, conns int) *fasthttp.HostClient {
 	}
 }
 
-// rss scrapes the node's resident memory from its /metrics.
-func rss(origin string) (float64, error) { return scrape(origin, "process_resident_memory_bytes") }
+// rss scrapes the node's resident memory from its /metrics; admin is the
+// base URL of the node's admin listener.
+func rss(admin string) (float64, error) { return scrape(admin, "process_resident_memory_bytes") }
 
-// scrape reads one sample from the node's /metrics.
-func scrape(origin, sample string) (float64, error) {
-	resp, err := http.Get(origin + "/metrics")
+// scrape reads one sample from the node's /metrics; admin is the base URL
+// of the node's admin listener, which serves it.
+func scrape(admin, sample string) (float64, error) {
+	resp, err := http.Get(admin + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -46,7 +48,7 @@ func scrape(origin, sample string) (float64, error) {
 			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, fmt.Errorf("%s/metrics: %s: %w", origin, sample, errNoSample)
+	return 0, fmt.Errorf("%s/metrics: %s: %w", admin, sample, errNoSample)
 }
 
 // errNoSample reports a metric with no sample yet (a labelled counter that

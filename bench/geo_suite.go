@@ -58,7 +58,7 @@ func (s *suite) startRegions(ctx context.Context, regions []Region, link *wan) (
 			return nil, err
 		}
 		listen := net.JoinHostPort(host, strconv.Itoa(18140+r.N))
-		args := []string{"--listen", listen, "--data", filepath.Join(s.work, fmt.Sprintf("%s-r%d", ks, r.N)),
+		args := []string{"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, fmt.Sprintf("%s-r%d", ks, r.N)),
 			"--cassandra", r.Cassandra, "--cassandra-dc", r.DC, "--cassandra-replication", strings.Join(repl, ","), "--keyspace", ks,
 			"--redis", r.Redis, "--redis-prefix", ks, "--region", strconv.Itoa(r.N), "--refresh-every", geoRefresh.String(),
 			"--secret", "bench-secret-0123456789", "--node", fmt.Sprintf("r%d", r.N), "--log-level", "warn"}
@@ -78,6 +78,7 @@ func (s *suite) startRegions(ctx context.Context, regions []Region, link *wan) (
 			stopAll(procs)
 			return nil, err
 		}
+		p.Admin = "http://" + adminAddr(listen)
 		procs = append(procs, p)
 	}
 	return procs, nil
@@ -131,11 +132,11 @@ func (s *suite) geo(ctx context.Context, p geoPlan, res *Results) error {
 	}
 	g.LoadAfter = loadAvg()
 	for i, n := range nodes { // evidence beside the report: how each node served the run
-		if err := saveMetrics(n.URL, filepath.Join(filepath.Dir(s.work), fmt.Sprintf("geo-region%d.metrics", regions[i].N))); err != nil {
+		if err := saveMetrics(n.Admin, filepath.Join(filepath.Dir(s.work), fmt.Sprintf("geo-region%d.metrics", regions[i].N))); err != nil {
 			errs = append(errs, fmt.Errorf("region %d metrics: %w", regions[i].N, err))
 		}
 	}
-	if g.Replicated, err = scrapeSum(nodes[1].URL, "groupcast_replicated_entries_total"); err != nil {
+	if g.Replicated, err = scrapeSum(nodes[1].Admin, "groupcast_replicated_entries_total"); err != nil {
 		errs = append(errs, fmt.Errorf("region 2 metrics: %w", err))
 	}
 	stopAll(nodes)
@@ -169,9 +170,9 @@ func loadAvg() string {
 }
 
 // saveMetrics writes the node's groupcast_ samples, histogram buckets
-// left out, to file.
-func saveMetrics(origin, file string) error {
-	resp, err := http.Get(origin + "/metrics")
+// left out, to file; admin is the base URL of its admin listener.
+func saveMetrics(admin, file string) error {
+	resp, err := http.Get(admin + "/metrics")
 	if err != nil {
 		return err
 	}
@@ -190,9 +191,10 @@ func saveMetrics(origin, file string) error {
 }
 
 // scrapeSum adds up every sample of a metric (all its label sets) on the
-// node's /metrics; 0 if it has none.
-func scrapeSum(origin, name string) (float64, error) {
-	resp, err := http.Get(origin + "/metrics")
+// node's /metrics (admin is the base URL of its admin listener); 0 if it
+// has none.
+func scrapeSum(admin, name string) (float64, error) {
+	resp, err := http.Get(admin + "/metrics")
 	if err != nil {
 		return 0, err
 	}

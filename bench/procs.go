@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -15,11 +17,12 @@ import (
 // Proc is a server process the suite started: a groupcastd node or the
 // hello-world reference.
 type Proc struct {
-	Name string
-	URL  string // base URL it serves
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan error
+	Name  string
+	URL   string // base URL it serves
+	Admin string // base URL of a groupcastd's admin listener (/metrics, pprof); set by the caller
+	cmd   *exec.Cmd
+	log   *os.File
+	done  chan error
 }
 
 // StartProc starts bin with args, logging to dir/name.log, and waits until
@@ -61,6 +64,20 @@ func StartProc(ctx context.Context, dir, name, url, readyPath, bin string, args 
 			return nil, fmt.Errorf("%s not ready after a minute; see %s", name, logf.Name())
 		}
 	}
+}
+
+// adminAddr is the admin listener (--admin-listen) of a groupcastd the
+// suite starts on listen: the same host, the port 100 above.
+func adminAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		panic(err) // the suite's own fixed addresses
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		panic(err)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+100))
 }
 
 // PID is the process id.

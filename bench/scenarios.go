@@ -19,6 +19,7 @@ import (
 // just added or removed, carrying the edit's token, so it sorts after it.
 type GroupsConfig struct {
 	A, B        string // base URLs
+	BAdmin      string // base URL of B's admin listener (/metrics)
 	Account     string
 	Subscribers int
 	EditsPerSec float64
@@ -110,7 +111,7 @@ func Groups(ctx context.Context, cfg GroupsConfig) (GroupsResult, error) {
 			}
 		}()
 	}
-	b := &Groupcast{Origin: cfg.B, Account: cfg.Account}
+	b := &Groupcast{Origin: cfg.B, Admin: cfg.BAdmin, Account: cfg.Account}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		n, err := b.Parked(ctx)
 		if err != nil {
@@ -197,6 +198,7 @@ func Groups(ctx context.Context, cfg GroupsConfig) (GroupsResult, error) {
 // once a list of the group on node B carrying the edit's token.
 type TokensConfig struct {
 	A, B     string
+	BAdmin   string // base URL of B's admin listener (/metrics)
 	Account  string
 	Samples  int
 	Progress *Progress
@@ -225,7 +227,7 @@ func Tokens(ctx context.Context, cfg TokensConfig) (TokensResult, error) {
 	counts := func() ([]float64, error) {
 		out := make([]float64, len(paths))
 		for i, p := range paths {
-			v, err := scrape(cfg.B, fmt.Sprintf(`groupcast_group_reads_total{path=%q}`, p))
+			v, err := scrape(cfg.BAdmin, fmt.Sprintf(`groupcast_group_reads_total{path=%q}`, p))
 			if err != nil && !errors.Is(err, errNoSample) { // a path never taken has no sample yet
 				return nil, err
 			}

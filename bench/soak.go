@@ -36,6 +36,7 @@ const (
 // are read from its /metrics every Every.
 type SoakConfig struct {
 	Origin      string
+	Admin       string        // base URL of the node's admin listener, whose /metrics is sampled
 	Account     string        // empty means "soak"
 	Subscribers int           // zero means SoakSubscribers
 	Rate        float64       // publishes/s; zero means SoakRate
@@ -125,7 +126,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 	if cfg.Subscribers < 0 || cfg.Rate < 0 || cfg.Every <= 0 || cfg.Duration < cfg.Every {
 		return res, errors.New("bench: soak needs subscribers >= 0, rate >= 0 and a duration of at least one sample interval")
 	}
-	if _, err := scrape(cfg.Origin, "go_goroutines"); err != nil {
+	if _, err := scrape(cfg.Admin, "go_goroutines"); err != nil {
 		return res, fmt.Errorf("soak: %w", err)
 	}
 	const channel = "soak"
@@ -156,7 +157,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 			name string
 			into *float64
 		}{{"process_resident_memory_bytes", &sm.RSS}, {"go_memstats_next_gc_bytes", &sm.HeapGoal}, {"go_goroutines", &sm.Goroutines}, {"process_open_fds", &sm.FDs}, {"groupcast_parked_polls", &sm.Parked}} {
-			v, e := scrape(cfg.Origin, m.name)
+			v, e := scrape(cfg.Admin, m.name)
 			*m.into, err = v, errors.Join(err, e)
 		}
 		return sm, err

@@ -189,7 +189,7 @@ func (s *suite) pair(ctx context.Context, extra ...string) ([]*Proc, error) {
 	var procs []*Proc
 	for i := 1; i <= 2; i++ {
 		listen := fmt.Sprintf("127.0.0.%d:1808%d", i, i)
-		args := append([]string{"--listen", listen, "--data", filepath.Join(s.work, fmt.Sprintf("%s-%d", ks, i)),
+		args := append([]string{"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, fmt.Sprintf("%s-%d", ks, i)),
 			"--cassandra", s.cfg.Cassandra, "--keyspace", ks, "--redis", s.cfg.Redis, "--redis-prefix", ks,
 			"--secret", "bench-secret-0123456789", "--node", fmt.Sprintf("n%d", i), "--log-level", "warn"}, extra...)
 		p, err := StartProc(ctx, s.work, fmt.Sprintf("%s-node%d", ks, i), "http://"+listen, "/readyz", s.cfg.Groupcastd, args...)
@@ -197,6 +197,7 @@ func (s *suite) pair(ctx context.Context, extra ...string) ([]*Proc, error) {
 			stopAll(procs)
 			return nil, err
 		}
+		p.Admin = "http://" + adminAddr(listen)
 		procs = append(procs, p)
 	}
 	return procs, nil
@@ -226,13 +227,13 @@ func (s *suite) pairScenarios(ctx context.Context, p plan, res *Results) error {
 		return err
 	}
 	res.Propagation.Overlay = lat
-	tok, err := Tokens(ctx, TokensConfig{A: a, B: b, Account: "bench", Samples: p.tokenSamples, Progress: s.prog})
+	tok, err := Tokens(ctx, TokensConfig{A: a, B: b, BAdmin: procs[1].Admin, Account: "bench", Samples: p.tokenSamples, Progress: s.prog})
 	if err != nil {
 		return err
 	}
 	res.Tokens = &tok
 	s.prog.Scenario("groups: parking subscribers", "", nil)
-	g, err := Groups(ctx, GroupsConfig{A: a, B: b, Account: "bench", Subscribers: p.groupSubs, EditsPerSec: 100, Duration: p.groupFor, Pool: 8, Progress: s.prog})
+	g, err := Groups(ctx, GroupsConfig{A: a, B: b, BAdmin: procs[1].Admin, Account: "bench", Subscribers: p.groupSubs, EditsPerSec: 100, Duration: p.groupFor, Pool: 8, Progress: s.prog})
 	if err != nil {
 		return err
 	}
@@ -270,12 +271,12 @@ func (s *suite) fanoutGroupcast(ctx context.Context, p plan, n int, res *Results
 	// Nchan runs on one nginx without Redis.
 	const listen = "127.0.0.1:18090"
 	node, err := StartProc(ctx, s.work, fmt.Sprintf("fanout-%d", n), "http://"+listen, "/readyz", s.cfg.Groupcastd,
-		"--listen", listen, "--data", filepath.Join(s.work, fmt.Sprintf("fanout-%d", n)), "--log-level", "warn")
+		"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, fmt.Sprintf("fanout-%d", n)), "--log-level", "warn")
 	if err != nil {
 		return err
 	}
 	defer node.Stop()
-	t := &Groupcast{Origin: node.URL, Account: "bench", PIDs: []int{node.PID()}}
+	t := &Groupcast{Origin: node.URL, Admin: "http://" + adminAddr(listen), Account: "bench", PIDs: []int{node.PID()}}
 	run, err := Fanout(ctx, t, FanoutConfig{Subscribers: n, Step: p.step, Loads: s.loads(p, n, res), Progress: s.prog})
 	if len(run.Steps) > 0 {
 		res.Fanout = append(res.Fanout, run)

@@ -43,6 +43,7 @@ type Target interface {
 // Groupcast drives a groupcastd node through its PubNub-compatible API.
 type Groupcast struct {
 	Origin  string // base URL
+	Admin   string // base URL of the node's admin listener, whose /metrics Parked (and Memory without PIDs) read
 	Account string // subscribe key
 	PIDs    []int  // the node's processes, for Memory; empty means scrape /metrics (RSS)
 }
@@ -87,13 +88,13 @@ func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel
 }
 
 func (g *Groupcast) Parked(ctx context.Context) (int, error) {
-	n, err := scrape(g.Origin, "groupcast_parked_polls")
+	n, err := scrape(g.Admin, "groupcast_parked_polls")
 	return int(n), err
 }
 
 func (g *Groupcast) Memory() (float64, error) {
 	if len(g.PIDs) == 0 {
-		return rss(g.Origin)
+		return rss(g.Admin)
 	}
 	return Pss(g.PIDs...)
 }

@@ -11,9 +11,12 @@
 //	subscribe [-g GROUP]... [CHANNEL...]   print messages as they arrive, one JSON line each
 //	time                             the origin's time
 //	cluster [--json]                 the cluster's members and shard ownership, as the origin sees them
+//	keyset create [--pam] | list | rotate-secret SUBKEY | delete SUBKEY  [--json] [--admin URL] [--admin-token T]
+//	                                 manage keysets through a node's admin listener (GROUPCAST_ADMIN,
+//	                                 default http://127.0.0.1:8081; GROUPCAST_ADMIN_TOKEN)
 //	bench propagation --a URL --b URL [--samples N]   edit on A → visible on B
-//	bench fanout --origin URL [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
-//	bench soak (--url URL | --groupcastd PATH) [--duration D] [--subscribers N] [--rate R]
+//	bench fanout --origin URL [--admin URL] [--subscribers N] [--duration D]  parked subscribers vs. a hello-world ceiling
+//	bench soak (--url URL [--admin URL] | --groupcastd PATH) [--duration D] [--subscribers N] [--rate R]
 //	                                 subscribers coming and going at half the fan-out maximum; RSS,
 //	                                 goroutines and fds every 10 s, and a flat/not-flat verdict
 //	bench suite [--quick] [--only S,..] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
@@ -61,6 +64,7 @@ const usage = `usage: groupcast [--origin URL] [--sub-key K] [--pub-key K] [--uu
   subscribe [-g GROUP]... [CHANNEL...]
   time
   cluster [--json]
+  keyset create [--pam] | list | rotate-secret SUBKEY | delete SUBKEY  [--json] [--admin URL] [--admin-token T]
   bench propagation --a URL --b URL [--samples N]`
 
 type client struct {
@@ -109,6 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "cluster":
 		return c.cluster(ctx, rest[1:], stderr)
+	case "keyset":
+		return keysetCmd(ctx, rest[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, rest[1:], stdout, stderr)
 	}
@@ -324,6 +330,7 @@ func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("groupcast bench fanout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	origin := fs.String("origin", "http://127.0.0.1:8080", "node to subscribe and publish on")
+	admin := fs.String("admin", envOr("GROUPCAST_ADMIN", "http://127.0.0.1:8081"), "the node's admin listener, whose /metrics counts parked polls and memory")
 	subs := fs.Int("subscribers", 10000, "parked long-polls")
 	d := fs.Duration("duration", 10*time.Second, "how long to publish, and to measure the ceiling")
 	if err := fs.Parse(args); err != nil {
@@ -359,7 +366,7 @@ func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	for _, f := range []float64{0.25, 0.5, 0.75, 1} {
 		loads = append(loads, f*ceiling)
 	}
-	run, err := bench.Fanout(ctx, &bench.Groupcast{Origin: *origin, Account: "bench"}, bench.FanoutConfig{Subscribers: *subs, Step: *d, Loads: loads, Progress: prog})
+	run, err := bench.Fanout(ctx, &bench.Groupcast{Origin: *origin, Admin: strings.TrimSuffix(*admin, "/"), Account: "bench"}, bench.FanoutConfig{Subscribers: *subs, Step: *d, Loads: loads, Progress: prog})
 	prog.Close()
 	if err != nil {
 		return err
@@ -375,7 +382,8 @@ func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("groupcast bench soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	origin := fs.String("url", "", "node to soak (its /metrics is sampled); empty needs --groupcastd")
+	origin := fs.String("url", "", "node to soak; empty needs --groupcastd")
+	admin := fs.String("admin", envOr("GROUPCAST_ADMIN", "http://127.0.0.1:8081"), "admin listener of the node at --url, whose /metrics is sampled")
 	gcd := fs.String("groupcastd", "", "start this groupcastd binary on a fresh embedded store and soak it")
 	d := fs.Duration("duration", 10*time.Minute, "how long the clients run")
 	subs := fs.Int("subscribers", bench.SoakSubscribers, "subscribers kept connected (half the fan-out maximum: 1,000 at 60 publishes/s)")
@@ -397,21 +405,31 @@ func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer os.RemoveAll(dir)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
+		// Two free ports, the public listener's and the admin listener's,
+		// both held until both are chosen, so that they differ.
+		var addrs [2]string
+		var lns []net.Listener
+		for i := range addrs {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+			addrs[i] = ln.Addr().String()
 		}
-		addr := ln.Addr().String()
-		ln.Close()
-		*origin = "http://" + addr
-		p, err := bench.StartProc(ctx, dir, "groupcastd", *origin, "/readyz", *gcd, "--listen", addr, "--data", filepath.Join(dir, "data"), "--log-level", "warn")
+		for _, ln := range lns {
+			ln.Close()
+		}
+		addr := addrs[0]
+		*origin, *admin = "http://"+addr, "http://"+addrs[1]
+		p, err := bench.StartProc(ctx, dir, "groupcastd", *origin, "/readyz", *gcd, "--listen", addr, "--admin-listen", addrs[1], "--data", filepath.Join(dir, "data"), "--log-level", "warn")
 		if err != nil {
 			return err
 		}
 		defer p.Stop()
 		fmt.Fprintf(stderr, "soak: groupcastd pid %d on %s\n", p.PID(), *origin)
 	}
-	res, err := bench.Soak(ctx, bench.SoakConfig{Origin: strings.TrimSuffix(*origin, "/"), Subscribers: *subs, Rate: *rate,
+	res, err := bench.Soak(ctx, bench.SoakConfig{Origin: strings.TrimSuffix(*origin, "/"), Admin: strings.TrimSuffix(*admin, "/"), Subscribers: *subs, Rate: *rate,
 		Duration: *d, Every: *every, Lifetime: *life, Rows: stderr})
 	if err != nil {
 		return err
@@ -543,5 +561,212 @@ func renderCluster(w io.Writer, raw []byte) error {
 		return err
 	}
 	_, err := fmt.Fprintf(w, "self=%s ring_version=%d replicas=%d shards=%d\n", st.Self, st.RingVersion, st.Replicas, len(st.Owners))
+	return err
+}
+
+const keysetUsage = "usage: groupcast keyset create [--pam] | list | rotate-secret SUBKEY | delete SUBKEY  [--json] [--admin URL] [--admin-token T]"
+
+// keyset is a keyset as the admin API answers it.
+type keyset struct {
+	SubscribeKey string    `json:"subscribe_key"`
+	PublishKey   string    `json:"publish_key"`
+	SecretKey    string    `json:"secret_key"`
+	PAM          bool      `json:"pam"`
+	Created      time.Time `json:"created"`
+}
+
+// keysetJSON is what --json prints of a keyset, in this order, for
+// scripts.
+type keysetJSON struct {
+	PublishKey   string `json:"publish_key"`
+	SubscribeKey string `json:"subscribe_key"`
+	SecretKey    string `json:"secret_key"`
+	PAM          bool   `json:"pam"`
+}
+
+func (k keyset) script() keysetJSON {
+	return keysetJSON{PublishKey: k.PublishKey, SubscribeKey: k.SubscribeKey, SecretKey: k.SecretKey, PAM: k.PAM}
+}
+
+// adminClient calls a node's admin API.
+type adminClient struct {
+	base, token string
+	http        *http.Client
+}
+
+// call sends method path (with a JSON body when body is not nil) and
+// decodes the answer into into; an error answer becomes an error carrying
+// the admin API's message.
+func (a *adminClient) call(ctx context.Context, method, path string, body, into any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = strings.NewReader(string(b))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("--admin %q: %w", a.base, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w (is a groupcastd admin listener at %s? set --admin or GROUPCAST_ADMIN)", err, a.base)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, e.Message)
+		}
+		return fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if err := json.Unmarshal(b, into); err != nil {
+		return fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// parseInterleaved parses flags anywhere among args (Go's flag package
+// stops at the first argument that is not a flag) and returns the others.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func keysetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(keysetUsage)
+	}
+	action := args[0]
+	fs := flag.NewFlagSet("groupcast keyset "+action, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	a := &adminClient{http: &http.Client{Timeout: 30 * time.Second}}
+	fs.StringVar(&a.base, "admin", envOr("GROUPCAST_ADMIN", "http://127.0.0.1:8081"), "URL of a groupcastd admin listener (its --admin-listen)")
+	fs.StringVar(&a.token, "admin-token", os.Getenv("GROUPCAST_ADMIN_TOKEN"), "the node's --admin-token, if it has one")
+	asJSON := fs.Bool("json", false, `print {"publish_key":…,"subscribe_key":…,"secret_key":…,"pam":…} (list: an array of them)`)
+	pam := false
+	if action == "create" {
+		fs.BoolVar(&pam, "pam", false, "turn Access Manager on: every request needs a token or a signature")
+	}
+	pos, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	a.base = strings.TrimSuffix(a.base, "/")
+	if u, err := url.Parse(a.base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--admin %q is not an http(s) URL", a.base)
+	}
+	var k keyset
+	switch {
+	case action == "create" && len(pos) == 0:
+		if err := a.call(ctx, "POST", "/v1/keysets", map[string]bool{"pam": pam}, &k); err != nil {
+			return err
+		}
+	case action == "list" && len(pos) == 0:
+		var r struct {
+			Keysets []keyset `json:"keysets"`
+		}
+		if err := a.call(ctx, "GET", "/v1/keysets", nil, &r); err != nil {
+			return err
+		}
+		if *asJSON {
+			out := make([]keysetJSON, 0, len(r.Keysets))
+			for _, k := range r.Keysets {
+				out = append(out, k.script())
+			}
+			return printJSON(stdout, out)
+		}
+		return renderKeysets(stdout, r.Keysets)
+	case action == "rotate-secret" && len(pos) == 1:
+		if err := a.call(ctx, "POST", "/v1/keysets/"+url.PathEscape(pos[0])+"/rotate-secret", nil, &k); err != nil {
+			return err
+		}
+	case action == "delete" && len(pos) == 1:
+		var r struct {
+			Deleted string `json:"deleted"`
+		}
+		if err := a.call(ctx, "DELETE", "/v1/keysets/"+url.PathEscape(pos[0]), nil, &r); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, r)
+		}
+		_, err := fmt.Fprintf(stdout, "deleted %s\n", r.Deleted)
+		return err
+	default:
+		return errors.New(keysetUsage)
+	}
+	if *asJSON {
+		return printJSON(stdout, k.script())
+	}
+	return renderKeyset(stdout, k)
+}
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// renderKeyset prints one keyset, secret key included, a field a line.
+func renderKeyset(w io.Writer, k keyset) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "subscribe_key\t%s\n", k.SubscribeKey)
+	fmt.Fprintf(tw, "publish_key\t%s\n", k.PublishKey)
+	fmt.Fprintf(tw, "secret_key\t%s\n", k.SecretKey)
+	fmt.Fprintf(tw, "access_manager\t%s\n", onOff(k.PAM))
+	fmt.Fprintf(tw, "created\t%s\n", k.Created.UTC().Format(time.RFC3339))
+	return tw.Flush()
+}
+
+// renderKeysets prints a table of keysets without their secret keys
+// (--json has them): a list is more often shown on a screen.
+func renderKeysets(w io.Writer, ks []keyset) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBSCRIBE_KEY\tPUBLISH_KEY\tACCESS_MANAGER\tCREATED")
+	for _, k := range ks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.SubscribeKey, k.PublishKey, onOff(k.PAM), k.Created.UTC().Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	noun := "keysets"
+	if len(ks) == 1 {
+		noun = "keyset"
+	}
+	_, err := fmt.Fprintf(w, "%d %s (--json prints the secret keys)\n", len(ks), noun)
 	return err
 }

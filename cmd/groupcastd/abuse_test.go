@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +59,7 @@ func TestAbuse(t *testing.T) {
 	t.Cleanup(func() { node.stop() }) // the node running at the end
 	var pid atomic.Int64
 	pid.Store(int64(node.cmd.Process.Pid))
-	env := &abuse.Env{Node: abuse.Node{URL: node.url, PID: node.cmd.Process.Pid, Secret: []byte(abuseSecret)}, Logf: t.Logf}
+	env := &abuse.Env{Node: abuse.Node{URL: node.url, Admin: node.admin, PID: node.cmd.Process.Pid, Secret: []byte(abuseSecret)}, Logf: t.Logf}
 	fx, err := abuse.Setup(ctx, env)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func TestAbuse(t *testing.T) {
 					t.Fatalf("starting the node again: %v", err)
 				}
 				pid.Store(int64(node.cmd.Process.Pid))
-				env.Node.PID = node.cmd.Process.Pid
+				env.Node.PID, env.Node.Admin = node.cmd.Process.Pid, node.admin
 			} else if err := healthy(node.url); err != nil {
 				t.Errorf("probe %s: the node is up but not healthy: %v", p.Name, err)
 			}
@@ -130,6 +131,7 @@ func TestAbuse(t *testing.T) {
 type abuseNode struct {
 	cmd    *exec.Cmd
 	url    string
+	admin  string // base URL of its admin listener (/metrics)
 	stderr string // its log file
 	exited chan struct{}
 }
@@ -157,7 +159,10 @@ func startAbuseNode(dir, listen string) (*abuseNode, error) {
 	// runs into them (a bound a probe never reaches proves nothing). As
 	// environment variables, not flags: a build without them (the code
 	// before issue 10) ignores them and still starts.
-	cmd.Env = append(cmd.Env, fmt.Sprintf("GROUPCAST_RING_BYTES=%d", abuseRingBytes), fmt.Sprintf("GROUPCAST_LOG_BYTES=%d", abuseLogBytes))
+	// The admin listener on a free port, also from the environment for the
+	// same reason: a build from before it served /metrics on --listen.
+	cmd.Env = append(cmd.Env, fmt.Sprintf("GROUPCAST_RING_BYTES=%d", abuseRingBytes), fmt.Sprintf("GROUPCAST_LOG_BYTES=%d", abuseLogBytes),
+		"GROUPCAST_ADMIN_LISTEN=127.0.0.1:0")
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -169,12 +174,16 @@ func startAbuseNode(dir, listen string) (*abuseNode, error) {
 		return nil, err
 	}
 	n := &abuseNode{cmd: cmd, stderr: logPath, exited: make(chan struct{})}
-	found := make(chan string, 1)
+	found := make(chan [2]string, 1) // its URL and its admin URL
 	go func() {
+		var admin string
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			if m := adminLine.FindStringSubmatch(sc.Text()); m != nil {
+				admin = m[1] // printed before the serving line
+			}
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
+				found <- [2]string{m[1], cmp.Or(admin, m[1])} // an older build: /metrics on --listen
 			}
 		}
 		_, _ = io.Copy(io.Discard, stdout)
@@ -183,7 +192,8 @@ func startAbuseNode(dir, listen string) (*abuseNode, error) {
 		close(n.exited)
 	}()
 	select {
-	case n.url = <-found:
+	case u := <-found:
+		n.url, n.admin = u[0], u[1]
 		return n, nil
 	case <-n.exited:
 		return nil, fmt.Errorf("groupcastd exited before serving (%v):\n%s", cmd.ProcessState, n.lastWords())

@@ -140,10 +140,13 @@ func (r *redisServer) stop() {
 	}
 }
 
-// metricValue scrapes one sample from a node's /metrics.
+// metricValue scrapes one sample from /metrics on a node's admin listener.
 func metricValue(t *testing.T, s *server, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(s.url + "/metrics")
+	if s.admin == "" {
+		t.Fatal("the node has no admin listener (--admin-listen off)")
+	}
+	resp, err := http.Get(s.admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ const fdLimit = 256
 func startFDLimited(t *testing.T, args ...string) *fdLimited {
 	t.Helper()
 	args = append([]string{"-c", `ulimit -n ` + "256" + ` && exec "$0" "$@"`, binary,
-		"--listen", "127.0.0.1:0", "--data", t.TempDir(), "--log-level", "warn"}, args...)
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", t.TempDir(), "--log-level", "warn"}, args...)
 	cmd := exec.Command("sh", args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GROUPCAST_") {

@@ -1,8 +1,10 @@
 // Command groupcastd is the groupcast server. With no flags it runs one node
-// on an embedded store (bbolt under ./data) on 127.0.0.1:8080; --cassandra
-// and --redis switch to the production back ends. Every flag can also be set
-// with the environment variable GROUPCAST_<NAME> (upper case, "-" → "_");
-// a flag on the command line wins.
+// on an embedded store (bbolt under ./data) on 127.0.0.1:8080, accepting
+// any keys (--access open, the default on a loopback address only), with
+// its admin listener (keysets, /metrics, pprof) on 127.0.0.1:8081;
+// --cassandra and --redis switch to the production back ends. Every flag
+// can also be set with the environment variable GROUPCAST_<NAME> (upper
+// case, "-" → "_"); a flag on the command line wins.
 package main
 
 import (
@@ -18,8 +20,8 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -32,6 +34,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/groupcast/groupcast/access"
+	"github.com/groupcast/groupcast/access/admin"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/channelgroups/cassandra"
@@ -73,7 +77,12 @@ type options struct {
 	ringBytes                    int64
 	presenceMax                  int
 	shutdownTimeout              time.Duration
-	debugListen                  string
+
+	// the admin listener (access/admin) and access control (access)
+	adminListen, adminToken string
+	accessMode              string // "", "open" or "keysets"; "" decides by --listen
+	corsOrigins             string
+	signatureSkew           time.Duration
 
 	// the HTTP server's limits (httpapi.Limits)
 	maxConns, maxParked, maxParkedPerIP int
@@ -153,7 +162,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.presenceMax, "presence-max", 1_000_000, "presence records (one per channel per uuid) this node keeps; past it new subscribes and heartbeats get 503")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
-	fs.StringVar(&o.debugListen, "debug-listen", "", "address to serve Go's profiler on (/debug/pprof/); empty = off")
+	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:8081", "address of the admin listener: the keyset admin API, /metrics and Go's profiler (/debug/pprof/); off = none. A non-loopback address needs --admin-token")
+	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token every admin request must carry (Authorization: Bearer <token>; at least 16 bytes); required when --admin-listen is not a loopback address")
+	fs.StringVar(&o.accessMode, "access", "", "access control: open (any keys are accepted) or keysets (only keysets created with groupcast keyset create; Access Manager tokens where the keyset has it on); empty = open when --listen is a loopback address, keysets otherwise")
+	fs.StringVar(&o.corsOrigins, "cors-origins", "", "comma-separated browser origins (scheme://host[:port]) whose pages may call the API, * for any, none for no origin; empty = * with --access open, none with keysets")
+	fs.DurationVar(&o.signatureSkew, "signature-skew", access.DefaultSkew, "how far a signed request's timestamp may be from this node's clock")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "client connections open at once, parked long-polls' included; past it 503; 0 = RLIMIT_NOFILE less a reserve of 1/16 (32 to 4096), halved with --gossip; -1 = no bound")
 	fs.IntVar(&o.maxParked, "max-parked", 0, "subscribes (parked long-polls) served at once; past it 503; 0 = 9/10 of --max-conns; -1 = no bound")
 	fs.IntVar(&o.maxParkedPerIP, "max-parked-per-ip", 0, "subscribes served at once for one client address (IPv6: its /64; loopback exempt); past it 429; 0 = 1/10 of --max-parked, 1000 to 10000; -1 = no bound")
@@ -243,7 +256,88 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.suspicionMult < 0 || o.ringSize < 1 {
 		return o, errors.New("--gossip-suspicion-mult must be >= 0 and --ring-size >= 1")
 	}
+	if o.accessMode != "" {
+		if _, err := access.ParseMode(o.accessMode); err != nil {
+			return o, fmt.Errorf("--access: %w", err)
+		}
+	}
+	if o.signatureSkew <= 0 {
+		return o, fmt.Errorf("--signature-skew must be > 0, got %v", o.signatureSkew)
+	}
+	if _, err := parseOrigins(o.corsOrigins, access.Open); err != nil {
+		return o, fmt.Errorf("--cors-origins: %w", err)
+	}
+	if o.adminToken != "" && len(o.adminToken) < 16 {
+		return o, errors.New("--admin-token must be at least 16 bytes")
+	}
+	if o.adminListen != "off" {
+		if _, _, err := net.SplitHostPort(o.adminListen); err != nil {
+			return o, fmt.Errorf("--admin-listen: %w", err)
+		}
+		if o.adminToken == "" && !loopback(o.adminListen) {
+			// A port opened to the network by mistake must not hand out
+			// every keyset's secret key.
+			return o, fmt.Errorf("--admin-listen %s is not a loopback address: set --admin-token (or GROUPCAST_ADMIN_TOKEN) so that admin requests need it, or listen on 127.0.0.1", o.adminListen)
+		}
+	}
 	return o, nil
+}
+
+// loopback reports whether addr (host:port) names only a loopback
+// address: a loopback IP, or "localhost". An empty host (every interface)
+// or any other name is not.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// accessMode is --access, or its default: open only on a loopback
+// --listen, so that a node reachable from the network never accepts any
+// keys unless told to.
+func accessMode(flag, listen string) access.Mode {
+	if flag == "" {
+		if loopback(listen) {
+			return access.Open
+		}
+		return access.Keysets
+	}
+	m, _ := access.ParseMode(flag) // checked in parseFlags
+	return m
+}
+
+// parseOrigins parses --cors-origins: empty is the mode's default (any
+// origin when open, none with keysets), "none" is none, "*" any; otherwise
+// a comma-separated list of origins, each scheme://host[:port].
+func parseOrigins(spec string, mode access.Mode) ([]string, error) {
+	switch spec {
+	case "":
+		if mode == access.Open {
+			return []string{"*"}, nil
+		}
+		return nil, nil
+	case "none":
+		return nil, nil
+	case "*":
+		return []string{"*"}, nil
+	}
+	var out []string
+	for o := range strings.SplitSeq(spec, ",") {
+		o = strings.TrimSpace(o)
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("%q is not an origin (scheme://host[:port], or * for any)", o)
+		}
+		out = append(out, u.Scheme+"://"+strings.ToLower(u.Host))
+	}
+	return out, nil
 }
 
 // defaultTrustedProxies are loopback and the private ranges, where load
@@ -372,8 +466,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var (
-		store     observe.Outbox
-		storeDesc string
+		store       observe.Outbox
+		accessStore access.Store // the same store: keysets and revocations
+		storeDesc   string
 	)
 	if o.cassandra == "" {
 		path := filepath.Join(o.data, "groups.db")
@@ -382,7 +477,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		closers = append(closers, b.Close)
-		store, storeDesc = b, "embedded bbolt "+path
+		store, accessStore, storeDesc = b, b, "embedded bbolt "+path
 	} else {
 		repl, err := parseReplication(o.replication, o.cassandraDC)
 		if err != nil {
@@ -406,7 +501,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		closers = append(closers, c.Close)
-		store, storeDesc = c, fmt.Sprintf("cassandra %s (dc %s, keyspace %s)", o.cassandra, o.cassandraDC, o.keyspace)
+		store, accessStore, storeDesc = c, c, fmt.Sprintf("cassandra %s (dc %s, keyspace %s)", o.cassandra, o.cassandraDC, o.keyspace)
 	}
 	regionStores := map[int]channelgroups.Store{}
 	if o.regionDCs != "" {
@@ -549,6 +644,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// Keysets and revocations: loaded before the first request, then
+	// polled (a change made through another node shows within the poll).
+	keysets, err := access.NewRegistry(accessStore, access.RegistryConfig{Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if err := keysets.Refresh(ctx); err != nil {
+		return fmt.Errorf("loading the keysets: %w", err)
+	}
+	keysetsCtx, stopKeysets := context.WithCancel(context.Background())
+	keysetsDone := make(chan error, 1)
+	go func() { keysetsDone <- keysets.Run(keysetsCtx) }()
+	closers = append(closers, func() error { stopKeysets(); return <-keysetsDone })
+	mode := accessMode(o.accessMode, o.listen)
+	origins, err := parseOrigins(o.corsOrigins, mode)
+	if err != nil {
+		return fmt.Errorf("--cors-origins: %w", err)
+	}
+	guard, err := access.NewGuard(keysets, access.GuardConfig{Mode: mode, Store: accessStore, Skew: o.signatureSkew, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if mode == access.Open && !loopback(o.listen) {
+		logger.Warn("--access open on a non-loopback address: anyone who reaches this node may use any keys", "listen", o.listen)
+	}
+	logger.Info("access", "mode", mode, "keysets", len(keysets.Keysets()), "cors_origins", strings.Join(origins, ","))
+
 	api, err := httpapi.New(httpapi.Config{
 		Groups:  svc,
 		Views:   node,
@@ -564,7 +686,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// and a margin.
 		ForwardTimeout: o.pollHold + 30*time.Second,
 		Registerer:     reg,
-		Gatherer:       reg,
+		Access:         guard,
+		CORSOrigins:    origins,
 		Logger:         logger,
 		Ready: func(ctx context.Context) error {
 			for _, p := range pingers {
@@ -578,14 +701,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	if o.debugListen != "" {
-		dln, err := net.Listen("tcp", o.debugListen)
+	if o.adminListen != "off" {
+		adm, err := admin.New(accessStore, keysets, admin.Config{Token: o.adminToken, Gatherer: reg, Logger: logger})
 		if err != nil {
-			return fmt.Errorf("debug listener: %w", err)
+			return err
 		}
-		defer dln.Close()
-		go func() { _ = http.Serve(dln, nil) }() // net/http/pprof registers on the default mux
-		logger.Info("profiler", "url", "http://"+dln.Addr().String()+"/debug/pprof/")
+		aln, err := net.Listen("tcp", o.adminListen)
+		if err != nil {
+			return fmt.Errorf("admin listener (--admin-listen %s; off = none): %w", o.adminListen, err)
+		}
+		adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		adminDone := make(chan error, 1)
+		go func() { adminDone <- adminSrv.Serve(aln) }()
+		closers = append(closers, func() error {
+			// The profiler's long requests (profile?seconds=) are cut
+			// short rather than waited for.
+			err := adminSrv.Close()
+			if serr := <-adminDone; !errors.Is(serr, http.ErrServerClosed) {
+				err = errors.Join(err, serr)
+			}
+			return err
+		})
+		adminURL := "http://" + aln.Addr().String()
+		// On stdout, like the serving line, so that scripts and tests
+		// started with --admin-listen 127.0.0.1:0 find the port.
+		fmt.Fprintf(stdout, "groupcastd admin listening %s\n", adminURL)
+		logger.Info("admin listening", "addr", aln.Addr().String(), "token", o.adminToken != "")
 	}
 	srv, err := httpapi.NewLimitedServer(api, httpapi.Limits{
 		MaxConns: o.maxConns, MaxParked: o.maxParked, MaxParkedPerIP: o.maxParkedPerIP, TrustedProxies: o.trustedProxies,
@@ -604,7 +745,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cl != nil {
 		gossipDesc = "gossip " + cl.GossipAddr()
 	}
-	fmt.Fprintf(stdout, "groupcastd serving %s (store: %s; log: %s; region %d; node %s; %s)\n", url, storeDesc, logDesc, o.region, o.node, gossipDesc)
+	fmt.Fprintf(stdout, "groupcastd serving %s (store: %s; log: %s; region %d; node %s; %s; access %s)\n", url, storeDesc, logDesc, o.region, o.node, gossipDesc, mode)
 	logger.Info("serving", "url", url, "store", storeDesc, "log", logDesc)
 
 	select {

@@ -86,18 +86,24 @@ func TestFlagsFromEnvironment(t *testing.T) {
 
 // server is one groupcastd process.
 type server struct {
-	t   *testing.T
-	cmd *exec.Cmd
-	url string
+	t     *testing.T
+	cmd   *exec.Cmd
+	url   string
+	admin string // base URL of its admin listener
 }
 
-var servingLine = regexp.MustCompile(`groupcastd serving (http://\S+)`)
+var (
+	servingLine = regexp.MustCompile(`groupcastd serving (http://\S+)`)
+	adminLine   = regexp.MustCompile(`groupcastd admin listening (http://\S+)`)
+)
 
 // start runs groupcastd with args and waits until it prints its URL. The
 // environment is cleared of GROUPCAST_* so only args choose the back ends.
+// Its admin listener is on a free port unless args say otherwise: nodes
+// started together must not all try 127.0.0.1:8081.
 func start(t *testing.T, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"--listen", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
+	cmd := exec.Command(binary, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GROUPCAST_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -113,12 +119,16 @@ func start(t *testing.T, args ...string) *server {
 	}
 	s := &server{t: t, cmd: cmd}
 	t.Cleanup(func() { s.kill() })
-	found := make(chan string, 1)
+	found := make(chan [2]string, 1) // its URL and its admin URL
 	go func() {
+		var admin string
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			if m := adminLine.FindStringSubmatch(sc.Text()); m != nil {
+				admin = m[1] // printed before the serving line
+			}
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
+				found <- [2]string{m[1], admin}
 			}
 		}
 		close(found)
@@ -128,7 +138,7 @@ func start(t *testing.T, args ...string) *server {
 		if !ok {
 			t.Fatalf("groupcastd %v exited before serving", args)
 		}
-		s.url = u
+		s.url, s.admin = u[0], u[1]
 	case <-time.After(90 * time.Second):
 		t.Fatalf("groupcastd %v did not start within 90s", args)
 	}
