@@ -11,6 +11,8 @@ COPY --from=build /out/groupcastd /usr/local/bin/groupcastd
 USER 65532:65532
 WORKDIR /var/lib/groupcast
 ENV GROUPCAST_LISTEN=0.0.0.0:8080 GROUPCAST_DATA=/var/lib/groupcast
-# 8080: HTTP; 7946: gossip (UDP and TCP) when started with --gossip 0.0.0.0:7946 --advertise <host>:8080
-EXPOSE 8080 7946/tcp 7946/udp
+# 8080: HTTP (on a non-loopback address: --access keysets unless --access open is given);
+# 8081: admin (keysets, /metrics, pprof) when started with --admin-listen 0.0.0.0:8081 --admin-token <secret>;
+# 7946: gossip (UDP and TCP) when started with --gossip 0.0.0.0:7946 --advertise <host>:8080
+EXPOSE 8080 8081 7946/tcp 7946/udp
 ENTRYPOINT ["/usr/local/bin/groupcastd"]
