@@ -15,8 +15,9 @@ import (
 type Mode int
 
 const (
-	// Open accepts any keys, as a node without keysets does; signed
-	// requests (grant, revoke) still need a keyset to sign with.
+	// Open accepts any keys, as a node without keysets does; a request
+	// naming a keyset is checked as in Keysets mode, and grants and
+	// revokes need one.
 	Open Mode = iota
 	// Keysets requires a known subscribe key and its publish key, and,
 	// for keysets with Access Manager on, a token or a signature.
@@ -148,7 +149,7 @@ func (g *Guard) Check(r *Request) (Keyset, *Denied) {
 		}
 		return Keyset{}, g.deny(http.StatusBadRequest, "keyset", "Invalid Subscribe Key")
 	}
-	if r.PublishKey != "" && r.PublishKey != ks.PublishKey && g.cfg.Mode == Keysets {
+	if r.PublishKey != "" && r.PublishKey != ks.PublishKey {
 		return ks, g.deny(http.StatusBadRequest, "keyset", "Invalid Publish Key")
 	}
 	if r.Signature != "" {
@@ -164,15 +165,15 @@ func (g *Guard) Check(r *Request) (Keyset, *Denied) {
 	if r.Issuing {
 		return ks, g.unsigned()
 	}
-	if g.cfg.Mode == Open || !ks.PAM {
+	if !ks.PAM {
 		return ks, nil
 	}
 	if r.SignedOnly {
 		return ks, g.unsigned()
 	}
-	if len(r.Needs) == 0 {
-		return ks, nil // leave, say, needs no permission
-	}
+	// A request needing no permission (leave) still needs a valid token,
+	// used by its authorized uuid: otherwise anyone knowing the subscribe
+	// key could make any uuid leave.
 	if r.Auth == "" {
 		return ks, g.denyNeeds(r.Needs, "token", "Forbidden: no auth token")
 	}

@@ -210,6 +210,12 @@ func VerifyToken(s, secret string, now time.Time) (*Token, error) {
 	if mac, err := w.mac(secret); err != nil || !hmac.Equal(mac, w.Sig) {
 		return nil, ErrTokenSignature
 	}
+	// Only the exact string Sign made verifies: padding, the base64
+	// alphabet and the CBOR encoding admit many spellings of one token,
+	// and each would be a separate entry in a cache of verified tokens.
+	if b, err := w.encode(true); err != nil || base64.URLEncoding.EncodeToString(b) != s {
+		return nil, badToken("not in the form this service issues tokens in")
+	}
 	t := w.token()
 	if exp := t.Expires(); !now.Before(exp) {
 		return nil, fmt.Errorf("%w: at %s", ErrTokenExpired, exp.UTC().Format(time.RFC3339))
@@ -425,13 +431,19 @@ type tokenKey struct{ token, secret string }
 // DefaultTokenCacheSize is NewTokenCache's size when given zero.
 const DefaultTokenCacheSize = 100_000
 
-// NewTokenCache returns an empty cache of at most size tokens; size <= 0
-// means DefaultTokenCacheSize.
+// NewTokenCache returns an empty cache of about size tokens of 1 KiB; size
+// <= 0 means DefaultTokenCacheSize. Tokens are weighed by their length, so
+// larger ones count for more.
 func NewTokenCache(size int) *TokenCache {
 	if size <= 0 {
 		size = DefaultTokenCacheSize
 	}
-	return &TokenCache{c: otter.Must(&otter.Options[tokenKey, *Token]{MaximumSize: size})}
+	return &TokenCache{c: otter.Must(&otter.Options[tokenKey, *Token]{
+		MaximumWeight: uint64(size) << 10,
+		Weigher: func(k tokenKey, t *Token) uint32 {
+			return uint32(len(k.token) + 64*(t.Resources.Len()+t.Patterns.Len()) + 256)
+		},
+	})}
 }
 
 // Verify is VerifyToken(token, secret, now), remembering tokens that pass.

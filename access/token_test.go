@@ -330,18 +330,54 @@ func mustB64(t *testing.T, s string) []byte {
 	return b
 }
 
+// TestParseTokenEncodings: ParseToken reads a token however it is spelled;
+// VerifyToken accepts only the spelling Sign made, so that one token is one
+// entry in a cache of verified tokens.
 func TestParseTokenEncodings(t *testing.T) {
 	s := mustSign(t, sampleToken(), testSecret)
 	b := mustB64(t, s)
+	if _, err := VerifyToken(s, testSecret, testIssued); err != nil {
+		t.Fatalf("as signed: %v", err)
+	}
 	for name, enc := range map[string]string{
-		"padded base64url":   s,
 		"unpadded base64url": base64.RawURLEncoding.EncodeToString(b),
 		"standard base64":    base64.StdEncoding.EncodeToString(b),
+		"extra padding":      s + "==",
 	} {
-		if _, err := VerifyToken(enc, testSecret, testIssued); err != nil {
-			t.Errorf("%s: %v", name, err)
+		if _, err := ParseToken(enc); err != nil {
+			t.Errorf("ParseToken, %s: %v", name, err)
+		}
+		if enc == s { // this token's length needs no padding
+			continue
+		}
+		if _, err := VerifyToken(enc, testSecret, testIssued); !errors.Is(err, ErrBadToken) {
+			t.Errorf("VerifyToken, %s: %v, want ErrBadToken", name, err)
 		}
 	}
+	// The same map with its keys in another order: the HMAC (over the
+	// canonical encoding) matches, the spelling does not.
+	var m map[cbor.ByteString]cbor.RawMessage
+	if err := cbor.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	em, err := cbor.EncOptions{Sort: cbor.SortNone}.EncMode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // map order is random: some orders differ from the canonical one
+		other, err := em.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(other) == string(b) {
+			continue
+		}
+		if _, err := VerifyToken(base64.URLEncoding.EncodeToString(other), testSecret, testIssued); !errors.Is(err, ErrBadToken) {
+			t.Fatalf("reordered CBOR: %v, want ErrBadToken", err)
+		}
+		return
+	}
+	t.Fatal("no reordering of the token's map differed from the canonical encoding")
 }
 
 func TestSignErrors(t *testing.T) {

@@ -24,8 +24,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -98,6 +100,18 @@ func New(store Store, reg Registry, cfg Config) (*Handler, error) {
 
 // ServeHTTP checks the bearer token, then routes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// No browser page may use the admin API: a page an operator opens
+	// could otherwise rotate secrets with a simple POST, or read the
+	// keysets through DNS rebinding. Browsers mark their requests (Origin,
+	// Sec-Fetch-Site); the CLI, curl and Prometheus send neither.
+	if site := r.Header.Get("Sec-Fetch-Site"); r.Header.Get("Origin") != "" || site != "" && site != "none" {
+		writeError(w, http.StatusForbidden, "the admin API does not serve browser pages")
+		return
+	}
+	if h.cfg.Token == "" && !loopbackHost(r.Host) {
+		writeError(w, http.StatusForbidden, "without --admin-token the admin API answers only requests addressed to a loopback host")
+		return
+	}
 	if h.cfg.Token != "" {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		// Hashes are compared so that the comparison's time says nothing
@@ -331,4 +345,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// loopbackHost reports whether a request's Host names this machine by a
+// loopback address or "localhost" (not a name that could be rebound).
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

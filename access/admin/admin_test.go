@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/groupcast/groupcast/access"
+	"github.com/groupcast/groupcast/access/accesstest"
 	"github.com/groupcast/groupcast/access/admin"
 )
 
@@ -116,6 +117,7 @@ type answer struct {
 func (f *fixture) do(method, path, body string) answer {
 	f.t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Host = "127.0.0.1:8081" // the admin API answers loopback hosts only (without a token)
 	if f.token != "" {
 		req.Header.Set("Authorization", "Bearer "+f.token)
 	}
@@ -367,4 +369,43 @@ func FuzzAdmin(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestBrowsersRefused: a page in an operator's browser cannot use the admin
+// API (a simple cross-site POST, or DNS rebinding to read the secrets).
+func TestBrowsersRefused(t *testing.T) {
+	st := accesstest.NewMemory()
+	reg, err := access.NewRegistry(st, access.RegistryConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := admin.New(st, reg, admin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, host string
+		headers    map[string]string
+		want       int
+	}{
+		{"cli", "127.0.0.1:8081", nil, 201},
+		{"localhost", "localhost:8081", nil, 201},
+		{"cross-site form", "127.0.0.1:8081", map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, 403},
+		{"origin only", "127.0.0.1:8081", map[string]string{"Origin": "http://evil.example"}, 403},
+		{"rebound name", "rebind.evil.example:8081", nil, 403},
+	} {
+		r := httptest.NewRequest("POST", "/v1/keysets", strings.NewReader(`{"pam":false}`))
+		r.Host = c.host
+		for k, v := range c.headers {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != c.want || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %q %s, want %d", c.name, w.Code, w.Header().Get("Content-Type"), w.Body, c.want)
+		}
+	}
+	if ks := reg.Keysets(); len(ks) != 2 {
+		t.Fatalf("%d keysets after the refused requests, want the 2 created", len(ks))
+	}
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,11 @@ var (
 	needsGroupManage = groupNeed(access.Manage)
 )
 
+// maxNeeds bounds the names one request is checked for: past every
+// endpoint's own limit on the names it takes (which then refuses the
+// request), so a request cannot make the check long.
+const maxNeeds = 501
+
 // needsOf returns the needs of perm on the comma-separated channels in path
 // segment i and the comma-separated groups in query parameter groupArg.
 func needsOf(perm access.Perm, i int, groupArg string) func(*fasthttp.RequestCtx, []string) []access.Need {
@@ -42,7 +48,7 @@ func needsOf(perm access.Perm, i int, groupArg string) func(*fasthttp.RequestCtx
 				needs = append(needs, access.Need{Kind: access.Group, Name: g, Perm: perm})
 			}
 		}
-		return needs
+		return needs[:min(len(needs), maxNeeds)]
 	}
 }
 
@@ -52,16 +58,18 @@ func groupNeed(perm access.Perm) func(*fasthttp.RequestCtx, []string) []access.N
 	}
 }
 
-// crossSiteRefused refuses a request a browser sent from a page of another
-// site whose origin is not configured. Browsers mark such requests
-// (Sec-Fetch-Site), including the ones CORS does not stop from being sent
-// (an <img> pointing at an edit); other clients do not send the header.
+// crossSiteRefused refuses a request a browser sent from a page whose
+// origin is not configured: one carrying an Origin not listed, or one the
+// browser marks cross-site or same-site (Sec-Fetch-Site, sent over HTTPS
+// and to localhost), which covers what CORS does not stop from being sent
+// (an <img> pointing at an edit). Other clients send neither header.
 func (a *API) crossSiteRefused(ctx *fasthttp.RequestCtx) bool {
+	origin := ctx.Request.Header.Peek("Origin")
 	site := string(ctx.Request.Header.Peek("Sec-Fetch-Site"))
-	if site != "cross-site" && site != "same-site" {
+	if len(origin) == 0 && site != "cross-site" && site != "same-site" {
 		return false
 	}
-	if access.AllowedOrigin(a.cfg.CORSOrigins, string(ctx.Request.Header.Peek("Origin"))) {
+	if access.AllowedOrigin(a.cfg.CORSOrigins, string(origin)) {
 		return false
 	}
 	writeError(ctx, fasthttp.StatusForbidden, accessService, "Forbidden: requests from this origin are not allowed (--cors-origins)")
@@ -103,7 +111,14 @@ func (a *API) authorize(ctx *fasthttp.RequestCtx, ep endpoint, parts []string) b
 // query as sent, and the body. A request URI that does not parse yields a
 // request no signature matches.
 func signedRequest(ctx *fasthttp.RequestCtx) access.SignedRequest {
-	r, err := access.ParseSignedRequest(string(ctx.Method()), string(ctx.RequestURI()), ctx.PostBody())
+	uri := ctx.RequestURI()
+	if bytes.IndexByte(uri, '#') >= 0 {
+		// The query is read up to '#', the signature would cover what
+		// follows it too: parameters moved behind it would stay signed
+		// and go unseen.
+		return access.SignedRequest{Method: "invalid"}
+	}
+	r, err := access.ParseSignedRequest(string(ctx.Method()), string(uri), ctx.PostBody())
 	if err != nil {
 		return access.SignedRequest{Method: "invalid"}
 	}

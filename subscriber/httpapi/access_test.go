@@ -1,9 +1,11 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -23,6 +25,7 @@ type pam struct {
 	k1, k2 access.Keyset
 	now    time.Time
 	store  *bolt.Store
+	reg    *access.Registry
 }
 
 // newPAM starts a node in keysets mode whose keysets have Access Manager on.
@@ -53,6 +56,7 @@ func newGuarded(t *testing.T, mode access.Mode, pamOn bool, origins ...string) *
 		if err := reg.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
+		p.reg = reg
 		cfg.Access, err = access.NewGuard(reg, access.GuardConfig{Mode: mode, Store: st, Now: func() time.Time { return p.now }})
 		if err != nil {
 			t.Fatal(err)
@@ -162,11 +166,12 @@ func TestAccessEveryEndpoint(t *testing.T) {
 			name, uri string
 			allowed   bool
 		}{
-			{"no token", e.uri, e.perm == 0 && !e.signedOnly},
+			// Leave needs no permission, but a valid token.
+			{"no token", e.uri, false},
 			{"wrong permission", withAuth(p.token(p.k1, grantOn(e.need, wrong), access.Grants{}, "")), e.perm == 0 && !e.signedOnly},
 			{"right permission", withAuth(good), !e.signedOnly},
-			{"other keyset's token", withAuth(p.token(p.k2, grantOn(e.need, right), access.Grants{}, "")), e.perm == 0 && !e.signedOnly},
-			{"tampered token", withAuth(string(tampered)), e.perm == 0 && !e.signedOnly},
+			{"other keyset's token", withAuth(p.token(p.k2, grantOn(e.need, right), access.Grants{}, "")), false},
+			{"tampered token", withAuth(string(tampered)), false},
 			{"stale signature", p.signed(p.k1, e.method, e.uri, []byte(e.body), p.now.Add(-10*time.Minute)), false},
 			{"signature", p.signed(p.k1, e.method, e.uri, []byte(e.body), p.now), true},
 		}
@@ -276,6 +281,25 @@ func TestAccessTokens(t *testing.T) {
 			t.Errorf("pattern token on %s: %d, want %d", ch, s, want)
 		}
 	}
+	// Rotating the secret: tokens signed with the old one are refused.
+	tok = p.token(p.k1, read, access.Grants{}, "")
+	rotated, err := access.RotateSecret(p.k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.store.PutKeyset(t.Context(), rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.reg.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if s := hereNow("ch", "u", tok); s != 403 {
+		t.Fatalf("token of the old secret: %d, want 403", s)
+	}
+	p.k1 = rotated
+	if s := hereNow("ch", "u", p.token(p.k1, read, access.Grants{}, "")); s != 200 {
+		t.Fatalf("token of the new secret: %d", s)
+	}
 	// A grant through the API works like a signed one.
 	r = p.send("POST", p.signed(p.k1, "POST", "/v3/pam/"+sub+"/grant?uuid=s", []byte(`{"ttl":5,"permissions":{"resources":{"channels":{"ch":1}}}}`), p.now),
 		[]byte(`{"ttl":5,"permissions":{"resources":{"channels":{"ch":1}}}}`), nil)
@@ -321,15 +345,15 @@ func TestCORSOrigins(t *testing.T) {
 	}
 }
 
-// TestAccessModes: open mode takes any keys and needs no token; keysets
-// without Access Manager need the keys only; grants need a signature and a
+// TestAccessModes: open mode takes unknown keys; keysets without Access
+// Manager need the keys only, in either mode; grants need a signature and a
 // keyset in either mode.
 func TestAccessModes(t *testing.T) {
 	grant := `{"ttl":5,"permissions":{"resources":{"channels":{"ch":1}}}}`
 	for _, c := range []struct {
 		mode access.Mode
 		pam  bool
-	}{{access.Open, true}, {access.Keysets, false}} {
+	}{{access.Open, false}, {access.Keysets, false}} {
 		t.Run(fmt.Sprintf("%v, pam %v", c.mode, c.pam), func(t *testing.T) {
 			p := newGuarded(t, c.mode, c.pam)
 			sub, pub := p.k1.SubscribeKey, p.k1.PublishKey
@@ -344,7 +368,7 @@ func TestAccessModes(t *testing.T) {
 				"/v2/subscribe/" + sub + "/a/0?uuid=u":                                          200,
 				"/v1/channel-registration/sub-key/demo/channel-group/g?add=a&uuid=u":            unknown,
 				"/v1/channel-registration/sub-key/demo/channel-group?uuid=u":                    unknown,
-				"/publish/" + p.k2.PublishKey + "/" + sub + "/0/a/0/1?uuid=u":                   unknown,
+				"/publish/" + p.k2.PublishKey + "/" + sub + "/0/a/0/1?uuid=u":                   400,
 				"/v2/history/sub-key/" + sub + "/channel/a?uuid=u&auth=" + url.QueryEscape("x"): 200,
 			} {
 				if r := p.get(uri); r.status != want {
@@ -362,5 +386,78 @@ func TestAccessModes(t *testing.T) {
 				t.Errorf("grant on an unknown keyset: %d %s", r.status, r.body)
 			}
 		})
+	}
+}
+
+// TestOpenModeEnforcesKnownKeysets: in open mode unknown keys are served,
+// but a keyset with Access Manager on is enforced as in keysets mode.
+func TestOpenModeEnforcesKnownKeysets(t *testing.T) {
+	p := newGuarded(t, access.Open, true)
+	if r := p.get("/v2/presence/sub-key/demo/channel/ch?uuid=u"); r.status != 200 {
+		t.Fatalf("unknown key in open mode: %d %s", r.status, r.body)
+	}
+	if r := p.get("/v2/presence/sub-key/" + p.k1.SubscribeKey + "/channel/ch?uuid=u"); r.status != 403 {
+		t.Fatalf("Access Manager keyset without a token in open mode: %d %s", r.status, r.body)
+	}
+	tok := p.token(p.k1, access.Grants{Channels: map[string]access.Perm{"ch": access.Read}}, access.Grants{}, "")
+	if r := p.get("/v2/presence/sub-key/" + p.k1.SubscribeKey + "/channel/ch?uuid=u&auth=" + url.QueryEscape(tok)); r.status != 200 {
+		t.Fatalf("with a token: %d %s", r.status, r.body)
+	}
+}
+
+// TestAccessReviewFixes: spellings of a token other than the issued one,
+// a leave for another uuid, presence events forged by a writer, parameters
+// hidden behind '#' in a signed request, and a page of an unlisted origin
+// over plain HTTP (Origin, no Sec-Fetch-Site).
+func TestAccessReviewFixes(t *testing.T) {
+	p := newPAM(t)
+	sub, pub := p.k1.SubscribeKey, p.k1.PublishKey
+	tok := p.token(p.k1, access.Grants{Channels: map[string]access.Perm{"room-1": access.Read | access.Write}}, access.Grants{}, "alice")
+	here := "/v2/presence/sub-key/" + sub + "/channel/room-1?uuid=alice&auth="
+	if r := p.get(here + url.QueryEscape(tok)); r.status != 200 {
+		t.Fatalf("as issued: %d %s", r.status, r.body)
+	}
+	if r := p.get(here + url.QueryEscape(tok+"==")); r.status != 403 {
+		t.Fatalf("padded again: %d %s", r.status, r.body)
+	}
+	if r := p.get("/v2/presence/sub-key/" + sub + "/channel/room-1/leave?uuid=bob&auth=" + url.QueryEscape(tok)); r.status != 403 {
+		t.Fatalf("alice's token making bob leave: %d %s", r.status, r.body)
+	}
+	if r := p.get("/v2/presence/sub-key/" + sub + "/channel/room-1/leave?uuid=bob"); r.status != 403 {
+		t.Fatalf("leave without a token: %d %s", r.status, r.body)
+	}
+	pres := p.signed(p.k1, "GET", "/publish/"+pub+"/"+sub+"/0/room-1-pnpres/0/%7B%22action%22%3A%22leave%22%7D?uuid=alice", nil, p.now)
+	if r := p.get(pres); r.status != 400 {
+		t.Fatalf("publish to a presence channel: %d %s", r.status, r.body)
+	}
+	cg := "/v1/channel-registration/sub-key/" + sub + "/channel-group/g"
+	if r := p.get(p.signed(p.k1, "GET", cg+"?add=a,b&uuid=u", nil, p.now)); r.status != 200 {
+		t.Fatalf("add: %d %s", r.status, r.body)
+	}
+	signed := p.signed(p.k1, "GET", cg+"?remove=a&uuid=u", nil, p.now)
+	i := strings.Index(signed, "remove=a&")
+	moved := signed[:i] + signed[i+len("remove=a&"):] + "#&remove=a"
+	// Raw: an HTTP client would not send the fragment.
+	conn, err := p.client.Dial("groupcast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: groupcast\r\n\r\n", moved); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 {
+		t.Fatalf("signed parameter moved behind '#': %d", resp.StatusCode)
+	}
+	if r := p.send("GET", p.signed(p.k1, "GET", cg+"?add=c&uuid=u", nil, p.now), nil, []string{"Origin", "http://evil.example"}); r.status != 403 {
+		t.Fatalf("edit from an unlisted origin over HTTP: %d %s", r.status, r.body)
+	}
+	if r := p.get(p.signed(p.k1, "GET", cg+"?uuid=u", nil, p.now)); !strings.Contains(string(r.body), `"channels":["a","b"]`) {
+		t.Fatalf("group after the refused requests: %s", r.body)
 	}
 }

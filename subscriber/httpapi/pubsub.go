@@ -97,6 +97,12 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid channel: "+err.Error())
 		return
 	}
+	if strings.HasSuffix(string(ch), subscriber.PresenceSuffix) {
+		// Presence events are the server's: a client that may write to
+		// room-1 (or ^room-.*) must not forge room-1-pnpres's joins.
+		a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid channel: "+subscriber.PresenceSuffix+" channels carry presence events, which only the server publishes")
+		return
+	}
 	var payload []byte
 	if ctx.IsPost() {
 		if payload, err = postBody(ctx); err != nil {
