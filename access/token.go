@@ -81,12 +81,13 @@ type Token struct {
 	AuthorizedUUID string
 
 	sig  []byte
+	id   string // hex of sig, made with it: ID is on every request's path
 	pats atomic.Pointer[compiledPatterns]
 }
 
 // ID identifies the token for revocation: the hex of its signature. It is
 // empty until the token is signed or parsed.
-func (t *Token) ID() string { return hex.EncodeToString(t.sig) }
+func (t *Token) ID() string { return t.id }
 
 // Expires is when the token stops being valid: Issued plus TTL.
 func (t *Token) Expires() time.Time { return t.Issued.Add(t.TTL) }
@@ -180,7 +181,7 @@ func (t *Token) Sign(secret string) (string, error) {
 	if len(s) > MaxTokenLen {
 		return "", fmt.Errorf("access: sign a token: the token would be %d characters, at most %d", len(s), MaxTokenLen)
 	}
-	t.sig = w.Sig
+	t.sig, t.id = w.Sig, hex.EncodeToString(w.Sig)
 	return s, nil
 }
 
@@ -367,6 +368,7 @@ func (w *wireToken) token() *Token {
 		Meta:           w.Meta,
 		AuthorizedUUID: w.UUID,
 		sig:            w.Sig,
+		id:             hex.EncodeToString(w.Sig),
 	}
 	if t.Meta == nil {
 		t.Meta = map[string]any{}

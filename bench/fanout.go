@@ -101,6 +101,12 @@ type FanoutConfig struct {
 	// target does not keep up with; then one more step runs at half the
 	// highest load it kept up with.
 	Loads []float64
+	// AllLoads runs every load of Loads, kept up with or not, and no half
+	// step: runs that are compared with one another step by step.
+	AllLoads bool
+	// Channel is the channel subscribed and published to; empty means a
+	// fresh name (fan<ns>).
+	Channel string
 	// Progress, if set, shows each step and its delivery rate.
 	Progress *Progress
 }
@@ -199,7 +205,10 @@ func (r *stepRecorder) record(now int64, msgs []int64) {
 func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) {
 	run := FanoutRun{Target: t.Name(), Subscribers: cfg.Subscribers}
 	hc := newHostClient(t.Addr(), cfg.Subscribers)
-	channel := fmt.Sprintf("fan%d", time.Now().UnixNano())
+	channel := cfg.Channel
+	if channel == "" {
+		channel = fmt.Sprintf("fan%d", time.Now().UnixNano())
+	}
 	start, err := t.Handshake(ctx, hc, channel)
 	if err != nil {
 		return run, fmt.Errorf("%s handshake: %w", t.Name(), err)
@@ -312,11 +321,11 @@ func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) 
 		if err != nil {
 			return run, err
 		}
-		if !st.KeptUp {
+		if !st.KeptUp && !cfg.AllLoads {
 			break
 		}
 	}
-	if best, ok := run.Max(); ok {
+	if best, ok := run.Max(); ok && !cfg.AllLoads {
 		if _, err := step(best.Offered/2, true); err != nil {
 			return run, err
 		}

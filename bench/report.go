@@ -100,6 +100,9 @@ func checks(r *Results) []Check {
 	if t := r.Tokens; t != nil {
 		cs = append(cs, Check{"tokens: reads that missed the token's edit", fmt.Sprintf("%d of %d", t.Stale, t.Samples), "0", t.Stale == 0 && t.Samples > 0})
 	}
+	if a := r.Access; a != nil {
+		cs = append(cs, accessChecks(a)...)
+	}
 	if c := r.Cluster; c != nil {
 		cs = append(cs, clusterChecks(c)...)
 	}
@@ -247,6 +250,9 @@ func Report(r *Results, plots []string) string {
 					ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max), kept)
 			}
 		}
+	}
+	if a := r.Access; a != nil {
+		accessReport(&b, a)
 	}
 	if c := r.Cluster; c != nil {
 		clusterReport(&b, c)

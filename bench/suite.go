@@ -35,8 +35,9 @@ type SuiteConfig struct {
 	Command string
 	Log     io.Writer
 	// Scenarios names the scenarios to run: "pair" (propagation, tokens,
-	// groups), "baseline", "fanout" (ceiling, groupcast, peer), "cluster"
-	// and "geo". Empty runs them all.
+	// groups), "baseline", "fanout" (ceiling, groupcast, peer), "access"
+	// (the fanout with Access Manager off and on), "cluster" and "geo".
+	// Empty runs them all.
 	Scenarios []string
 }
 
@@ -57,6 +58,7 @@ type Results struct {
 	Geo         *GeoResult      `json:",omitempty"`
 	Ceiling     map[int]float64 // requests/s by client concurrency
 	Fanout      []FanoutRun     // groupcast and the peer
+	Access      *AccessResult   `json:",omitempty"`
 	Checks      []Check
 }
 
@@ -149,6 +151,9 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
 		if cfg.NchanModule != "" {
 			fail(fmt.Sprintf("peer nchan n=%d", n), s.fanoutNchan(ctx, p, n, res))
 		}
+	}
+	if s.runs("access") {
+		fail("access", s.accessScenario(ctx, p, res))
 	}
 	if s.runs("cluster") {
 		fail("cluster", s.clusterScenario(ctx, p.cluster, res))

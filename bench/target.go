@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -45,7 +46,22 @@ type Groupcast struct {
 	Origin  string // base URL
 	Admin   string // base URL of the node's admin listener, whose /metrics Parked (and Memory without PIDs) read
 	Account string // subscribe key
-	PIDs    []int  // the node's processes, for Memory; empty means scrape /metrics (RSS)
+	// PublishKey is the key publishes name; empty means "bench" (with
+	// --access open any key is accepted).
+	PublishKey string
+	// Auth, if set, is the Access Manager token every subscribe and
+	// publish carries (auth=); empty adds nothing to the requests.
+	Auth string
+	PIDs []int // the node's processes, for Memory; empty means scrape /metrics (RSS)
+}
+
+// query is the auth parameter the requests carry, after sep ('?' or '&'):
+// empty without a token.
+func (g *Groupcast) query(sep string) string {
+	if g.Auth == "" {
+		return ""
+	}
+	return sep + "auth=" + url.QueryEscape(g.Auth)
 }
 
 func (g *Groupcast) Name() string { return "groupcast" }
@@ -62,13 +78,13 @@ type subscribeAnswer struct {
 
 func (g *Groupcast) Handshake(ctx context.Context, c *fasthttp.HostClient, channel string) (Cursor, error) {
 	var a subscribeAnswer
-	err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0", g.Origin, g.Account, channel), &a)
+	err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0%s", g.Origin, g.Account, channel, g.query("?")), &a)
 	return Cursor{A: a.T.T}, err
 }
 
 func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error) {
 	var a subscribeAnswer
-	if err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0?tt=%s", g.Origin, g.Account, channel, cur.A), &a); err != nil {
+	if err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0?tt=%s%s", g.Origin, g.Account, channel, cur.A, g.query("&")), &a); err != nil {
 		return nil, cur, err
 	}
 	out := make([]int64, 0, len(a.M))
@@ -84,7 +100,11 @@ func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel st
 
 func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error {
 	var r []any
-	return fastGet(c, fmt.Sprintf("%s/publish/bench/%s/0/%s/0/%d", g.Origin, g.Account, channel, msg), &r)
+	pub := g.PublishKey
+	if pub == "" {
+		pub = "bench"
+	}
+	return fastGet(c, fmt.Sprintf("%s/publish/%s/%s/0/%s/0/%d%s", g.Origin, pub, g.Account, channel, msg, g.query("?")), &r)
 }
 
 func (g *Groupcast) Parked(ctx context.Context) (int, error) {

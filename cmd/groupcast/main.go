@@ -23,6 +23,9 @@
 //	            [--region N=CASSANDRA,DC,REDIS]...
 //	                                 every scenario, with results.json, report.md and plots (make bench);
 //	                                 the geo scenario needs two --region (default: GROUPCAST_R<N>_* env)
+//	bench access --groupcastd PATH [--quick] [--out DIR]
+//	                                 the fanout with Access Manager off and on, alternating, on a node of
+//	                                 its own (--access keysets): latency and deliveries/s side by side
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
 package main
 
@@ -290,6 +293,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "soak" {
 		return benchSoak(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "access" {
+		return benchAccess(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 2 && args[0] == "report" {
 		return bench.Rerender(args[1])
 	}
@@ -302,7 +308,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.HelloServer(ln)
 	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access --groupcastd PATH [--quick] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -443,6 +449,30 @@ func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// benchAccess runs the suite's access scenario alone: it needs neither
+// Cassandra nor Redis.
+func benchAccess(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast bench access", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "smoke version: shorter steps")
+	out := fs.String("out", "bench/results", "directory the run's timestamped directory is written under")
+	gcd := fs.String("groupcastd", "", "groupcastd binary (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *gcd == "" {
+		return errors.New("bench access: --groupcastd is required")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
+		Command: "groupcast bench access " + strings.Join(args, " "), Log: stderr, Scenarios: []string{"access"}})
+	printChecks(stdout, res, dir)
+	return err
+}
+
 func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("groupcast bench suite", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -453,7 +483,7 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	redis := fs.String("redis", os.Getenv("GROUPCAST_REDIS"), "Redis address")
 	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module); empty skips the peer")
 	command := fs.String("command", "", "how the run was started, for the report; default: this command line")
-	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, cluster, geo); empty runs them all")
+	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, access, cluster, geo); empty runs them all")
 	var regions []bench.Region
 	fs.Func("region", "a region of the geo scenario, N=CASSANDRA,DC,REDIS (repeat for each); default: GROUPCAST_R<N>_CASSANDRA, _DC and _REDIS", func(v string) error {
 		r, err := bench.ParseRegion(v)
@@ -482,17 +512,24 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
 		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Regions: regions, Command: *command, Log: stderr, Scenarios: scenarios})
-	if res != nil {
-		for _, c := range res.Checks {
-			verdict := "met"
-			if !c.Met {
-				verdict = "MISSED"
-			}
-			fmt.Fprintf(stdout, "%-70s %-40s target %-8s %s\n", c.What, c.Figure, c.Target, verdict)
-		}
-		fmt.Fprintf(stdout, "report: %s\n", filepath.Join(dir, "report.md"))
-	}
+	printChecks(stdout, res, dir)
 	return err
+}
+
+// printChecks prints a suite run's checks and where its report is; res
+// may be nil (the run did not start).
+func printChecks(stdout io.Writer, res *bench.Results, dir string) {
+	if res == nil {
+		return
+	}
+	for _, c := range res.Checks {
+		verdict := "met"
+		if !c.Met {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(stdout, "%-70s %-40s target %-8s %s\n", c.What, c.Figure, c.Target, verdict)
+	}
+	fmt.Fprintf(stdout, "report: %s\n", filepath.Join(dir, "report.md"))
 }
 
 // clusterState is the answer of GET /cluster.
