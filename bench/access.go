@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,7 +63,8 @@ type AccessRun struct {
 }
 
 // AccessCase is one case (Access Manager off or on) over its rounds: the
-// mean of each figure.
+// median of each figure (one run's hiccup on a shared machine moves a mean
+// of p99s more than the difference measured).
 type AccessCase struct {
 	Rounds          int
 	P50, P99        float64 // µs, publish→deliver at the latency load
@@ -73,22 +75,33 @@ type AccessCase struct {
 // Case summarises the runs with Access Manager on (pam) or off.
 func (r *AccessResult) Case(pam bool) AccessCase {
 	var c AccessCase
+	var p50, p99, delivered []float64
 	for _, run := range r.Runs {
 		if run.PAM != pam || len(run.Steps) < 2 {
 			continue
 		}
 		c.Rounds++
-		c.P50 += run.Steps[0].Latency.P50
-		c.P99 += run.Steps[0].Latency.P99
-		c.DeliveredPerSec += run.Steps[1].DeliveredPerSec
+		p50 = append(p50, run.Steps[0].Latency.P50)
+		p99 = append(p99, run.Steps[0].Latency.P99)
+		delivered = append(delivered, run.Steps[1].DeliveredPerSec)
 		c.Lost += run.Steps[0].Lost + run.Steps[1].Lost
 		c.Failures += run.Failures
 	}
-	if c.Rounds > 0 {
-		n := float64(c.Rounds)
-		c.P50, c.P99, c.DeliveredPerSec = c.P50/n, c.P99/n, c.DeliveredPerSec/n
-	}
+	c.P50, c.P99, c.DeliveredPerSec = median(p50), median(p99), median(delivered)
 	return c
+}
+
+// median of xs (the mean of the middle two for an even count); 0 if none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	if m := len(xs) / 2; len(xs)%2 == 0 {
+		return (xs[m-1] + xs[m]) / 2
+	} else {
+		return xs[m]
+	}
 }
 
 // Apart is how far Access Manager on is from off, relative to off: of the
@@ -308,7 +321,7 @@ func accessChecks(a *AccessResult) []Check {
 }
 
 func accessReport(b *strings.Builder, a *AccessResult) {
-	fmt.Fprintf(b, "\n## access\n\nThe fanout on one groupcastd (embedded store, `--access keysets`) through two keysets made with its admin API: one with Access Manager off, requests without a token; one with it on, every subscribe and publish carrying `auth=` a token (signed with the keyset's secret) granting read and write on the run's channel. Before the runs, the node refused the Access Manager keyset's %s (403), and served it with the token. %d subscribers; each run has a step at %.0f deliveries/s (the latency compared) and one at %.0f offered (beyond what the node delivers: the deliveries/s compared), %d publishers; the cases alternate (off, on, on, off, …) so that drift, the machine's or the node's, falls on both alike, and each figure is the mean over a case's rounds. Load average before %s, after %s.\n\n",
+	fmt.Fprintf(b, "\n## access\n\nThe fanout on one groupcastd (embedded store, `--access keysets`) through two keysets made with its admin API: one with Access Manager off, requests without a token; one with it on, every subscribe and publish carrying `auth=` a token (signed with the keyset's secret) granting read and write on the run's channel. Before the runs, the node refused the Access Manager keyset's %s (403), and served it with the token. %d subscribers; each run has a step at %.0f deliveries/s (the latency compared) and one at %.0f offered (beyond what the node delivers: the deliveries/s compared), %d publishers; the cases alternate (off, on, on, off, …) so that drift, the machine's or the node's, falls on both alike, and each figure is the median over a case's rounds. Load average before %s, after %s.\n\n",
 		strings.Join(a.Refused, ", "), a.Subscribers, a.LatencyLoad, a.SaturationLoad, Publishers, a.LoadBefore, a.LoadAfter)
 	fmt.Fprintf(b, "| run | Access Manager | p50 | p90 | p99 | max | delivered/s at %.0f | delivered/s at %.0f offered | lost | failed polls |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", a.LatencyLoad, a.SaturationLoad)
 	for i, r := range a.Runs {
@@ -324,7 +337,7 @@ func accessReport(b *strings.Builder, a *AccessResult) {
 	if off.Rounds > 0 && on.Rounds > 0 {
 		p99, delivered := a.Apart()
 		sp99, sdel := a.Spread()
-		fmt.Fprintf(b, "\n| mean | rounds | p50 | p99 | delivered/s at saturation |\n|---|---:|---:|---:|---:|\n| off | %d | %s | %s | %.0f |\n| on | %d | %s | %s | %.0f |\n| on vs. off | | %+.1f%% | %+.1f%% | %+.1f%% |\n| rounds of one case, farthest apart | | | %.1f%% | %.1f%% |\n",
+		fmt.Fprintf(b, "\n| median | rounds | p50 | p99 | delivered/s at saturation |\n|---|---:|---:|---:|---:|\n| off | %d | %s | %s | %.0f |\n| on | %d | %s | %s | %.0f |\n| on vs. off | | %+.1f%% | %+.1f%% | %+.1f%% |\n| rounds of one case, farthest apart | | | %.1f%% | %.1f%% |\n",
 			off.Rounds, ms(off.P50), ms(off.P99), off.DeliveredPerSec, on.Rounds, ms(on.P50), ms(on.P99), on.DeliveredPerSec,
 			100*rel(on.P50, off.P50), 100*p99, 100*delivered, 100*sp99, 100*sdel)
 	}
@@ -350,7 +363,7 @@ func (s *suite) accessScenario(ctx context.Context, p plan, res *Results) error 
 	defer node.Stop()
 	c := res.Ceiling[n]
 	a, err := Access(ctx, AccessConfig{Origin: node.URL, Admin: "http://" + adminAddr(listen), PIDs: []int{node.PID()},
-		Subscribers: n, Step: p.step, LatencyLoad: accessLatencyShare * c, SaturationLoad: accessSaturationShare * c, Progress: s.prog})
+		Subscribers: n, Step: p.step, LatencyLoad: accessLatencyShare * c, SaturationLoad: accessSaturationShare * c, Rounds: s.cfg.AccessRounds, Progress: s.prog})
 	if len(a.Runs) > 0 {
 		res.Access = &a
 	}

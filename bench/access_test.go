@@ -16,10 +16,10 @@ import (
 	"github.com/groupcast/groupcast/subscriber"
 )
 
-// accessNode serves an embedded node in this process with access control
-// in mode, and its admin API (keysets, /metrics) as groupcastd's admin
-// listener serves it.
-func accessNode(t *testing.T, mode access.Mode) (base, adminURL string) {
+// accessNode serves an embedded node in this process, checking keysets and
+// tokens (keysets mode) if enforce, else checking nothing, and its admin API
+// (keysets, /metrics) as groupcastd's admin listener serves it.
+func accessNode(t *testing.T, enforce bool) (base, adminURL string) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	st, cfg := nodetest.Embedded(t, reg, subscriber.Config{PollHold: 5 * time.Second, Registerer: reg})
@@ -30,11 +30,13 @@ func accessNode(t *testing.T, mode access.Mode) (base, adminURL string) {
 	if err := keysets.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	guard, err := access.NewGuard(keysets, access.GuardConfig{Mode: mode, Store: st})
+	guard, err := access.NewGuard(keysets, access.GuardConfig{Mode: access.Keysets, Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Access = guard
+	if enforce {
+		cfg.Access = guard
+	}
 	adm, err := admin.New(st, keysets, admin.Config{Gatherer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +50,7 @@ func accessNode(t *testing.T, mode access.Mode) (base, adminURL string) {
 // rounds, the Access Manager runs with their token on every request, and
 // the node's refusals without it recorded.
 func TestAccess(t *testing.T) {
-	base, adm := accessNode(t, access.Keysets)
+	base, adm := accessNode(t, true)
 	const subs = 10
 	res, err := Access(context.Background(), AccessConfig{Origin: base, Admin: adm, PIDs: []int{os.Getpid()},
 		Subscribers: subs, Step: 200 * time.Millisecond, LatencyLoad: 100, SaturationLoad: 1000})
@@ -84,11 +86,10 @@ func TestAccess(t *testing.T) {
 	}
 }
 
-// TestAccessNotEnforced: on a node that does not check tokens (--access
-// open) the scenario refuses to measure, rather than compare two runs
-// without Access Manager.
+// TestAccessNotEnforced: on a node that does not check tokens the scenario
+// refuses to measure, rather than compare two runs without Access Manager.
 func TestAccessNotEnforced(t *testing.T) {
-	base, adm := accessNode(t, access.Open)
+	base, adm := accessNode(t, false)
 	res, err := Access(context.Background(), AccessConfig{Origin: base, Admin: adm,
 		Subscribers: 2, Step: 100 * time.Millisecond, LatencyLoad: 10, SaturationLoad: 20, Rounds: 1})
 	if err == nil || !strings.Contains(err.Error(), "subscribe without a token: answered 200, want 403") {
@@ -103,7 +104,7 @@ func TestAccessNotEnforced(t *testing.T) {
 // the node checks it: a token signed with another secret fails the fanout
 // at its first subscribe.
 func TestGroupcastAuth(t *testing.T) {
-	base, adm := accessNode(t, access.Keysets)
+	base, adm := accessNode(t, true)
 	k, err := createKeyset(t.Context(), adm, true)
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,9 @@ type SuiteConfig struct {
 	// Command is how the run was started, quoted in the report.
 	Command string
 	Log     io.Writer
+	// AccessRounds is how many times the access scenario runs each case;
+	// zero means 2.
+	AccessRounds int
 	// Scenarios names the scenarios to run: "pair" (propagation, tokens,
 	// groups), "baseline", "fanout" (ceiling, groupcast, peer), "access"
 	// (the fanout with Access Manager off and on), "cluster" and "geo".

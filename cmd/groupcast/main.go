@@ -457,18 +457,22 @@ func benchAccess(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	quick := fs.Bool("quick", false, "smoke version: shorter steps")
 	out := fs.String("out", "bench/results", "directory the run's timestamped directory is written under")
 	gcd := fs.String("groupcastd", "", "groupcastd binary (required)")
+	rounds := fs.Int("rounds", 2, "times each case (Access Manager off, on) runs, alternating")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *gcd == "" {
 		return errors.New("bench access: --groupcastd is required")
 	}
+	if *rounds < 1 {
+		return errors.New("bench access: --rounds must be at least 1")
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
-		Command: "groupcast bench access " + strings.Join(args, " "), Log: stderr, Scenarios: []string{"access"}})
+		Command: "groupcast bench access " + strings.Join(args, " "), Log: stderr, Scenarios: []string{"access"}, AccessRounds: *rounds})
 	printChecks(stdout, res, dir)
 	return err
 }
