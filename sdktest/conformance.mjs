@@ -5,6 +5,8 @@
 import PubNub from 'pubnub';
 
 const base = process.argv[2] ?? 'http://127.0.0.1:8080';
+// Metrics are on the node's admin listener.
+const admin = process.argv[3] ?? 'http://127.0.0.1:8081';
 const origin = base.replace(/^https?:\/\//, '');
 let passed = 0;
 let failed = 0;
@@ -32,7 +34,7 @@ async function check(name, fn) {
 }
 
 async function metric(sample) {
-  const body = await (await fetch(`${base}/metrics`)).text();
+  const body = await (await fetch(`${admin}/metrics`)).text();
   const line = body.split('\n').find((l) => l.startsWith(sample + ' '));
   return line ? Number(line.split(' ')[1]) : 0;
 }

@@ -48,7 +48,7 @@ func sdkDir(t *testing.T) string {
 func runConformance(t *testing.T, label, interpreter, script string) {
 	t.Helper()
 	s := start(t, "--data", t.TempDir())
-	cmd := exec.Command(interpreter, script, s.url)
+	cmd := exec.Command(interpreter, script, s.url, s.admin)
 	cmd.Dir = filepath.Dir(script)
 	out, err := cmd.CombinedOutput()
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
