@@ -355,7 +355,7 @@ func (s *suite) accessScenario(ctx context.Context, p plan, res *Results) error 
 	}
 	const listen = "127.0.0.1:18095"
 	node, err := StartProc(ctx, s.work, fmt.Sprintf("access-%d", n), "http://"+listen, "/readyz", s.cfg.Groupcastd,
-		"--listen", listen, "--admin-listen", adminAddr(listen), "--access", "keysets",
+		"--listen", listen, "--admin-listen", adminAddr(listen), "--access", "keysets", "--cassandra=", "--redis=",
 		"--data", filepath.Join(s.work, fmt.Sprintf("access-%d", n)), "--log-level", "warn")
 	if err != nil {
 		return err

@@ -31,10 +31,11 @@ const nchanNofile = 200000
 
 // nchanConfig is nginx.conf for one Nchan: %[1]s is the directory everything
 // lives in (with a trailing slash), %[2]s the module, %[3]s the listen
-// address, %[4]d the workers' descriptor limit.
+// address, %[4]d the workers' descriptor limit, %[5]s the worker lines
+// (worker_processes, and worker_cpu_affinity if pinned).
 //
-// It matches groupcast's configuration where the two can be compared: two
-// workers (the node's GOMAXPROCS on this machine), a buffer of the last 100
+// It matches groupcast's configuration where the two can be compared: by
+// default two workers (the node's GOMAXPROCS on this machine), a buffer of the last 100
 // messages of a channel kept for 20 minutes, long-polls held 280s, and
 // keep-alive connections reused for as long as a benchmark runs. The listen
 // backlog asks for the most, which the kernel caps at somaxconn: what Go's
@@ -48,7 +49,7 @@ const nchanNofile = 200000
 // decimal integer; a single message comes without a trailing newline.
 const nchanConfig = `# written by bench.StartNchan
 load_module "%[2]s";
-worker_processes 2;
+%[5]s
 worker_rlimit_nofile %[4]d;
 error_log "%[1]serror.log" error;
 pid "%[1]snginx.pid";
@@ -82,6 +83,14 @@ http {
         }
         location ~ ^/sub/([^/]+)$ {
             nchan_subscriber longpoll;
+            nchan_channel_id $1;
+            nchan_subscriber_first_message newest;
+            nchan_subscriber_timeout 280s;
+            nchan_longpoll_multipart_response raw;
+        }
+        location ~ ^/msub/(.+)$ {
+            nchan_subscriber longpoll;
+            nchan_channel_id_split_delimiter ",";
             nchan_channel_id $1;
             nchan_subscriber_first_message newest;
             nchan_subscriber_timeout 280s;
@@ -133,11 +142,55 @@ func nginxBinary() (string, error) {
 	return debian, nil
 }
 
+// NchanOptions are how StartNchanWith runs nginx.
+type NchanOptions struct {
+	// Workers is how many worker processes nginx runs; zero means 2.
+	Workers int
+	// CPU, if Pin is set, is the core nginx (master and workers) runs on:
+	// started under taskset, and with one worker also worker_cpu_affinity.
+	CPU int
+	Pin bool
+}
+
+// workerLines are the nginx.conf lines for o's workers.
+func (o NchanOptions) workerLines() string {
+	w := o.Workers
+	if w <= 0 {
+		w = 2
+	}
+	lines := fmt.Sprintf("worker_processes %d;", w)
+	if o.Pin && w == 1 {
+		lines += fmt.Sprintf("\nworker_cpu_affinity %s;", strconv.FormatUint(1<<uint(o.CPU), 2))
+	}
+	return lines
+}
+
+// Variant names o in reports: "2 workers", "1 worker, pinned".
+func (o NchanOptions) Variant() string {
+	w := o.Workers
+	if w <= 0 {
+		w = 2
+	}
+	v := fmt.Sprintf("%d workers", w)
+	if w == 1 {
+		v = "1 worker"
+	}
+	if o.Pin {
+		v += fmt.Sprintf(" on CPU %d", o.CPU)
+	}
+	return v
+}
+
 // StartNchan writes dir/nginx.conf, starts nginx (a master and two workers,
 // in the foreground of its own process group) listening on addr, which must
 // be a loopback address, and returns once it answers. module is the Nchan
 // module's path (see NchanModule). Everything nginx writes stays in dir.
 func StartNchan(ctx context.Context, dir, addr, module string) (*Nchan, error) {
+	return StartNchanWith(ctx, dir, addr, module, NchanOptions{})
+}
+
+// StartNchanWith is StartNchan with the workers and pinning of o.
+func StartNchanWith(ctx context.Context, dir, addr, module string, o NchanOptions) (*Nchan, error) {
 	if err := checkLoopback(addr); err != nil {
 		return nil, err
 	}
@@ -148,7 +201,7 @@ func StartNchan(ctx context.Context, dir, addr, module string) (*Nchan, error) {
 	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, fmt.Errorf("nchan dir: %w", err)
 	}
-	conf, err := writeNchanConfig(dir, addr, module)
+	conf, err := writeNchanConfig(dir, addr, module, o)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +212,12 @@ func StartNchan(ctx context.Context, dir, addr, module string) (*Nchan, error) {
 		return nil, fmt.Errorf("nchan output file: %w", err)
 	}
 	defer out.Close() // nginx holds its own copy
-	cmd := exec.Command(bin, "-p", dir+"/", "-c", conf, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	cpu := -1
+	if o.Pin {
+		cpu = o.CPU
+	}
+	name, args := pinned(cpu, bin, "-p", dir+"/", "-c", conf, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own group, for Stop's SIGKILL; a fast shutdown if this process dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -189,14 +247,14 @@ func checkLoopback(addr string) error {
 }
 
 // writeNchanConfig writes dir/nginx.conf and returns its path.
-func writeNchanConfig(dir, addr, module string) (string, error) {
+func writeNchanConfig(dir, addr, module string, o NchanOptions) (string, error) {
 	for _, s := range []string{dir, module} {
 		if strings.ContainsAny(s, "\"\n$\\") {
 			return "", fmt.Errorf("nchan config: path %q cannot be quoted for nginx", s)
 		}
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	text := fmt.Sprintf(nchanConfig, dir+"/", module, addr, nchanNofile)
+	text := fmt.Sprintf(nchanConfig, dir+"/", module, addr, nchanNofile, o.workerLines())
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return "", fmt.Errorf("nchan config: %w", err)
 	}
@@ -350,10 +408,15 @@ func parseNchanID(id string) (sec int64, tag string, ok bool) {
 // it waits for the next message; an empty cursor waits for the next message
 // published. A poll Nchan times out (408) returns no messages and cur.
 func (n *Nchan) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error) {
+	return n.poll(ctx, c, "/sub/"+url.PathEscape(channel), channel, cur)
+}
+
+// poll long-polls path (of channel, for errors).
+func (n *Nchan) poll(ctx context.Context, c *fasthttp.HostClient, path, channel string, cur Cursor) ([]int64, Cursor, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + n.addr + "/sub/" + url.PathEscape(channel))
+	req.SetRequestURI("http://" + n.addr + path)
 	if cur.A != "" {
 		req.Header.Set("If-Modified-Since", cur.A)
 		req.Header.Set("If-None-Match", cur.B)

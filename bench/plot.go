@@ -75,15 +75,23 @@ func writePlots(dir string, r *Results) ([]string, error) {
 		return written, err
 	}
 
+	// The latency plot shows each configuration's typical run (the median
+	// of its repeats); the throughput plot every run.
+	var typical []FanoutRun
+	for _, n := range r.subscriberCounts() {
+		for _, s := range summaries(r.Fanout, n) {
+			typical = append(typical, s.Typical)
+		}
+	}
 	var fan []series
-	for _, f := range r.Fanout {
+	for _, f := range typical {
 		if st, ok := f.HalfStep(); ok {
-			if s, ok := cdfSeries(fmt.Sprintf("%s n=%d, half the max (%.0f/s)", f.Target, f.Subscribers, st.Offered), st.Latency); ok {
+			if s, ok := cdfSeries(fmt.Sprintf("%s n=%d, half the max (%.0f/s)", label(f), f.Subscribers, st.Offered), st.Latency); ok {
 				fan = append(fan, s)
 			}
 		}
 		if st, ok := f.Max(); ok {
-			if s, ok := cdfSeries(fmt.Sprintf("%s n=%d, max kept up with (%.0f/s)", f.Target, f.Subscribers, st.Offered), st.Latency); ok {
+			if s, ok := cdfSeries(fmt.Sprintf("%s n=%d, max kept up with (%.0f/s)", label(f), f.Subscribers, st.Offered), st.Latency); ok {
 				fan = append(fan, s)
 			}
 		}
@@ -109,7 +117,7 @@ func writePlots(dir string, r *Results) ([]string, error) {
 
 	var tp []series
 	for _, f := range r.Fanout {
-		s := series{name: fmt.Sprintf("%s n=%d", f.Target, f.Subscribers)}
+		s := series{name: fmt.Sprintf("%s n=%d", label(f), f.Subscribers)}
 		for _, st := range f.Steps {
 			s.xys = append(s.xys, plotter.XY{X: st.Offered, Y: st.DeliveredPerSec})
 		}
@@ -131,6 +139,14 @@ func writePlots(dir string, r *Results) ([]string, error) {
 		return written, err
 	}
 	return written, nil
+}
+
+// label names a run's server and configuration in plots.
+func label(f FanoutRun) string {
+	if f.Variant == "" {
+		return f.Target
+	}
+	return f.Target + " (" + f.Variant + ")"
 }
 
 func sortXY(xys plotter.XYs) {

@@ -37,8 +37,21 @@ type SuiteConfig struct {
 	// AccessRounds is how many times the access scenario runs each case;
 	// zero means 2.
 	AccessRounds int
+	// NoPin runs the fan-out scenarios unpinned. By default (on a machine
+	// with two cores or more) every server under test runs on ServerCPU
+	// and this process on LoadCPU while they run.
+	NoPin bool
+	// PauseInfra stops (SIGSTOP) the Cassandra and Redis processes named
+	// by InfraPIDFiles during the fan-out scenarios, which use neither, and
+	// continues them (SIGCONT) after, also on error or interrupt. Only for
+	// a run that owns those servers (make bench): others' tests would stall.
+	PauseInfra bool
+	// Repeats is how many times each fan-out target runs, alternating
+	// (groupcast, Nchan, tuned Nchan, groupcast, …); zero means 3.
+	Repeats int
 	// Scenarios names the scenarios to run: "pair" (propagation, tokens,
-	// groups), "baseline", "fanout" (ceiling, groupcast, peer), "access"
+	// groups), "baseline", "fanout" (ceiling, groupcast, peer, quiet
+	// channels, channel groups), "decode" (the client's decode cost), "access"
 	// (the fanout with Access Manager off and on), "cluster" and "geo".
 	// Empty runs them all.
 	Scenarios []string
@@ -60,9 +73,17 @@ type Results struct {
 	Cluster     *ClusterResult  `json:",omitempty"`
 	Geo         *GeoResult      `json:",omitempty"`
 	Ceiling     map[int]float64 // requests/s by client concurrency
-	Fanout      []FanoutRun     // groupcast and the peer
-	Access      *AccessResult   `json:",omitempty"`
-	Checks      []Check
+	Fanout      []FanoutRun     // groupcast and the peer, every repeat
+	// Quiet is the quiet-channels scenario: a subscriber per channel,
+	// publishes spread over the channels; Multi subscribers of several
+	// channels at once (a channel group; Nchan's multi-channel subscribe).
+	Quiet  []FanoutRun  `json:",omitempty"`
+	Multi  []FanoutRun  `json:",omitempty"`
+	Decode []DecodeCost `json:",omitempty"`
+	// Isolation says how the fan-out scenarios ran: pinning, paused servers.
+	Isolation []string      `json:",omitempty"`
+	Access    *AccessResult `json:",omitempty"`
+	Checks    []Check
 }
 
 // Machine describes where the run happened.
@@ -87,6 +108,11 @@ type plan struct {
 	groupFor, step, ceilingFor             time.Duration
 	subscribers                            []int
 	loads                                  []float64 // fractions of the ceiling
+	sweep                                  Sweep     // Start and Max as fractions of the ceiling
+	repeats                                int
+	quietSubs                              int     // subscribers = channels of the quiet scenario
+	quietRate                              float64 // its publishes/s
+	multiSubs, multiChannels               int     // the channel-group scenario
 	cluster                                clusterPlan
 	geo                                    geoPlan
 }
@@ -105,11 +131,15 @@ func planFor(quick bool) plan {
 	if quick {
 		return plan{propSamples: 200, baseSamples: 5, tokenSamples: 150, groupSubs: 5, groupFor: 3 * time.Second,
 			step: 2500 * time.Millisecond, ceilingFor: 2 * time.Second, subscribers: []int{1000}, loads: []float64{0.5, 1, 2},
+			sweep: Sweep{Start: 0.5, Factor: 2, Max: 64, Precision: 0.15, Steps: 12}, repeats: 3,
+			quietSubs: 2000, quietRate: 200, multiSubs: 200, multiChannels: 10,
 			cluster: clusterPlan{accounts: 1000, nodes: []int{1, 2}, workers: 32, forwardSamples: 300, failoverSubs: 10, before: 2 * time.Second, after: 6 * time.Second},
 			geo:     geoPlan{edits: 100, messages: 100, quiet: 40, baseline: 3}}
 	}
 	return plan{propSamples: 1000, baseSamples: 30, tokenSamples: 1000, groupSubs: 20, groupFor: 10 * time.Second,
 		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4},
+		sweep: Sweep{Start: 0.25, Factor: 2, Max: 64, Precision: 0.1, Steps: 14}, repeats: 3,
+		quietSubs: 10_000, quietRate: 1000, multiSubs: 1000, multiChannels: 10,
 		cluster: clusterPlan{accounts: 10_000, nodes: []int{1, 2, 3}, workers: 64, forwardSamples: 2000, failoverSubs: 30, before: 3 * time.Second, after: 10 * time.Second},
 		geo:     geoPlan{edits: 400, messages: 400, quiet: 150, baseline: 5}}
 }
@@ -145,15 +175,11 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
 	if s.runs("baseline") {
 		fail("propagation baseline", s.baseline(ctx, p, res))
 	}
-	for _, n := range p.subscribers {
-		if !s.runs("fanout") {
-			break
-		}
-		fail(fmt.Sprintf("ceiling n=%d", n), s.ceiling(ctx, p, n, res))
-		fail(fmt.Sprintf("fanout groupcast n=%d", n), s.fanoutGroupcast(ctx, p, n, res))
-		if cfg.NchanModule != "" {
-			fail(fmt.Sprintf("peer nchan n=%d", n), s.fanoutNchan(ctx, p, n, res))
-		}
+	if s.runs("decode") || s.runs("fanout") {
+		res.Decode = DecodeCosts()
+	}
+	if s.runs("fanout") {
+		fail("fanout", s.fanoutScenarios(ctx, p, res, fail))
 	}
 	if s.runs("access") {
 		fail("access", s.accessScenario(ctx, p, res))
@@ -183,10 +209,11 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
 }
 
 type suite struct {
-	cfg  SuiteConfig
-	work string
-	prog *Progress
-	seq  int
+	cfg    SuiteConfig
+	work   string
+	prog   *Progress
+	seq    int
+	pinned bool // servers start on ServerCPU (during the fan-out scenarios)
 }
 
 // pair starts two groupcastd nodes on real Cassandra and Redis, as two
@@ -263,7 +290,8 @@ func (s *suite) baseline(ctx context.Context, p plan, res *Results) error {
 
 func (s *suite) ceiling(ctx context.Context, p plan, n int, res *Results) error {
 	const listen = "127.0.0.1:18099"
-	hello, err := StartProc(ctx, s.work, fmt.Sprintf("hello-%d", n), "http://"+listen, "/", s.cfg.Groupcast, "bench", "hello-server", listen)
+	bin, args := pinned(s.serverCPU(), s.cfg.Groupcast, "bench", "hello-server", listen)
+	hello, err := StartProc(ctx, s.work, fmt.Sprintf("hello-%d", n), "http://"+listen, "/", bin, args...)
 	if err != nil {
 		return err
 	}
@@ -272,55 +300,6 @@ func (s *suite) ceiling(ctx context.Context, p plan, n int, res *Results) error 
 	rps, err := Ceiling(ctx, listen, n, p.ceilingFor)
 	res.Ceiling[n] = rps
 	return err
-}
-
-func (s *suite) fanoutGroupcast(ctx context.Context, p plan, n int, res *Results) error {
-	// One node on its embedded default (bbolt store, in-process log), as
-	// Nchan runs on one nginx without Redis.
-	const listen = "127.0.0.1:18090"
-	node, err := StartProc(ctx, s.work, fmt.Sprintf("fanout-%d", n), "http://"+listen, "/readyz", s.cfg.Groupcastd,
-		"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, fmt.Sprintf("fanout-%d", n)), "--log-level", "warn")
-	if err != nil {
-		return err
-	}
-	defer node.Stop()
-	t := &Groupcast{Origin: node.URL, Admin: "http://" + adminAddr(listen), Account: "bench", PIDs: []int{node.PID()}}
-	run, err := Fanout(ctx, t, FanoutConfig{Subscribers: n, Step: p.step, Loads: s.loads(p, n, res), Progress: s.prog})
-	if len(run.Steps) > 0 {
-		res.Fanout = append(res.Fanout, run)
-	}
-	return err
-}
-
-func (s *suite) fanoutNchan(ctx context.Context, p plan, n int, res *Results) error {
-	dir := filepath.Join(s.work, fmt.Sprintf("nchan-%d", n))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	t, err := StartNchan(ctx, dir, "127.0.0.1:18091", s.cfg.NchanModule)
-	if err != nil {
-		return err
-	}
-	defer t.Stop()
-	run, err := Fanout(ctx, t, FanoutConfig{Subscribers: n, Step: p.step, Loads: s.loads(p, n, res), Progress: s.prog})
-	if len(run.Steps) > 0 {
-		res.Fanout = append(res.Fanout, run)
-	}
-	return err
-}
-
-// loads are the offered deliveries/s of a sweep: fractions of the
-// ceiling measured for n clients (of 100,000/s if it was not measured).
-func (s *suite) loads(p plan, n int, res *Results) []float64 {
-	c := res.Ceiling[n]
-	if c == 0 {
-		c = 100_000
-	}
-	out := make([]float64, len(p.loads))
-	for i, f := range p.loads {
-		out[i] = f * c
-	}
-	return out
 }
 
 func machine() Machine {

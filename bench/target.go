@@ -83,19 +83,44 @@ func (g *Groupcast) Handshake(ctx context.Context, c *fasthttp.HostClient, chann
 }
 
 func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error) {
-	var a subscribeAnswer
-	if err := fastGet(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0?tt=%s%s", g.Origin, g.Account, channel, cur.A, g.query("&")), &a); err != nil {
+	return g.poll(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0?tt=%s%s", g.Origin, g.Account, channel, cur.A, g.query("&")), cur)
+}
+
+// poll runs one subscribe long-poll u.
+func (g *Groupcast) poll(c *fasthttp.HostClient, u string, cur Cursor) ([]int64, Cursor, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(u)
+	if err := c.Do(req, resp); err != nil {
 		return nil, cur, err
+	}
+	if resp.StatusCode() != 200 {
+		return nil, cur, fmt.Errorf("%s: %d %s", u, resp.StatusCode(), resp.Body())
+	}
+	msgs, tt, err := decodeSubscribe(resp.Body())
+	if err != nil {
+		return nil, cur, err
+	}
+	return msgs, Cursor{A: tt}, nil
+}
+
+// decodeSubscribe reads a groupcast (PubNub v2) subscribe answer whose
+// messages are each one integer: the messages and the next timetoken.
+func decodeSubscribe(body []byte) ([]int64, string, error) {
+	var a subscribeAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, "", fmt.Errorf("subscribe answer: %w", err)
 	}
 	out := make([]int64, 0, len(a.M))
 	for _, m := range a.M {
 		v, err := strconv.ParseInt(string(m.D), 10, 64)
 		if err != nil {
-			return nil, cur, fmt.Errorf("message %s: %w", m.D, err)
+			return nil, "", fmt.Errorf("message %s: %w", m.D, err)
 		}
 		out = append(out, v)
 	}
-	return out, Cursor{A: a.T.T}, nil
+	return out, a.T.T, nil
 }
 
 func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error {
@@ -149,3 +174,23 @@ func Pss(pids ...int) (float64, error) {
 	}
 	return total, nil
 }
+
+// MemoryAfterGC has the node collect garbage (its profiler's heap?gc=1 on
+// the admin listener) and returns its heap in use plus its goroutine
+// stacks (go_memstats_heap_inuse_bytes + go_memstats_stack_inuse_bytes
+// from /metrics): the memory the node holds for its state and its parked
+// polls, without garbage not yet collected.
+func (g *Groupcast) MemoryAfterGC() (float64, error) {
+	if err := forceGC(g.Admin); err != nil {
+		return 0, err
+	}
+	heap, err := scrape(g.Admin, "go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return 0, err
+	}
+	stacks, err := scrape(g.Admin, "go_memstats_stack_inuse_bytes")
+	return heap + stacks, err
+}
+
+// MemoryKind says what MemoryAfterGC reads.
+func (g *Groupcast) MemoryKind() string { return "Go heap in use + goroutine stacks after a forced GC" }

@@ -20,7 +20,7 @@
 //	                                 subscribers coming and going at half the fan-out maximum; RSS,
 //	                                 goroutines and fds every 10 s, and a flat/not-flat verdict
 //	bench suite [--quick] [--only S,..] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]
-//	            [--region N=CASSANDRA,DC,REDIS]...
+//	            [--region N=CASSANDRA,DC,REDIS]... [--no-pin] [--pause-infra] [--repeats N]
 //	                                 every scenario, with results.json, report.md and plots (make bench);
 //	                                 the geo scenario needs two --region (default: GROUPCAST_R<N>_* env)
 //	bench access --groupcastd PATH [--quick] [--out DIR]
@@ -487,7 +487,10 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	redis := fs.String("redis", os.Getenv("GROUPCAST_REDIS"), "Redis address")
 	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module); empty skips the peer")
 	command := fs.String("command", "", "how the run was started, for the report; default: this command line")
-	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, access, cluster, geo); empty runs them all")
+	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, decode, access, cluster, geo); empty runs them all")
+	noPin := fs.Bool("no-pin", false, "run the fan-out scenarios unpinned (default: servers on CPU 0, this process on CPU 1)")
+	pause := fs.Bool("pause-infra", false, "pause (SIGSTOP) Cassandra and Redis, from scripts/infra's pid files, during the fan-out scenarios and continue them after; only when this run owns them")
+	repeats := fs.Int("repeats", 0, "runs of each fan-out server configuration, alternating; 0 means 3")
 	var regions []bench.Region
 	fs.Func("region", "a region of the geo scenario, N=CASSANDRA,DC,REDIS (repeat for each); default: GROUPCAST_R<N>_CASSANDRA, _DC and _REDIS", func(v string) error {
 		r, err := bench.ParseRegion(v)
@@ -515,7 +518,8 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		*command = "groupcast bench suite " + strings.Join(args, " ")
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
-		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Regions: regions, Command: *command, Log: stderr, Scenarios: scenarios})
+		Cassandra: *cass, Redis: *redis, NchanModule: *nchan, Regions: regions, Command: *command, Log: stderr, Scenarios: scenarios,
+		NoPin: *noPin, PauseInfra: *pause, Repeats: *repeats})
 	printChecks(stdout, res, dir)
 	return err
 }

@@ -1,0 +1,43 @@
+package bench
+
+import (
+	"math"
+	"testing"
+)
+
+func runWithMax(target string, max float64, capped bool) FanoutRun {
+	return FanoutRun{Target: target, Subscribers: 1000, Swept: true, SweepCapped: capped, Steps: []FanoutStep{{Offered: max, DeliveredPerSec: max, KeptUp: true}}}
+}
+
+// TestSummaries checks the repeats' median, spread and typical run, and
+// that the better Nchan configuration is the one compared.
+func TestSummaries(t *testing.T) {
+	runs := []FanoutRun{runWithMax("groupcast", 30, false), runWithMax("nchan", 50, false), runWithMax("groupcast", 10, false), runWithMax("groupcast", 20, false)}
+	runs[1].Variant = "2 workers"
+	one := runWithMax("nchan", 60, false)
+	one.Variant = "1 worker"
+	runs = append(runs, one, runWithMax("other", 1, false))
+	runs[5].Subscribers = 10 // another count: not in these summaries
+	sums := summaries(runs, 1000)
+	if len(sums) != 3 || sums[0].Target != "groupcast" {
+		t.Fatalf("summaries %+v", sums)
+	}
+	g := sums[0]
+	if g.Median != 20 || g.Low != 10 || g.High != 30 || math.Abs(g.Spread()-1) > 1e-9 || len(g.Runs) != 3 {
+		t.Fatalf("groupcast summary median %v low %v high %v spread %v", g.Median, g.Low, g.High, g.Spread())
+	}
+	if top, _ := g.Typical.Max(); top.DeliveredPerSec != 20 {
+		t.Fatalf("typical run's max %v, want the median run's 20", top.DeliveredPerSec)
+	}
+	p, ok := best(sums, "nchan")
+	if !ok || p.Variant != "1 worker" {
+		t.Fatalf("best nchan %+v", p)
+	}
+	if got := ratio(g, p); got != "0.33×" {
+		t.Errorf("ratio %q", got)
+	}
+	p.Capped = true
+	if got := ratio(g, p); got != "≤ 0.33×" {
+		t.Errorf("ratio against a capped peer %q", got)
+	}
+}

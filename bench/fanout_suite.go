@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// The fan-out scenarios of the suite: the hello-world ceiling, groupcast
+// and Nchan (two configurations) on one hot channel, swept to each one's
+// limit and repeated; quiet channels; channel groups. They run isolated:
+// servers on ServerCPU, this process on LoadCPU, Cassandra and Redis
+// paused if the run owns them.
+
+// serverCPU is the core the suite starts servers on, or -1 (unpinned).
+func (s *suite) serverCPU() int {
+	if s.pinned {
+		return ServerCPU
+	}
+	return -1
+}
+
+// isolate pins this process to LoadCPU (and GOMAXPROCS to 1, as the
+// servers' Go runtimes see one core) and pauses the shared servers if the
+// configuration says so; it says what it did in res.Isolation and returns
+// what undoes it.
+func (s *suite) isolate(res *Results) (undo func() error, err error) {
+	var undos []func() error
+	undo = func() error {
+		var errs []error
+		for i := len(undos) - 1; i >= 0; i-- {
+			errs = append(errs, undos[i]())
+		}
+		s.pinned = false
+		return errors.Join(errs...)
+	}
+	if s.cfg.NoPin || runtime.NumCPU() < 2 {
+		res.Isolation = append(res.Isolation, fmt.Sprintf("not pinned (%d CPUs; --no-pin %v): servers under test and the load generator share every core", runtime.NumCPU(), s.cfg.NoPin))
+	} else {
+		restore, err := PinSelf(LoadCPU)
+		if err != nil {
+			return undo, err
+		}
+		procs := runtime.GOMAXPROCS(1)
+		undos = append(undos, func() error { runtime.GOMAXPROCS(procs); return restore() })
+		s.pinned = true
+		res.Isolation = append(res.Isolation, fmt.Sprintf("every server under test (groupcastd, nginx master and workers, the hello-world) runs on CPU %d (started under taskset, so a Go server's GOMAXPROCS is 1); the load generator, this process (subscribers, publishers), on CPU %d with GOMAXPROCS 1", ServerCPU, LoadCPU))
+	}
+	if s.cfg.PauseInfra {
+		pids, resume, err := PauseInfra(InfraPIDFiles)
+		if err != nil {
+			return undo, errors.Join(err, undo())
+		}
+		undos = append(undos, resume)
+		res.Isolation = append(res.Isolation, fmt.Sprintf("Cassandra and Redis (pids %v) paused with SIGSTOP for the fan-out scenarios, which use neither, and continued (SIGCONT) after", pids))
+	} else {
+		res.Isolation = append(res.Isolation, "Cassandra and Redis left running during the fan-out scenarios (not paused: --pause-infra not given)")
+	}
+	return undo, nil
+}
+
+// startGroupcast starts one groupcastd on its embedded default (bbolt
+// store, in-process log), as Nchan runs on one nginx without Redis.
+func (s *suite) startGroupcast(ctx context.Context, name string) (*Proc, *Groupcast, error) {
+	const listen = "127.0.0.1:18090"
+	// --cassandra= and --redis= empty: the node reads GROUPCAST_CASSANDRA
+	// and GROUPCAST_REDIS from the environment (which make bench sets for
+	// the other scenarios) unless its flags say otherwise.
+	bin, args := pinned(s.serverCPU(), s.cfg.Groupcastd, "--cassandra=", "--redis=",
+		"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, name), "--log-level", "warn")
+	node, err := StartProc(ctx, s.work, name, "http://"+listen, "/readyz", bin, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return node, &Groupcast{Origin: node.URL, Admin: "http://" + adminAddr(listen), Account: "bench", PIDs: []int{node.PID()}}, nil
+}
+
+// nchanVariants are the Nchan configurations compared: nginx's two
+// workers, and one worker pinned (worker_cpu_affinity), which on one core
+// spares the two workers' contention.
+func (s *suite) nchanVariants() []NchanOptions {
+	cpu := s.serverCPU()
+	return []NchanOptions{{Workers: 2, CPU: max(cpu, 0), Pin: cpu >= 0}, {Workers: 1, CPU: max(cpu, 0), Pin: cpu >= 0}}
+}
+
+// startNchan starts nginx with Nchan as o says.
+func (s *suite) startNchan(ctx context.Context, name string, o NchanOptions) (*Nchan, error) {
+	dir := filepath.Join(s.work, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return StartNchanWith(ctx, dir, "127.0.0.1:18091", s.cfg.NchanModule, o)
+}
+
+// fanoutCase is one server configuration the fan-out scenarios run: it
+// starts the server and returns the target and what stops it.
+type fanoutCase struct {
+	target, variant string
+	start           func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error)
+}
+
+func (s *suite) fanoutCases() []fanoutCase {
+	cases := []fanoutCase{{target: "groupcast", variant: "1 node", start: func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error) {
+		node, g, err := s.startGroupcast(ctx, name)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return g, func() ([]int, error) { return []int{node.PID()}, nil }, node.Stop, nil
+	}}}
+	if s.cfg.NchanModule == "" {
+		return cases
+	}
+	for _, o := range s.nchanVariants() {
+		cases = append(cases, fanoutCase{target: "nchan", variant: o.Variant(), start: func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error) {
+			n, err := s.startNchan(ctx, name, o)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			return n, n.PIDs, n.Stop, nil
+		}})
+	}
+	return cases
+}
+
+// runCase starts c, runs one Fanout on it (wrap, if set, wraps its
+// target), stops it and appends the run to *into.
+func (s *suite) runCase(ctx context.Context, c fanoutCase, name string, cfg FanoutConfig, wrap func(Target) Target, into *[]FanoutRun) error {
+	t, pids, stop, err := c.start(ctx, name)
+	if err != nil {
+		return err
+	}
+	if wrap != nil {
+		t = wrap(t)
+	}
+	cfg.ServerPIDs, cfg.Progress = pids, s.prog
+	run, err := Fanout(ctx, t, cfg)
+	run.Variant = c.variant
+	if len(run.Steps) > 0 {
+		*into = append(*into, run)
+	}
+	return errors.Join(err, stop())
+}
+
+// fanoutScenarios runs the ceiling and the swept, repeated hot-channel
+// runs for each subscriber count, then the quiet-channels and the
+// channel-group scenarios, isolated. A failing run is recorded (fail) and
+// the others still run.
+func (s *suite) fanoutScenarios(ctx context.Context, p plan, res *Results, fail func(string, error)) (err error) {
+	undo, err := s.isolate(res)
+	defer func() { err = errors.Join(err, undo()) }()
+	if err != nil {
+		return err
+	}
+	cases := s.fanoutCases()
+	for _, n := range p.subscribers {
+		fail(fmt.Sprintf("ceiling n=%d", n), s.ceiling(ctx, p, n, res))
+		c := res.Ceiling[n]
+		if c == 0 {
+			c = 100_000
+		}
+		sw := p.sweep
+		sw.Start, sw.Max = sw.Start*c, sw.Max*c
+		repeats := p.repeats
+		if s.cfg.Repeats > 0 {
+			repeats = s.cfg.Repeats
+		}
+		for r := range max(1, repeats) {
+			for i, fc := range cases {
+				name := fmt.Sprintf("fanout-%s-%d-%d-%d", fc.target, i, n, r)
+				fail(fmt.Sprintf("fanout %s (%s) n=%d repeat %d", fc.target, fc.variant, n, r+1),
+					s.runCase(ctx, fc, name, FanoutConfig{Subscribers: n, Step: p.step, Sweep: &sw}, nil, &res.Fanout))
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+		}
+	}
+	// Quiet channels: a subscriber per channel, a fixed rate spread over
+	// them.
+	for i, fc := range cases {
+		name := fmt.Sprintf("quiet-%s-%d", fc.target, i)
+		fail(fmt.Sprintf("quiet channels %s (%s)", fc.target, fc.variant),
+			s.runCase(ctx, fc, name, FanoutConfig{Subscribers: p.quietSubs, Channels: p.quietSubs, Step: p.step, Loads: []float64{p.quietRate}, AllLoads: true}, nil, &res.Quiet))
+	}
+	// Channel groups: every subscriber of multiChannels channels at once.
+	members := make([]string, p.multiChannels)
+	for i := range members {
+		members[i] = fmt.Sprintf("m%d", i)
+	}
+	for i, fc := range cases {
+		wrap := func(t Target) Target {
+			switch t := t.(type) {
+			case *Groupcast:
+				return &GroupcastGroup{Groupcast: t, Group: "fangroup", Members: members}
+			case *Nchan:
+				return &NchanMulti{Nchan: t, Members: members}
+			}
+			return t
+		}
+		name := fmt.Sprintf("multi-%s-%d", fc.target, i)
+		c := res.Ceiling[p.subscribers[0]]
+		if c == 0 {
+			c = 100_000
+		}
+		sw := p.sweep
+		sw.Start, sw.Max = sw.Start*c, sw.Max*c
+		fail(fmt.Sprintf("channel groups %s (%s)", fc.target, fc.variant),
+			s.runCase(ctx, fc, name, FanoutConfig{Subscribers: p.multiSubs, Step: p.step, Sweep: &sw}, wrap, &res.Multi))
+	}
+	return ctx.Err()
+}
