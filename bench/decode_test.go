@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"testing"
 )
 
@@ -41,6 +44,119 @@ func BenchmarkDecode(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// decodeSubscribeJSON is decodeSubscribe with encoding/json: the reference
+// the fast decoder must agree with.
+func decodeSubscribeJSON(body []byte) ([]int64, string, error) {
+	var a subscribeAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, "", err
+	}
+	out := make([]int64, 0, len(a.M))
+	for _, m := range a.M {
+		v, err := strconv.ParseInt(string(m.D), 10, 64)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, v)
+	}
+	return out, a.T.T, nil
+}
+
+// FuzzDecodeSubscribe: the fast decoder accepts exactly the answers
+// encoding/json reads as a timetoken and integer messages, with the same
+// result.
+func FuzzDecodeSubscribe(f *testing.F) {
+	for _, n := range decodeBatches {
+		f.Add(sampleSubscribe(n))
+	}
+	for _, s := range []string{
+		`{"t":{"t":"1","r":1},"m":[]}`,
+		`{"t":{"t":"1"},"m":[{"d":"text"}]}`,
+		`{"t":{"t":"1"},"m":[{"d":1.5}]}`,
+		`{"t":{"t":"1"},"m":[{"d":1e3}]}`,
+		`{"t":{"t":"1"},"m":[{"d":-7,"u":{"d":"x"}},{"p":{"t":"2"},"d":9223372036854775807}]}`,
+		`{"t":{"t":"1"},"m":[{"d":9223372036854775808}]}`,
+		`{"t":{"t":""},"m":null}`,
+		`{"m":[{"d":1}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if duplicateKeys(body) {
+			return // which of two equal keys counts is not JSON's to say; a node never sends them
+		}
+		want, wantT, wantErr := decodeSubscribeJSON(body)
+		got, gotT, err := decodeSubscribe(body)
+		if wantErr != nil || !json.Valid(body) {
+			if err == nil && json.Valid(body) {
+				t.Fatalf("fast decoder accepted %q (%v %q), the reference refuses it: %v", body, got, gotT, wantErr)
+			}
+			return
+		}
+		if err != nil {
+			// The fast decoder insists on t.t being present (the reference
+			// reads a missing one as ""), and on a string.
+			var probe struct {
+				T *struct {
+					T *string `json:"t"`
+				} `json:"t"`
+			}
+			if json.Unmarshal(body, &probe) == nil && (probe.T == nil || probe.T.T == nil) {
+				return
+			}
+			t.Fatalf("fast decoder refused %q (reference: %v %q): %v", body, want, wantT, err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) || gotT != wantT {
+			t.Fatalf("%q: fast %v %q, reference %v %q", body, got, gotT, want, wantT)
+		}
+	})
+}
+
+// duplicateKeys reports whether some object in body (valid JSON or not)
+// repeats a key.
+func duplicateKeys(body []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		key    bool // the next token is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.key {
+			if k, ok := tok.(string); ok {
+				if top.keys[k] {
+					return true
+				}
+				top.keys[k] = true
+				top.key = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{keys: map[string]bool{}, object: true, key: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true // a value ended: a key comes next
 		}
 	}
 }
