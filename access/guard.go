@@ -114,6 +114,9 @@ type Request struct {
 	// Signature is the request's signature parameter; empty if unsigned.
 	Signature string
 	// Auth is the request's auth parameter (an Access Manager token).
+	// Auth and UUID may alias the caller's request buffer (the HTTP layer
+	// passes them without copying: a token is a few hundred bytes on every
+	// request): Check reads them and keeps neither past its return.
 	Auth string
 	// UUID is the request's uuid parameter.
 	UUID string

@@ -464,6 +464,9 @@ func (c *TokenCache) Verify(token, secret string, now time.Time) (*Token, error)
 		return nil, err
 	}
 	t.compiled()
+	// token may alias a request's buffer (Request.Auth): the key kept is a
+	// copy.
+	k.token = strings.Clone(token)
 	c.c.Set(k, t)
 	return t, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -467,6 +468,30 @@ func TestTokenCache(t *testing.T) {
 		if _, err := c.Verify(bad, testSecret, now); err == nil {
 			t.Fatal("a tampered token verified")
 		}
+	}
+}
+
+// TestTokenCacheCopiesItsKey: the HTTP layer passes a token that aliases
+// the request's buffer, which the next request overwrites; the cache must
+// keep its own copy of the key, or the entry would change under it: found
+// by neither token, or by the wrong one.
+func TestTokenCacheCopiesItsKey(t *testing.T) {
+	c := NewTokenCache(10)
+	s := mustSign(t, sampleToken(), testSecret)
+	now := testIssued.Add(time.Minute)
+	buf := []byte(s)
+	a, err := c.Verify(unsafe.String(unsafe.SliceData(buf), len(buf)), testSecret, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := s[:len(s)-8] + "AAAAAAA="
+	copy(buf, bad) // the next request, in the same buffer
+	if _, err := c.Verify(bad, testSecret, now); err == nil {
+		t.Fatal("a tampered token verified")
+	}
+	b, err := c.Verify(s, testSecret, now)
+	if err != nil || a != b {
+		t.Fatalf("the first token again: got %p, %v; want the cached %p (the cache's key changed with the caller's buffer)", b, err, a)
 	}
 }
 
