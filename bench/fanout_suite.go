@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 )
 
 // The fan-out scenarios of the suite: the hello-world ceiling, groupcast
@@ -26,9 +27,14 @@ func (s *suite) serverCPU() int {
 // isolate pins this process to LoadCPU (and GOMAXPROCS to 1, as the
 // servers' Go runtimes see one core) and pauses the shared servers if the
 // configuration says so; it says what it did in res.Isolation and returns
-// what undoes it.
+// what undoes it. It says each thing once however often it runs.
 func (s *suite) isolate(res *Results) (undo func() error, err error) {
 	var undos []func() error
+	say := func(what string) {
+		if !slices.Contains(res.Isolation, what) {
+			res.Isolation = append(res.Isolation, what)
+		}
+	}
 	undo = func() error {
 		var errs []error
 		for i := len(undos) - 1; i >= 0; i-- {
@@ -38,7 +44,7 @@ func (s *suite) isolate(res *Results) (undo func() error, err error) {
 		return errors.Join(errs...)
 	}
 	if s.cfg.NoPin || runtime.NumCPU() < 2 {
-		res.Isolation = append(res.Isolation, fmt.Sprintf("not pinned (%d CPUs; --no-pin %v): servers under test and the load generator share every core", runtime.NumCPU(), s.cfg.NoPin))
+		say(fmt.Sprintf("not pinned (%d CPUs; --no-pin %v): servers under test and the load generator share every core", runtime.NumCPU(), s.cfg.NoPin))
 	} else {
 		restore, err := PinSelf(LoadCPU)
 		if err != nil {
@@ -47,7 +53,7 @@ func (s *suite) isolate(res *Results) (undo func() error, err error) {
 		procs := runtime.GOMAXPROCS(1)
 		undos = append(undos, func() error { runtime.GOMAXPROCS(procs); return restore() })
 		s.pinned = true
-		res.Isolation = append(res.Isolation, fmt.Sprintf("every server under test (groupcastd, nginx master and workers, the hello-world) runs on CPU %d (started under taskset, so a Go server's GOMAXPROCS is 1); the load generator, this process (subscribers, publishers), on CPU %d with GOMAXPROCS 1", ServerCPU, LoadCPU))
+		say(fmt.Sprintf("every server under test (groupcastd, nginx master and workers, the hello-world) runs on CPU %d (started under taskset, so a Go server's GOMAXPROCS is 1); the load generator, this process (subscribers, publishers), on CPU %d with GOMAXPROCS 1", ServerCPU, LoadCPU))
 	}
 	if s.cfg.PauseInfra {
 		pids, resume, err := PauseInfra(InfraPIDFiles)
@@ -55,9 +61,9 @@ func (s *suite) isolate(res *Results) (undo func() error, err error) {
 			return undo, errors.Join(err, undo())
 		}
 		undos = append(undos, resume)
-		res.Isolation = append(res.Isolation, fmt.Sprintf("Cassandra and Redis (pids %v) paused with SIGSTOP for the fan-out scenarios, which use neither, and continued (SIGCONT) after", pids))
+		say(fmt.Sprintf("Cassandra and Redis (pids %v) paused with SIGSTOP for the fan-out scenarios, which use neither, and continued (SIGCONT) after", pids))
 	} else {
-		res.Isolation = append(res.Isolation, "Cassandra and Redis left running during the fan-out scenarios (not paused: --pause-infra not given)")
+		say("Cassandra and Redis left running during the fan-out scenarios (not paused: --pause-infra not given)")
 	}
 	return undo, nil
 }

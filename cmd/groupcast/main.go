@@ -23,7 +23,7 @@
 //	            [--region N=CASSANDRA,DC,REDIS]... [--no-pin] [--pause-infra] [--repeats N]
 //	                                 every scenario, with results.json, report.md and plots (make bench);
 //	                                 the geo scenario needs two --region (default: GROUPCAST_R<N>_* env)
-//	bench access --groupcastd PATH [--quick] [--out DIR]
+//	bench access --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] [--out DIR]
 //	                                 the fanout with Access Manager off and on, alternating, on a node of
 //	                                 its own (--access keysets): latency and deliveries/s side by side
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
@@ -308,7 +308,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.HelloServer(ln)
 	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access --groupcastd PATH [--quick] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -458,6 +458,8 @@ func benchAccess(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	out := fs.String("out", "bench/results", "directory the run's timestamped directory is written under")
 	gcd := fs.String("groupcastd", "", "groupcastd binary (required)")
 	rounds := fs.Int("rounds", 2, "times each case (Access Manager off, on) runs, alternating")
+	pause := fs.Bool("pause-infra", false, "pause (SIGSTOP) Cassandra and Redis, from scripts/infra's pid files, during the runs and continue them after; only when this run owns them")
+	noPin := fs.Bool("no-pin", false, "run unpinned: the node and the load generator share every core")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -472,7 +474,7 @@ func benchAccess(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
-		Command: "groupcast bench access " + strings.Join(args, " "), Log: stderr, Scenarios: []string{"access"}, AccessRounds: *rounds})
+		Command: "groupcast bench access " + strings.Join(args, " "), Log: stderr, Scenarios: []string{"access"}, AccessRounds: *rounds, PauseInfra: *pause, NoPin: *noPin})
 	printChecks(stdout, res, dir)
 	return err
 }
