@@ -5,6 +5,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,9 @@ type hub struct {
 	release     chan struct{}
 	releaseOnce sync.Once
 	workers     *workers
+	// parkSeq numbers polls as they register: the order their wake-ups
+	// answer them in (oldest first).
+	parkSeq uint64
 
 	// afterInsert, if set (tests), runs between a message's ring insert and
 	// the advance of its shard's applied position: the seam where a poll
@@ -70,6 +74,9 @@ type hubMetrics struct {
 	bytes                   prometheus.Gauge
 	evictions               *prometheus.CounterVec
 	byBytes, byCount, byAge prometheus.Counter
+	// wakeups counts the passes that answer the polls a message concerns;
+	// woken the polls such passes checked, answered those they answered.
+	wakeups, woken, answered prometheus.Counter
 }
 
 // newHub makes the node's hub and registers its metrics with the node's
@@ -90,8 +97,20 @@ func newHub(n *Node) (*hub, error) {
 	h.m.byBytes = h.m.evictions.WithLabelValues("bytes")
 	h.m.byCount = h.m.evictions.WithLabelValues("count")
 	h.m.byAge = h.m.evictions.WithLabelValues("age")
+	h.m.wakeups = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "groupcast_wakeups_total",
+		Help: "Passes over the parked subscribes a newly applied message concerns (one per message with any parked subscriber): each checks them oldest first and writes their answers.",
+	})
+	h.m.woken = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "groupcast_wakeup_polls_total",
+		Help: "Parked subscribes the wake-up passes checked; over groupcast_wakeups_total, the average batch of a wake-up.",
+	})
+	h.m.answered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "groupcast_wakeup_answers_total",
+		Help: "Parked subscribes the wake-up passes answered.",
+	})
 	if reg := n.cfg.Registerer; reg != nil {
-		for _, c := range []prometheus.Collector{h.m.bytes, h.m.evictions} {
+		for _, c := range []prometheus.Collector{h.m.bytes, h.m.evictions, h.m.wakeups, h.m.woken, h.m.answered} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
@@ -329,29 +348,84 @@ func (h *hub) applyMessage(m *Message) *wakeup {
 	return &wakeup{key: key, groups: groups}
 }
 
-// wake signals the polls a message concerns. It runs after the shard's
+// wake answers the polls a message concerns. It runs after the shard's
 // applied position has moved past the message: a poll registered before
 // is found here, one registered after finds the message on its first check.
+//
+// The polls are checked oldest first (by when they registered; a poll
+// reached through its channel and a group is checked once) in one pass off
+// the caller's goroutine (the log consumer's): a pass writes each answer
+// as it finds it, so a wake-up costs one goroutine hop, not one per poll,
+// and the polls parked longest are answered first. A wake-up of more than
+// wakeStripe polls is split over up to GOMAXPROCS passes, poll i going to
+// pass i mod passes, so that several cores write answers, still about
+// oldest first.
 func (h *hub) wake(w *wakeup) {
 	if w == nil {
 		return
 	}
-	var ws []*Parked
 	h.mu.Lock()
-	for p := range h.byChannel[w.key] {
-		ws = append(ws, p)
+	ws := h.waitersLocked(w)
+	h.mu.Unlock()
+	if len(ws) == 0 {
+		return
 	}
+	h.m.wakeups.Inc()
+	h.m.woken.Add(float64(len(ws)))
+	passes := min(runtime.GOMAXPROCS(0), (len(ws)+wakeStripe-1)/wakeStripe)
+	for i := range passes {
+		h.workers.Go(func() { h.answerPass(ws, i, passes) })
+	}
+}
+
+// wakeStripe is the fewest polls a wake-up gives each of its passes.
+const wakeStripe = 64
+
+// waitersLocked returns the polls a message concerns, oldest first; mu is
+// held.
+func (h *hub) waitersLocked(w *wakeup) []*Parked {
+	byChan := h.byChannel[w.key]
+	n, sources := len(byChan), 0
+	if n > 0 {
+		sources++
+	}
+	var tgs []*trackedGroup
 	for _, g := range w.groups {
-		if tg := h.tracked[channelgroups.GroupKey{Account: w.key.Account, Group: g}]; tg != nil {
-			for p := range tg.waiters {
-				ws = append(ws, p)
-			}
+		if tg := h.tracked[channelgroups.GroupKey{Account: w.key.Account, Group: g}]; tg != nil && len(tg.waiters) > 0 {
+			tgs = append(tgs, tg)
+			n += len(tg.waiters)
+			sources++
 		}
 	}
-	h.mu.Unlock()
-	for _, p := range ws {
-		p.signal()
+	if n == 0 {
+		return nil
 	}
+	ws := make([]*Parked, 0, n)
+	for p := range byChan {
+		ws = append(ws, p)
+	}
+	for _, tg := range tgs {
+		for p := range tg.waiters {
+			ws = append(ws, p)
+		}
+	}
+	slices.SortFunc(ws, func(a, b *Parked) int { return cmp.Compare(a.seq, b.seq) })
+	if sources > 1 {
+		ws = slices.Compact(ws)
+	}
+	return ws
+}
+
+// answerPass checks ws[i], ws[i+step], ... in turn, each on this goroutine
+// unless another one is checking it already (which then checks again).
+func (h *hub) answerPass(ws []*Parked, i, step int) {
+	answered := 0
+	for ; i < len(ws); i += step {
+		if p := ws[i]; p.claim() && p.check() {
+			answered++
+		}
+	}
+	h.m.answered.Add(float64(answered))
 }
 
 // track brings a tracked group's channels in step with a rebuilt view: a
@@ -739,6 +813,7 @@ type Parked struct {
 	// after is where the next scan starts; only the checking goroutine
 	// (state stateChecking or stateAgain) touches it.
 	after      channelgroups.Position
+	seq        uint64 // the order it registered in (hub.parkSeq), under hub.mu
 	state      atomic.Int32
 	expired    atomic.Bool
 	registered bool
@@ -754,21 +829,28 @@ const (
 )
 
 // signal wakes the poll: it is checked again soon on a worker, off the
-// caller's goroutine (the log consumer wakes many polls at once).
+// caller's goroutine.
 func (w *Parked) signal() {
+	if w.claim() {
+		w.n.hub.workers.Go(func() { w.check() })
+	}
+}
+
+// claim reports whether the caller is to check the poll now: it was idle.
+// When another goroutine is checking it, that one is made to check again.
+func (w *Parked) claim() bool {
 	for {
 		switch s := w.state.Load(); s {
 		case stateIdle:
 			if w.state.CompareAndSwap(stateIdle, stateChecking) {
-				w.n.hub.workers.Go(w.check)
-				return
+				return true
 			}
 		case stateChecking:
 			if w.state.CompareAndSwap(stateChecking, stateAgain) {
-				return
+				return false
 			}
 		default:
-			return
+			return false
 		}
 	}
 }
@@ -784,14 +866,16 @@ func (w *Parked) expire() {
 	w.signal()
 }
 
-// check scans for deliveries until it answers or nothing more woke it.
-func (w *Parked) check() {
+// check scans for deliveries until it answers (true) or nothing more woke
+// it (false).
+func (w *Parked) check() bool {
 	for !w.try() {
 		if w.state.CompareAndSwap(stateChecking, stateIdle) {
-			return
+			return false
 		}
 		w.state.Store(stateChecking) // woken meanwhile: look again
 	}
+	return true
 }
 
 // try answers the poll if there is something to deliver or it expired.
@@ -868,6 +952,8 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked,
 		return false
 	}
 	w.gen = gen
+	h.parkSeq++
+	w.seq = h.parkSeq
 	for _, c := range req.Channels {
 		ck := chanKey{Account: req.Account, Channel: c}
 		if h.byChannel[ck] == nil {

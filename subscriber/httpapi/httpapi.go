@@ -100,6 +100,8 @@ type API struct {
 	// guard enforces the server's Limits, watches parked connections and
 	// counts panics (limits.go); nil without NewServer.
 	guard *guard
+	// lp is what answering parked polls reuses (longpoll.go).
+	lp longPollState
 
 	forwards       *prometheus.CounterVec // by result; nil without a Registerer
 	forwardLatency prometheus.Histogram
@@ -299,7 +301,7 @@ func (a *API) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	defer a.recoverRequest(ctx, start)
-	a.setCommonHeaders(&ctx.Response.Header, ctx.Request.Header.Peek("Origin"))
+	a.setHeaders(&ctx.Response.Header, ctx.Request.Header.Peek("Origin"), ctx.IsOptions())
 	if a.guard != nil && a.guard.refuseConn(ctx) {
 		a.observe("limited", ctx.Response.StatusCode(), start)
 		return
@@ -313,12 +315,23 @@ func (a *API) Handle(ctx *fasthttp.RequestCtx) {
 // setCommonHeaders sets the content type and, for a request from a
 // configured origin (any with "*"), the CORS headers.
 func (a *API) setCommonHeaders(h *fasthttp.ResponseHeader, origin []byte) {
+	a.setHeaders(h, origin, false)
+}
+
+// setHeaders is setCommonHeaders; a preflight (OPTIONS) gets the CORS
+// headers of "*" even without an Origin. Other requests without one (not
+// from a browser) get none: they would be bytes on every answer that no
+// client reads.
+func (a *API) setHeaders(h *fasthttp.ResponseHeader, origin []byte, preflight bool) {
 	h.SetContentType("application/json")
 	h.Set("Cache-Control", "no-cache")
 	if len(a.cfg.CORSOrigins) == 0 {
 		return
 	}
 	if slices.Contains(a.cfg.CORSOrigins, "*") {
+		if len(origin) == 0 && !preflight {
+			return
+		}
 		h.Set("Access-Control-Allow-Origin", "*")
 	} else {
 		h.Set("Vary", "Origin")

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/groupcast/groupcast/channelgroups"
@@ -79,7 +80,7 @@ func (p *pendingAnswer) deliver(res subscriber.PollResult, err error) {
 		unwatch()
 	}
 	if c != nil {
-		p.write(c) // on the node's short-lived goroutine for this poll
+		p.write(c, false) // on the node's wake-up pass
 	}
 }
 
@@ -101,7 +102,7 @@ func (p *pendingAnswer) attach(c net.Conn) {
 	}
 	p.mu.Unlock()
 	if answered {
-		p.write(c)
+		p.write(c, true)
 	}
 }
 
@@ -164,7 +165,61 @@ func (p *pendingAnswer) ready() bool {
 // a wrapper of its own: fasthttp keys its bookkeeping of idle connections by
 // the net.Conn value, and the serve loop that hijacked the connection may
 // still be cleaning up its entry when the next loop starts.
-type servedConn struct{ net.Conn }
+//
+// It reads ahead. fasthttp (with ReduceMemoryUsage) waits for a request
+// with a one-byte read, so as to hold no read buffer while idle, then reads
+// the rest: two reads per request besides the one that finds nothing yet.
+// servedConn answers a small read with one read of up to readAhead bytes
+// into a pooled buffer taken only once bytes are there (rawReader), and
+// hands fasthttp the rest from it: one read per request, and no buffer held
+// while the connection waits.
+type servedConn struct {
+	net.Conn
+	lp      *longPollState
+	pending []byte  // read ahead, not yet handed to the server
+	buf     *[]byte // pending's pooled array
+	raw     *rawReader
+}
+
+// readAhead is how much a small read of a served connection reads at
+// once: a subscribe's request line and headers, usually.
+const readAhead = 4 << 10
+
+// Read reads from what was read ahead, or from the connection.
+func (c *servedConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.lp.putReadBuf(c.buf)
+			c.pending, c.buf = nil, nil
+		}
+		return n, nil
+	}
+	if len(p) >= readAhead || c.lp == nil {
+		return c.Conn.Read(p)
+	}
+	if c.raw == nil {
+		c.raw = newRawReader(c.Conn, c.lp.getReadBuf, c.lp.putReadBuf)
+	}
+	buf, n, err := c.raw.readSome()
+	if buf == nil {
+		if err == nil { // no descriptor to read from: plain reads
+			return c.Conn.Read(p)
+		}
+		return 0, err
+	}
+	k := copy(p, (*buf)[:n])
+	if k < n {
+		c.pending, c.buf = (*buf)[k:n], buf
+	} else {
+		c.lp.putReadBuf(buf)
+	}
+	return k, err
+}
+
+// buffered reports whether bytes read ahead wait for the server.
+func (c *servedConn) buffered() bool { return len(c.pending) > 0 }
 
 // unwrapHijacked returns the connection under fasthttp's hijack wrapper
 // (and under an earlier servedConn), so that a connection that parks again
@@ -194,6 +249,9 @@ func unwrapHijacked(c net.Conn) (conn net.Conn, buffered bool) {
 		return c, true // it reads through a *bufio.Reader: pipelined bytes are buffered in it
 	}
 	if sc, ok := raw.(*servedConn); ok {
+		if sc.buffered() {
+			return c, true // read ahead: the bytes are in the servedConn
+		}
 		raw = sc.Conn
 	}
 	return raw, false
@@ -208,25 +266,66 @@ var answerPool = sync.Pool{New: func() any {
 }}
 
 // write sends the answer on the hijacked connection and gives the
-// connection back to the server, or closes it.
-func (p *pendingAnswer) write(c net.Conn) {
-	keep := p.writeAnswer(c)
-	p.finish() // written: Drain need not wait for what follows
-	if !keep {
-		_ = c.Close()
+// connection back to the server, or closes it. Inline (on the hijack
+// goroutine), it does so on the caller's goroutine; otherwise (a wake-up
+// pass) it writes what the socket takes at once and leaves the rest, and
+// the serving, to a pooled goroutine.
+func (p *pendingAnswer) write(c net.Conn, inline bool) {
+	a := p.api
+	buf, keep := p.writeAnswer(c, !inline)
+	if buf == nil {
+		p.finish() // written: Drain need not wait for what follows
+		if !keep {
+			_ = c.Close()
+			return
+		}
+	}
+	rest := func() {
+		if buf != nil {
+			err := a.writeRest(c, *buf)
+			a.lp.putBuf(buf)
+			p.finish()
+			if err != nil {
+				keep = false
+			}
+		}
+		if !keep {
+			_ = c.Close()
+			return
+		}
+		a.serveConn(c) // returns when the connection closes or parks again
+	}
+	if inline {
+		rest()
 		return
 	}
-	p.api.serveConn(c) // returns when the connection closes or parks again
+	a.lp.goServe(rest)
 }
 
-// writeAnswer writes the answer and reports whether the connection may
-// serve another request. A panic is recovered: the client gets a 500 (if
-// nothing was written yet) and the connection closes; the node and its
-// other polls go on.
-func (p *pendingAnswer) writeAnswer(c net.Conn) (keep bool) {
+// writeRest writes what the non-blocking attempt left of an answer, under
+// the server's WriteTimeout, and clears the deadlines for the next request.
+func (a *API) writeRest(c net.Conn, b []byte) error {
+	if len(b) > 0 {
+		if a.server != nil && a.server.WriteTimeout > 0 {
+			_ = c.SetWriteDeadline(time.Now().Add(a.server.WriteTimeout))
+		}
+		if _, err := c.Write(b); err != nil {
+			return err
+		}
+	}
+	return c.SetDeadline(time.Time{})
+}
+
+// writeAnswer builds the answer's bytes and reports whether the connection
+// may serve another request. With now, it writes what the socket takes
+// without waiting (writeNow) and returns the rest; otherwise it returns it
+// all, to be written by the caller. buf is nil when nothing is left to
+// write, and must go back through putBuf otherwise. A panic is recovered:
+// the client gets a 500 (if nothing was written yet) and the connection
+// closes; the node and its other polls go on.
+func (p *pendingAnswer) writeAnswer(c net.Conn, now bool) (buf *[]byte, keep bool) {
 	a := p.api
 	ctx := answerPool.Get().(*fasthttp.RequestCtx)
-	sending := false
 	defer func() {
 		v := recover()
 		if v == nil {
@@ -234,33 +333,112 @@ func (p *pendingAnswer) writeAnswer(c net.Conn) (keep bool) {
 			answerPool.Put(ctx)
 			return
 		}
-		keep = false
-		a.recovered(v, "subscribe answer")
-		if !sending {
-			a.writeInternalError(c)
+		if buf != nil {
+			a.lp.putBuf(buf)
 		}
+		buf, keep = nil, false
+		a.recovered(v, "subscribe answer")
+		a.writeInternalError(c)
 		a.observe("subscribe", fasthttp.StatusInternalServerError, p.start)
 	}()
 	ctx.Response.Reset()
 	a.setCommonHeaders(&ctx.Response.Header, p.origin)
 	h := &ctx.Response.Header
-	h.Set("Server", serverName)
-	h.SetBytesV("Date", fasthttp.AppendHTTPDate(nil, time.Now()))
+	h.SetServer(serverName) // the Date line is fasthttp's, formatted once a second
 	a.answerSubscribe(ctx, p.acct, p.res, p.err)
 	a.observe("subscribe", ctx.Response.StatusCode(), p.start)
-	closeAfter := !p.keepAlive || a.draining.Load()
-	if closeAfter {
+	keep = p.keepAlive && !a.draining.Load()
+	if !keep {
 		ctx.Response.SetConnectionClose()
 	}
-	if a.server.WriteTimeout > 0 {
-		_ = c.SetWriteDeadline(time.Now().Add(a.server.WriteTimeout))
+	body := ctx.Response.Body()
+	h.SetContentLength(len(body))
+	buf = a.lp.getBuf()
+	b := append(h.AppendBytes((*buf)[:0]), body...)
+	*buf = b
+	if now {
+		if n := writeNow(c, b); n == len(b) {
+			a.lp.putBuf(buf)
+			buf = nil
+			if keep {
+				keep = c.SetDeadline(time.Time{}) == nil
+			}
+		} else {
+			*buf = b[n:]
+		}
 	}
-	sending = true
-	_, err := ctx.Response.WriteTo(c)
-	if err == nil && !closeAfter {
-		err = c.SetDeadline(time.Time{})
+	return buf, keep
+}
+
+// longPollState is what answering parked polls reuses; its zero value is
+// ready.
+type longPollState struct {
+	once sync.Once
+	idle chan func() // goroutines waiting for a connection to serve
+	bufs sync.Pool   // *[]byte for answers' bytes
+
+	readBufs sync.Pool // *[]byte of readAhead bytes, for servedConn
+
+	obsMu sync.RWMutex
+	obs   map[observeKey]observers
+}
+
+// maxPooledAnswer is the largest answer buffer kept for reuse.
+const maxPooledAnswer = 64 << 10
+
+func (s *longPollState) getBuf() *[]byte {
+	if b, ok := s.bufs.Get().(*[]byte); ok {
+		return b
 	}
-	return err == nil && !closeAfter
+	b := make([]byte, 0, 4<<10)
+	return &b
+}
+
+func (s *longPollState) putBuf(b *[]byte) {
+	if cap(*b) <= maxPooledAnswer {
+		*b = (*b)[:0]
+		s.bufs.Put(b)
+	}
+}
+
+func (s *longPollState) getReadBuf() *[]byte {
+	if b, ok := s.readBufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, readAhead)
+	return &b
+}
+
+func (s *longPollState) putReadBuf(b *[]byte) { s.readBufs.Put(b) }
+
+// serveLinger is how long a goroutine that served a handed-back connection
+// waits for another: serving a request takes a deep stack, which a fresh
+// goroutine would grow (copy) several times per answer.
+const serveLinger = 2 * time.Second
+
+// goServe runs f on a goroutine that served a connection before, or on a
+// new one.
+func (s *longPollState) goServe(f func()) {
+	s.once.Do(func() { s.idle = make(chan func()) })
+	select {
+	case s.idle <- f:
+	default:
+		go s.serveLoop(f)
+	}
+}
+
+func (s *longPollState) serveLoop(f func()) {
+	t := time.NewTimer(serveLinger)
+	defer t.Stop()
+	for {
+		f()
+		t.Reset(serveLinger)
+		select {
+		case f = <-s.idle:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // serveConn serves a connection handed back after a parked poll's answer.
@@ -273,7 +451,7 @@ func (a *API) serveConn(c net.Conn) {
 			_ = c.Close()
 		}
 	}()
-	_ = a.server.ServeConn(&servedConn{c})
+	_ = a.server.ServeConn(&servedConn{Conn: c, lp: &a.lp})
 }
 
 // servePoll starts the poll and answers it at once, or parks it on the
@@ -339,8 +517,39 @@ func (a *API) waitHandedOff(ctx context.Context) {
 }
 
 func (a *API) observe(endpoint string, status int, start time.Time) {
-	if a.requests != nil {
-		a.requests.WithLabelValues(endpoint, strconv.Itoa(status)).Inc()
-		a.latency.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	if a.requests == nil {
+		return
 	}
+	o := a.lp.observers(a, endpoint, status)
+	o.count.Inc()
+	o.latency.Observe(time.Since(start).Seconds())
+}
+
+type observeKey struct {
+	endpoint string
+	status   int
+}
+
+// observers are an endpoint's and status's metrics, resolved once.
+type observers struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+func (s *longPollState) observers(a *API, endpoint string, status int) observers {
+	k := observeKey{endpoint, status}
+	s.obsMu.RLock()
+	o, ok := s.obs[k]
+	s.obsMu.RUnlock()
+	if ok {
+		return o
+	}
+	o = observers{a.requests.WithLabelValues(endpoint, strconv.Itoa(status)), a.latency.WithLabelValues(endpoint)}
+	s.obsMu.Lock()
+	if s.obs == nil {
+		s.obs = map[observeKey]observers{}
+	}
+	s.obs[k] = o
+	s.obsMu.Unlock()
+	return o
 }

@@ -131,25 +131,3 @@ func (w *connWatcher) run(epfd int) {
 		}
 	}
 }
-
-// rawConnOf returns c's descriptor access, looking under fasthttp's
-// hijack wrapper; nil when it has none.
-func rawConnOf(c net.Conn) syscall.RawConn {
-	for range 4 {
-		if sc, ok := c.(syscall.Conn); ok {
-			if rc, err := sc.SyscallConn(); err == nil {
-				return rc
-			}
-			return nil
-		}
-		switch u := c.(type) {
-		case *servedConn:
-			c = u.Conn
-		case interface{ UnsafeConn() net.Conn }:
-			c = u.UnsafeConn()
-		default:
-			return nil
-		}
-	}
-	return nil
-}

@@ -1,0 +1,132 @@
+//go:build unix
+
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+)
+
+// writeNow writes as much of b to c as its socket takes without waiting
+// (the descriptor is non-blocking, as all of Go's are), in one write(2)
+// when it all fits, and returns how much it wrote: a wake-up pass writes
+// many answers in turn and must not wait on one slow client. It writes
+// nothing when c has no descriptor (an in-memory connection).
+func writeNow(c net.Conn, b []byte) int {
+	rc := rawConnOf(c)
+	if rc == nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if m > 0 {
+				n += m
+			}
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+		}
+		return true // never wait: the rest is written by a goroutine of its own
+	})
+	return n
+}
+
+// rawReader reads a connection through its descriptor; made once per
+// servedConn, so that a read allocates nothing.
+type rawReader struct {
+	rc      syscall.RawConn
+	get     func() *[]byte
+	put     func(*[]byte)
+	fn      func(fd uintptr) bool
+	buf     *[]byte // the last read's
+	n       int
+	readErr error
+}
+
+func newRawReader(c net.Conn, get func() *[]byte, put func(*[]byte)) *rawReader {
+	r := &rawReader{rc: rawConnOf(c), get: get, put: put}
+	r.fn = r.read
+	return r
+}
+
+// read is the RawConn.Read callback: one read(2) into a buffer taken for
+// it, given back when nothing came.
+func (r *rawReader) read(fd uintptr) bool {
+	b := r.get()
+	var n int
+	var err error
+	for {
+		n, err = syscall.Read(int(fd), *b)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if errors.Is(err, syscall.EAGAIN) {
+		r.put(b)
+		return false // nothing yet: wait until the socket is readable
+	}
+	if n <= 0 {
+		r.put(b)
+		if err == nil {
+			err = io.EOF
+		}
+		r.n, r.readErr = 0, err
+		return true
+	}
+	r.buf, r.n, r.readErr = b, n, nil
+	return true
+}
+
+// readSome waits until the connection has bytes to read and reads what
+// has come, up to a buffer from get, which it takes only once there are
+// bytes (a connection waiting for its next request holds none). buf is nil
+// when nothing was read: with a nil err when the connection has no
+// descriptor (the caller reads it plainly), else at the end of the stream
+// (io.EOF), at a deadline or on a failure.
+func (r *rawReader) readSome() (buf *[]byte, n int, err error) {
+	if r.rc == nil {
+		return nil, 0, nil
+	}
+	r.buf, r.n, r.readErr = nil, 0, nil
+	if err := r.rc.Read(r.fn); err != nil {
+		if r.buf != nil { // cannot happen: the callback reported done
+			r.put(r.buf)
+		}
+		return nil, 0, err
+	}
+	if r.buf == nil {
+		return nil, 0, r.readErr
+	}
+	buf, n = r.buf, r.n
+	r.buf = nil
+	return buf, n, nil
+}
+
+// rawConnOf returns c's descriptor access, looking under fasthttp's
+// hijack wrapper; nil when it has none.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	for range 4 {
+		if sc, ok := c.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				return rc
+			}
+			return nil
+		}
+		switch u := c.(type) {
+		case *servedConn:
+			c = u.Conn
+		case interface{ UnsafeConn() net.Conn }:
+			c = u.UnsafeConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
