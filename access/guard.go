@@ -1,6 +1,7 @@
 package access
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -128,6 +129,11 @@ type Request struct {
 	// Issuing: a grant or revoke: only a signed request of a known keyset,
 	// in either mode.
 	Issuing bool
+
+	// Until is set by Check when it allows the request through a token:
+	// the token's expiry, after which the same request is no longer
+	// allowed. Zero otherwise.
+	Until time.Time
 }
 
 // Denied is a refusal, in PubNub's Access Manager terms.
@@ -200,7 +206,71 @@ func (g *Guard) Check(r *Request) (Keyset, *Denied) {
 	if len(lacking) > 0 {
 		return ks, g.denyNeeds(lacking, "permission", "Forbidden")
 	}
+	r.Until = tok.Expires()
 	return ks, nil
+}
+
+// Memo remembers the last request a Guard allowed on one client
+// connection, so that the client's next identical request (a long-poll's
+// re-poll, which differs only in its cursor) is allowed by comparing bytes
+// instead of checking again. The decision is recalled only while nothing
+// it rests on changed: the same keysets and revocations (the registry's
+// snapshot, replaced at every change and every full reload, at least every
+// few seconds), the token not yet expired, and the same request parts. Its
+// zero value remembers nothing. A Memo is not safe for concurrent use:
+// requests on one connection come one at a time.
+type Memo struct {
+	snap  *snapshot
+	until time.Time
+	parts [memoParts][]byte
+}
+
+// memoParts is how many byte strings identify a remembered request.
+const memoParts = 4
+
+// Generation identifies the keysets and revocations a Check decides with.
+type Generation struct{ s *snapshot }
+
+// Generation returns the current one: take it before the Check whose
+// decision is remembered, so that a change during the Check makes the
+// memo stale rather than wrong.
+func (g *Guard) Generation() Generation { return Generation{g.reg.load()} }
+
+// Recall reports whether parts (up to four byte strings that, with the
+// endpoint, determine the Check: the path, the channel-group list, the auth
+// token, the uuid) are those of the request m remembers, and its decision
+// still holds.
+func (g *Guard) Recall(m *Memo, parts ...[]byte) bool {
+	if m.snap == nil || len(parts) > memoParts || m.snap != g.reg.load() || (!m.until.IsZero() && !g.cfg.Now().Before(m.until)) {
+		return false
+	}
+	for i := range memoParts {
+		var p []byte
+		if i < len(parts) {
+			p = parts[i]
+		}
+		if !bytes.Equal(m.parts[i], p) {
+			return false
+		}
+	}
+	return true
+}
+
+// Remember records parts as allowed at gen (taken before the Check that
+// allowed r) until r.Until. It copies parts.
+func (g *Guard) Remember(m *Memo, gen Generation, r *Request, parts ...[]byte) {
+	if len(parts) > memoParts {
+		m.snap = nil
+		return
+	}
+	m.snap, m.until = gen.s, r.Until
+	for i := range memoParts {
+		var p []byte
+		if i < len(parts) {
+			p = parts[i]
+		}
+		m.parts[i] = append(m.parts[i][:0], p...)
+	}
 }
 
 func (g *Guard) deny(status int, reason, msg string) *Denied {

@@ -82,7 +82,22 @@ func (a *API) authorize(ctx *fasthttp.RequestCtx, ep endpoint, parts []string) b
 	if a.cfg.Access == nil || ep.key == 0 {
 		return true
 	}
-	args := ctx.QueryArgs()
+	g, args := a.cfg.Access, ctx.QueryArgs()
+	// A subscribe re-sent on the same connection with only its cursor
+	// changed is allowed as the last one was, while that decision holds
+	// (access.Memo): no token lookup or permission check per re-poll.
+	var memo *access.Memo
+	var gen access.Generation
+	var path, groups, auth, uuid []byte
+	if ep.memo && len(args.Peek("signature")) == 0 {
+		if memo = memoOf(ctx); memo != nil {
+			path, groups, auth, uuid = ctx.Request.URI().PathOriginal(), args.Peek("channel-group"), args.Peek("auth"), args.Peek("uuid")
+			if g.Recall(memo, path, groups, auth, uuid) {
+				return true
+			}
+			gen = g.Generation()
+		}
+	}
 	r := access.Request{
 		SubscribeKey: parts[ep.key],
 		SignedOnly:   ep.signed,
@@ -102,11 +117,27 @@ func (a *API) authorize(ctx *fasthttp.RequestCtx, ep endpoint, parts []string) b
 	if ep.needs != nil {
 		r.Needs = ep.needs(ctx, parts)
 	}
-	if _, d := a.cfg.Access.Check(&r); d != nil {
+	if _, d := g.Check(&r); d != nil {
 		writeDenied(ctx, d)
 		return false
 	}
+	if memo != nil {
+		g.Remember(memo, gen, &r, path, groups, auth, uuid)
+	}
 	return true
+}
+
+// memoOf is the access memo of the request's connection: one handed back
+// after a parked poll (servedConn) has one; nil for others.
+func memoOf(ctx *fasthttp.RequestCtx) *access.Memo {
+	sc, ok := ctx.Conn().(*servedConn)
+	if !ok {
+		return nil
+	}
+	if sc.memo == nil {
+		sc.memo = new(access.Memo)
+	}
+	return sc.memo
 }
 
 // signedRequest is the request as its signature covers it: the path and

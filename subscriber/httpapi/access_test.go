@@ -38,8 +38,13 @@ func newPAM(t *testing.T, origins ...string) *pam {
 
 func newGuarded(t *testing.T, mode access.Mode, pamOn bool, origins ...string) *pam {
 	t.Helper()
+	return newGuardedWith(t, subscriber.Config{}, mode, pamOn, origins...)
+}
+
+func newGuardedWith(t *testing.T, ncfg subscriber.Config, mode access.Mode, pamOn bool, origins ...string) *pam {
+	t.Helper()
 	p := &pam{now: time.Now()}
-	p.harness = newHarnessAPI(t, subscriber.Config{}, func(st *bolt.Store, cfg *httpapi.Config) {
+	p.harness = newHarnessAPI(t, ncfg, func(st *bolt.Store, cfg *httpapi.Config) {
 		p.store = st
 		ctx := context.Background()
 		for _, k := range []*access.Keyset{&p.k1, &p.k2} {
@@ -321,6 +326,56 @@ func TestAccessTokens(t *testing.T) {
 
 // TestCORSOrigins: CORS headers only for configured origins; a browser's
 // cross-site request from another origin is refused and changes nothing.
+// TestAccessMemoOnServedConnections: a subscriber re-polling on its
+// connection after a parked poll is checked once and then recalled
+// (access.Memo), and a revocation, the token's expiry or another token on
+// that same connection is still seen on the next re-poll.
+func TestAccessMemoOnServedConnections(t *testing.T) {
+	p := newGuardedWith(t, subscriber.Config{PollHold: 10 * time.Millisecond}, access.Keysets, true)
+	p.client.MaxConnsPerHost = 1 // every request on one connection
+	sub := p.k1.SubscribeKey
+	read := access.Grants{Channels: map[string]access.Perm{"ch": access.Read}}
+	poll := func(tt, tok string) reply {
+		return p.get(fmt.Sprintf("/v2/subscribe/%s/ch/0?uuid=u&tt=%s&auth=%s", sub, tt, url.QueryEscape(tok)))
+	}
+	repoll := func(tok string, times int) {
+		t.Helper()
+		r := poll("0", tok)
+		if r.status != 200 {
+			t.Fatalf("handshake: %d %s", r.status, r.body)
+		}
+		tt := decode(t, r)["t"].(map[string]any)["t"].(string)
+		// The first poll parks and hands the connection back after its
+		// hold; the next ones are checked on the served connection, which
+		// remembers them.
+		for i := range times {
+			if r := poll(tt, tok); r.status != 200 {
+				t.Fatalf("poll %d: %d %s", i, r.status, r.body)
+			}
+		}
+	}
+	tok := p.token(p.k1, read, access.Grants{}, "")
+	repoll(tok, 3)
+	if r := p.send("DELETE", p.signed(p.k1, "DELETE", "/v3/pam/"+sub+"/grant/"+url.PathEscape(tok)+"?uuid=s", nil, p.now), nil, nil); r.status != 200 {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	if r := poll("1", tok); r.status != 403 {
+		t.Fatalf("re-poll with the revoked token: %d, want 403", r.status)
+	}
+
+	p.now = p.now.Add(time.Minute) // another token: the revoked one's twin would be revoked too
+	tok = p.token(p.k1, read, access.Grants{}, "")
+	repoll(tok, 3)
+	if r := poll("1", p.token(p.k1, access.Grants{Channels: map[string]access.Perm{"other": access.Read}}, access.Grants{}, "")); r.status != 403 {
+		t.Fatalf("re-poll with a token for another channel: %d, want 403", r.status)
+	}
+	repoll(tok, 1)
+	p.now = p.now.Add(time.Hour)
+	if r := poll("1", tok); r.status != 403 {
+		t.Fatalf("re-poll with the expired token: %d, want 403", r.status)
+	}
+}
+
 func TestCORSOrigins(t *testing.T) {
 	p := newPAM(t, "http://good.example")
 	sub := p.k1.SubscribeKey

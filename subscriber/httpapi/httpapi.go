@@ -410,6 +410,10 @@ type endpoint struct {
 	key, publishKey int
 	needs           func(*fasthttp.RequestCtx, []string) []access.Need
 	signed, issuing bool
+	// memo: the check may be remembered per connection (access.Memo): a
+	// subscribe, which its client sends again with only the cursor
+	// changed.
+	memo bool
 }
 
 // endpoint resolves a request's decoded path segments.
@@ -450,7 +454,7 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 			writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "publish is GET with the message in the path, or POST with it as the body")
 		}}
 	case match(parts, "v2", "subscribe", "*", "*", "0"):
-		return endpoint{name: "subscribe", serve: a.serveSubscribe, get: true, account: 2, key: 2, needs: needsSubscribe}
+		return endpoint{name: "subscribe", serve: a.serveSubscribe, get: true, account: 2, key: 2, needs: needsSubscribe, memo: true}
 	case match(parts, "v3", "history", "sub-key", "*", "channel", "*"):
 		return endpoint{name: "history_v3", serve: a.serveHistoryV3, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v2", "history", "sub-key", "*", "channel", "*"):

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/groupcast/groupcast/access"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/subscriber"
 )
@@ -58,8 +59,9 @@ type pendingAnswer struct {
 	conn     net.Conn
 	waiting  chan struct{} // only when the API has no server to hand back to
 	parked   *subscriber.Parked
-	unwatch  func() // stops watching conn for a hang-up
-	gone     bool   // the client hung up before the answer
+	memo     *access.Memo // the connection's, for the servedConn after the answer
+	unwatch  func()       // stops watching conn for a hang-up
+	gone     bool         // the client hung up before the answer
 	finished bool
 }
 
@@ -179,6 +181,9 @@ type servedConn struct {
 	pending []byte  // read ahead, not yet handed to the server
 	buf     *[]byte // pending's pooled array
 	raw     *rawReader
+	// memo is the access check the connection's last subscribe passed,
+	// kept across the times it parks (pendingAnswer.memo).
+	memo *access.Memo
 }
 
 // readAhead is how much a small read of a served connection reads at
@@ -293,7 +298,7 @@ func (p *pendingAnswer) write(c net.Conn, inline bool) {
 			_ = c.Close()
 			return
 		}
-		a.serveConn(c) // returns when the connection closes or parks again
+		a.serveConn(c, p.memo) // returns when the connection closes or parks again
 	}
 	if inline {
 		rest()
@@ -444,14 +449,14 @@ func (s *longPollState) serveLoop(f func()) {
 // serveConn serves a connection handed back after a parked poll's answer.
 // Handle recovers its own panics; one in the server itself closes the
 // connection.
-func (a *API) serveConn(c net.Conn) {
+func (a *API) serveConn(c net.Conn, memo *access.Memo) {
 	defer func() {
 		if v := recover(); v != nil {
 			a.recovered(v, "serving a connection after a long-poll")
 			_ = c.Close()
 		}
 	}()
-	_ = a.server.ServeConn(&servedConn{Conn: c, lp: &a.lp})
+	_ = a.server.ServeConn(&servedConn{Conn: c, lp: &a.lp, memo: memo})
 }
 
 // servePoll starts the poll and answers it at once, or parks it on the
@@ -460,6 +465,9 @@ func (a *API) serveConn(c net.Conn) {
 func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, req subscriber.PollRequest) {
 	p := &pendingAnswer{api: a, acct: acct, start: time.Now(), keepAlive: !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11(),
 		channels: req.Channels, uuid: req.UUID}
+	if a.cfg.Access != nil {
+		p.memo = memoOf(ctx)
+	}
 	if o := ctx.Request.Header.Peek("Origin"); len(o) > 0 && len(a.cfg.CORSOrigins) > 0 {
 		p.origin = bytes.Clone(o)
 	}
