@@ -114,7 +114,7 @@ var (
 	bucketTombstones = []byte("tombstones")  // expires(8) member key → empty: remove rows by expiry
 	bucketReplayTTL  = []byte("replay-ttls") // expires(8) replay key → empty: replays by expiry
 	bucketMeta       = []byte("meta")        // "schema" → version(1)
-	allBuckets       = [][]byte{bucketMembers, bucketGroups, bucketOutbox, bucketReplays, bucketTombstones, bucketReplayTTL, bucketMeta, bucketAccess}
+	allBuckets       = append([][]byte{bucketMembers, bucketGroups, bucketOutbox, bucketReplays, bucketTombstones, bucketReplayTTL, bucketMeta, bucketAccess}, archiveBuckets...)
 	keySchema        = []byte("schema")
 )
 

@@ -274,6 +274,7 @@ func (s *Store) createSchema(ctx context.Context) error {
 			PRIMARY KEY ((subscribe_key), token_id)) WITH gc_grace_seconds = 3600`,
 		`CREATE TABLE IF NOT EXISTS ` + ks + `.access_version (id int PRIMARY KEY, changes counter)`,
 	}
+	stmts = append(stmts, archiveTables(ks)...) // Message Persistence (archive.go)
 	for _, q := range stmts {
 		if err := s.s.Query(q).WithContext(ctx).Exec(); err != nil {
 			return fmt.Errorf("cassandra: schema: %w", err)
