@@ -22,6 +22,9 @@ import (
 // errBadRequest wraps request errors of this package (answered with 400).
 var errBadRequest = errors.New("httpapi: bad request")
 
+// maxTTLHours is the longest publish ttl: ten years.
+const maxTTLHours = 10 * 365 * 24
+
 // MaxMessageBytes is the largest message (JSON) a publish accepts.
 const MaxMessageBytes = 32 << 10
 
@@ -133,6 +136,18 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 		Signal:     parts[0] == "signal",
 		NoStore:    string(args.Peek("store")) == "0",
 		Key:        string(ctx.Request.Header.Peek("Idempotency-Key")),
+	}
+	if v := args.Peek("ttl"); len(v) > 0 {
+		// Hours history keeps the message; 0: until deleted (PubNub's).
+		h, err := strconv.Atoi(string(v))
+		if err != nil || h < 0 || h > maxTTLHours {
+			a.publishError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("Invalid ttl: want whole hours from 0 to %d", maxTTLHours))
+			return
+		}
+		m.TTL = time.Duration(h) * time.Hour
+		if h == 0 {
+			m.TTL = -1
+		}
 	}
 	if len(m.CustomType) > 50 || !utf8.ValidString(m.CustomType) {
 		a.publishError(ctx, fasthttp.StatusBadRequest, "custom_message_type longer than 50 bytes or not UTF-8")
