@@ -272,6 +272,9 @@ func TestHistoryMergesStoreAndRings(t *testing.T) {
 				if !more {
 					break
 				}
+				if len(page) == 0 {
+					t.Fatalf("an empty page with more (query %+v)", q)
+				}
 				if reverse {
 					q.End = page[len(page)-1] + 1
 				} else {
