@@ -10,9 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/subscriber"
+	"github.com/groupcast/groupcast/subscriber/httpapi"
 )
 
 // persistent is a harness whose node keeps history in a bbolt store.
@@ -262,4 +265,43 @@ func TestMessageCountsAndDelete(t *testing.T) {
 	if r := h.do("DELETE", "/v3/history/sub-key/demo/channel/c?start=x"); r.status != 400 {
 		t.Errorf("bad delete: %d %s", r.status, r.body)
 	}
+}
+
+// FuzzHistoryRequest sends arbitrary history, message-counts and delete
+// queries to a node with a store: every answer is JSON, and none is a 5xx.
+func FuzzHistoryRequest(f *testing.F) {
+	for _, s := range []string{
+		"/v3/history/sub-key/demo/channel/a,b?max=3&start=17000000000000000&end=1&reverse=true&include_meta=true",
+		"/v2/history/sub-key/demo/channel/a?count=0&reverse=1&start=5&include_token=false",
+		"/v3/history/sub-key/demo/message-counts/a,b?channelsTimetoken=1,%2C2",
+		"/v3/history/sub-key/demo/message-counts/a?timetoken=99999999999999999999",
+		"/v3/history/sub-key/demo/channel/a?start=9223372036854775807&end=9223372036854775807",
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	st, err := bolt.Open(filepath.Join(f.TempDir(), "history.db"), bolt.Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	_, cfg := embeddedWith(f, nil, subscriber.Config{Archive: st})
+	api, err := httpapi.New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, uri string, del bool) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.SetRequestURI(uri)
+		if del {
+			ctx.Request.Header.SetMethod(fasthttp.MethodDelete)
+		}
+		api.Handle(&ctx)
+		if status := ctx.Response.StatusCode(); status >= 500 {
+			t.Fatalf("%q: status %d: %s", uri, status, ctx.Response.Body())
+		}
+		if !json.Valid(ctx.Response.Body()) {
+			t.Fatalf("%q: body is not JSON: %q", uri, ctx.Response.Body())
+		}
+	})
 }
