@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
@@ -1130,39 +1131,44 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 	return slices.CompactFunc(out, func(a, b Delivery) bool { return a.Msg == b.Msg }), true
 }
 
-// History returns up to max stored messages of a channel with timetokens in
-// [end, start) (zero bounds are open), the newest max of them in timetoken
-// order (oldest first); ErrNotServing when this
-// node does not serve the account's shard (yet).
+// History returns up to max messages of a channel's history with
+// timetokens in the range of start and end (see archive.Bounds), the newest
+// max of them in timetoken order (oldest first); ErrNotServing when this
+// node does not serve the account's shard (yet). HistoryPage says more.
 func (n *Node) History(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) ([]*Message, error) {
-	if !n.serve(ctx, channelgroups.ShardOf(a, len(n.shards))) {
-		return nil, ErrNotServing
-	}
+	msgs, _, err := n.HistoryPage(ctx, archive.Query{Account: a, Channel: c, Start: start, End: end, Max: max})
+	return msgs, err
+}
+
+// ringHistory returns the messages of a channel's ring that history serves
+// with timetokens from lo to hi, in timetoken order: neither signals nor
+// store=0 messages, none older than RingAge, expired or deleted.
+func (n *Node) ringHistory(key chanKey, lo, hi channelgroups.Timetoken) []*Message {
+	now := n.now()
+	oldest := uint64(now.Add(-n.cfg.RingAge).UnixMilli())
 	h := n.hub
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	r := h.rings[chanKey{Account: a, Channel: c}]
-	if r == nil {
-		return nil, nil
-	}
-	oldest := uint64(n.now().Add(-n.cfg.RingAge).UnixMilli())
+	r := h.rings[key]
 	var out []*Message
-	for _, e := range r.entries {
-		m := e.msg
-		tt := m.Timetoken()
-		if m.NoStore || m.Signal || m.Pos.Ms < oldest || (start != 0 && tt >= start) || (end != 0 && tt < end) {
-			continue
+	if r != nil {
+		for _, e := range r.entries {
+			m := e.msg
+			tt := m.Timetoken()
+			if m.NoStore || m.Signal || m.Pos.Ms < oldest || tt < lo || tt > hi {
+				continue
+			}
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
+	h.mu.Unlock()
+	out = slices.DeleteFunc(out, func(m *Message) bool {
+		return archive.Expired(expiresAt(m.Timetoken(), m.TTL, n.cfg.HistoryRetention), now) || n.hidden.covers(key, m.Timetoken())
+	})
 	// Copies of other regions' messages sit in the ring in the order they
 	// were copied, after local messages with later timetokens: history is
 	// in timetoken order, so paging by timetoken misses none.
 	slices.SortStableFunc(out, func(a, b *Message) int { return cmp.Compare(a.Timetoken(), b.Timetoken()) })
-	if len(out) > max {
-		out = out[len(out)-max:]
-	}
-	return out, nil
+	return out
 }
 
 // ReleasePolls answers every parked subscribe at once (at shutdown, so that

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/storagecache"
 	"github.com/groupcast/groupcast/volatile"
@@ -78,6 +79,20 @@ type Config struct {
 	// answers of their parked polls over, so that their clients do not all
 	// come back at once; zero means 1s.
 	ReleaseSpread time.Duration
+	// Archive is the durable message store (Message Persistence): the
+	// primary of each shard stores the shard's messages in it (see
+	// archive.go) and history, message counts and deletes read and change
+	// it. Nil means history is what the rings hold.
+	Archive archive.Store
+	// HistoryRetention is how long Archive keeps a message published
+	// without a ttl; zero means 7 days, a negative value until deleted.
+	HistoryRetention time.Duration
+	// ArchiveBatch is the most messages the archiver stores at once; zero
+	// means 500.
+	ArchiveBatch int
+	// ArchiveFlush is how long a message the archiver read waits for
+	// others to share its batch; zero means 50ms.
+	ArchiveFlush time.Duration
 	// Now is the node's wall clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives operational messages; nil discards them.
@@ -121,6 +136,12 @@ func ParseConsistency(s string, hasToken bool) (Consistency, error) {
 	return 0, fmt.Errorf("unknown consistency %q (minimize_latency, at_least_as_fresh, fully_consistent): %w", s, ErrBadRequest)
 }
 
+// DefaultHistoryRetention is how long history keeps a message published
+// without a ttl when Config.HistoryRetention is zero: a week, PubNub's
+// most common keyset retention, long enough for a chat backlog and short
+// enough that a channel's stored history stays a handful of day buckets.
+const DefaultHistoryRetention = 7 * 24 * time.Hour
+
 // ErrBadRequest wraps request errors the HTTP layer answers with 400.
 var ErrBadRequest = errors.New("subscriber: bad request")
 
@@ -157,6 +178,10 @@ type Node struct {
 	repl  *replicas
 	hub   *hub
 	pres  *presenceBook
+	arch  *archiver // nil without Config.Archive
+	// hidden are the recent deletions of history, which the rings' copies
+	// of the deleted messages must not serve.
+	hidden hiddenRanges
 
 	// Only the consume goroutine (and Start, before it) touch these.
 	assigned *Assignment
@@ -218,6 +243,9 @@ func (cfg *Config) validate() error {
 	cfg.TrackIdle = cmp.Or(cfg.TrackIdle, 5*time.Minute)
 	cfg.PresenceTimeout = cmp.Or(cfg.PresenceTimeout, 300*time.Second)
 	cfg.ReleaseSpread = cmp.Or(cfg.ReleaseSpread, time.Second)
+	cfg.HistoryRetention = cmp.Or(cfg.HistoryRetention, DefaultHistoryRetention)
+	cfg.ArchiveBatch = cmp.Or(cfg.ArchiveBatch, 500)
+	cfg.ArchiveFlush = cmp.Or(cfg.ArchiveFlush, 50*time.Millisecond)
 	var errs []error
 	if cfg.Region < 1 {
 		errs = append(errs, fmt.Errorf("Region must be >= 1, got %d", cfg.Region))
@@ -231,6 +259,9 @@ func (cfg *Config) validate() error {
 	if cfg.RingBytes < 1 {
 		errs = append(errs, fmt.Errorf("RingBytes must be >= 1, got %d", cfg.RingBytes))
 	}
+	if cfg.ArchiveBatch < 1 {
+		errs = append(errs, fmt.Errorf("ArchiveBatch must be >= 1, got %d", cfg.ArchiveBatch))
+	}
 	if cfg.PresenceMax < 1 {
 		errs = append(errs, fmt.Errorf("PresenceMax must be >= 1, got %d", cfg.PresenceMax))
 	}
@@ -240,7 +271,7 @@ func (cfg *Config) validate() error {
 	}{
 		{"FreshWait", cfg.FreshWait}, {"SweepEvery", cfg.SweepEvery}, {"RefreshEvery", cfg.RefreshEvery},
 		{"RingAge", cfg.RingAge}, {"PollHold", cfg.PollHold}, {"TrackIdle", cfg.TrackIdle},
-		{"PresenceTimeout", cfg.PresenceTimeout}, {"ReleaseSpread", cfg.ReleaseSpread},
+		{"PresenceTimeout", cfg.PresenceTimeout}, {"ReleaseSpread", cfg.ReleaseSpread}, {"ArchiveFlush", cfg.ArchiveFlush},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be > 0, got %v", d.name, d.v))
@@ -341,6 +372,11 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 	if n.pres, err = newPresenceBook(n); err != nil {
 		return nil, err
 	}
+	if cfg.Archive != nil {
+		if n.arch, err = newArchiver(n); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -359,7 +395,9 @@ func (n *Node) Start(ctx context.Context) error {
 
 // Run follows the logs of the shards this node owns (taking up and giving
 // up shards as its Ownership changes), re-reads storage for unconfirmed
-// overlay entries and announces outbox edits, until ctx ends.
+// overlay entries, announces outbox edits and archives messages, until ctx
+// ends; then it stores the messages read but not archived yet (bounded by
+// a few seconds) before it returns.
 func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.consume(ctx) })
@@ -367,6 +405,9 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Go(func() { n.ann.dispatch(ctx) })
 	for region, remote := range n.cfg.Remotes {
 		wg.Go(func() { n.replicate(ctx, region, remote) })
+	}
+	if n.arch != nil {
+		wg.Go(func() { n.arch.run(ctx) })
 	}
 	wg.Wait()
 	return nil
@@ -638,6 +679,8 @@ func (n *Node) apply(le LogEntry) {
 		wake = n.hub.applyMessage(d.msg)
 	case d.presence != nil:
 		wake = n.pres.apply(d.presence, le.Pos)
+	case d.del != nil:
+		n.hidden.add(*d.del, n.now(), n.cfg.RingAge)
 	case d.gap:
 		n.repairRemoteGap(le.Shard, d.origin, d.originPos)
 	default:
@@ -759,6 +802,8 @@ func (n *Node) replay(ctx context.Context, shard int, last channelgroups.Positio
 				n.hub.applyMessage(d.msg)
 			} else if err == nil && d.presence != nil {
 				n.pres.apply(d.presence, le.Pos)
+			} else if err == nil && d.del != nil {
+				n.hidden.add(*d.del, now, n.cfg.RingAge)
 			} else if err == nil && d.edit != nil {
 				n.hub.recordEdit(*d.edit, le.Pos)
 				if le.Pos.Ms >= recent || d.origin != 0 {

@@ -7,12 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
 // record is one shard-log entry: kind "e" is a membership edit, kind "m" a
-// published message, kind "p" a presence event. All kinds of one account
+// published message, kind "p" a presence event, kind "d" a deletion of
+// messages from history (every node hides them from its rings). All kinds of one account
 // share its shard's log, in the order they were acknowledged. Kind "g" is
 // written only by a replicator: entries of another region's log were lost
 // before they could be copied (see replicate.go).
@@ -45,6 +47,11 @@ type record struct {
 	Signal     bool                  `json:"e,omitempty"`
 	NoStore    bool                  `json:"ns,omitempty"`
 	Key        string                `json:"ik,omitempty"`
+	TTL        int64                 `json:"tl,omitempty"` // seconds; -1: kept until deleted
+
+	// A deletion of a channel's messages from history: timetokens Lo to Hi.
+	Lo channelgroups.Timetoken `json:"lo,omitempty"`
+	Hi channelgroups.Timetoken `json:"hi,omitempty"`
 
 	Action string `json:"pa,omitempty"` // presence: join, leave, timeout
 	UUID   string `json:"pu,omitempty"`
@@ -76,6 +83,10 @@ type Message struct {
 	Signal     bool
 	NoStore    bool   // store=0: not kept for history
 	Key        string // Idempotency-Key, if the publisher sent one
+	// TTL is how long history keeps the message (the publish's ttl): zero
+	// means the node's Config.HistoryRetention, a negative value until it
+	// is deleted (PubNub's ttl=0).
+	TTL time.Duration
 	// Deps are the positions in other regions' logs the publisher's token
 	// covered: the message is copied to a third region only after them.
 	Deps []channelgroups.RegionPosition
@@ -128,7 +139,39 @@ func PositionOf(t channelgroups.Timetoken) channelgroups.Position {
 
 func encodeMessage(m *Message) []byte {
 	b, _ := json.Marshal(record{Kind: "m", Account: m.Account, Channel: m.Channel, Payload: m.Payload, Publisher: m.Publisher,
-		Meta: m.Meta, CustomType: m.CustomType, Signal: m.Signal, NoStore: m.NoStore, Key: m.Key, Deps: encodeDeps(m.Deps)})
+		Meta: m.Meta, CustomType: m.CustomType, Signal: m.Signal, NoStore: m.NoStore, Key: m.Key, Deps: encodeDeps(m.Deps),
+		TTL: encodeTTL(m.TTL)})
+	return b
+}
+
+// encodeTTL renders a message's TTL in whole seconds (at least one),
+// keeping its sign.
+func encodeTTL(d time.Duration) int64 {
+	switch {
+	case d < 0:
+		return -1
+	case d == 0:
+		return 0
+	}
+	return max(int64(d/time.Second), 1)
+}
+
+func decodeTTL(s int64) time.Duration {
+	if s < 0 {
+		return -1
+	}
+	return time.Duration(s) * time.Second
+}
+
+// deletion is a deletion of a channel's history, timetokens lo to hi.
+type deletion struct {
+	Account channelgroups.Account
+	Channel channelgroups.Channel
+	Lo, Hi  channelgroups.Timetoken
+}
+
+func encodeDeletion(d deletion) []byte {
+	b, _ := json.Marshal(record{Kind: "d", Account: d.Account, Channel: d.Channel, Lo: d.Lo, Hi: d.Hi})
 	return b
 }
 
@@ -168,12 +211,13 @@ func encodeEdit(e channelgroups.Edit, deps []channelgroups.RegionPosition) []byt
 	return b
 }
 
-// decoded is one log record: exactly one of edit, msg, presence and gap is
+// decoded is one log record: exactly one of edit, msg, presence, del and gap is
 // set (gap: a replicator lost entries of origin's log up to originPos).
 type decoded struct {
 	edit     *channelgroups.Edit
 	msg      *Message
 	presence *presence
+	del      *deletion
 	gap      bool
 	// origin and originPos: where a copied entry comes from (zero if from
 	// this region's own log).
@@ -205,9 +249,12 @@ func decodeRecord(b []byte, shard int) (decoded, error) {
 			return decoded{}, err
 		}
 		d.msg = &Message{Account: r.Account, Channel: r.Channel, Payload: r.Payload, Publisher: r.Publisher, Meta: r.Meta,
-			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key, Deps: deps, Origin: d.origin, OriginPos: d.originPos}
+			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key, Deps: deps, Origin: d.origin, OriginPos: d.originPos,
+			TTL: decodeTTL(r.TTL)}
 	case "p":
 		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When}
+	case "d":
+		d.del = &deletion{Account: r.Account, Channel: r.Channel, Lo: r.Lo, Hi: r.Hi}
 	case "g":
 		if r.Origin == 0 {
 			return decoded{}, errors.New("subscriber: a replication gap record without its origin")

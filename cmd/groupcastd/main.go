@@ -36,6 +36,7 @@ import (
 
 	"github.com/groupcast/groupcast/access"
 	"github.com/groupcast/groupcast/access/admin"
+	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/channelgroups/cassandra"
@@ -73,6 +74,8 @@ type options struct {
 	volatileTTL, freshWait       time.Duration
 	refreshEvery, pollHold       time.Duration
 	ringAge                      time.Duration
+	history                      bool
+	historyRetention             time.Duration
 	ringSize                     int
 	ringBytes                    int64
 	presenceMax                  int
@@ -158,6 +161,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.pollHold, "poll-hold", 280*time.Second, "how long a subscribe long-poll parks at most")
 	fs.IntVar(&o.ringSize, "ring-size", 100, "messages kept per channel for subscribe cursors and history")
 	fs.DurationVar(&o.ringAge, "ring-age", 20*time.Minute, "how long messages are kept for subscribe cursors and history")
+	fs.BoolVar(&o.history, "history", true, "keep history (Message Persistence) in the store: history, message counts and delete messages beyond what the rings hold, kept across restarts; false = history is what the rings hold")
+	fs.DurationVar(&o.historyRetention, "history-retention", subscriber.DefaultHistoryRetention, "how long history keeps a message published without a ttl (PubNub's keyset retention; a publish's ttl=N hours overrides it, ttl=0 keeps the message until deleted); 0 = until deleted")
 	fs.Int64Var(&o.ringBytes, "ring-bytes", 256<<20, "bytes of messages kept for subscribe cursors and history, all channels together; past it the oldest go first")
 	fs.IntVar(&o.presenceMax, "presence-max", 1_000_000, "presence records (one per channel per uuid) this node keeps; past it new subscribes and heartbeats get 503")
 	fs.DurationVar(&o.freshWait, "fresh-wait", 250*time.Millisecond, "how long a read with a token waits for this node's log before reading storage")
@@ -263,6 +268,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if o.signatureSkew <= 0 {
 		return o, fmt.Errorf("--signature-skew must be > 0, got %v", o.signatureSkew)
+	}
+	if o.historyRetention < 0 {
+		return o, fmt.Errorf("--history-retention must be >= 0 (0 = until deleted), got %v", o.historyRetention)
 	}
 	if _, err := parseOrigins(o.corsOrigins, access.Open); err != nil {
 		return o, fmt.Errorf("--cors-origins: %w", err)
@@ -469,6 +477,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		store       observe.Outbox
 		accessStore access.Store // the same store: keysets and revocations
 		storeDesc   string
+		history     archive.Store // the same store: Message Persistence
 	)
 	if o.cassandra == "" {
 		path := filepath.Join(o.data, "groups.db")
@@ -477,7 +486,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		closers = append(closers, b.Close)
-		store, accessStore, storeDesc = b, b, "embedded bbolt "+path
+		store, accessStore, history, storeDesc = b, b, b, "embedded bbolt "+path
 	} else {
 		repl, err := parseReplication(o.replication, o.cassandraDC)
 		if err != nil {
@@ -501,7 +510,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		closers = append(closers, c.Close)
-		store, accessStore, storeDesc = c, c, fmt.Sprintf("cassandra %s (dc %s, keyspace %s)", o.cassandra, o.cassandraDC, o.keyspace)
+		store, accessStore, history, storeDesc = c, c, c, fmt.Sprintf("cassandra %s (dc %s, keyspace %s)", o.cassandra, o.cassandraDC, o.keyspace)
 	}
 	regionStores := map[int]channelgroups.Store{}
 	if o.regionDCs != "" {
@@ -624,10 +633,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cl != nil {
 		router = cl
 	}
+	retention := o.historyRetention
+	if retention == 0 {
+		retention = -1 // until deleted
+	}
+	if !o.history {
+		history = nil
+	}
 	clock := channelgroups.NewClock(nil, 0)
 	node, err := subscriber.NewNode(shardLog, observed, cache, overlay, clock, subscriber.Config{
 		Region: o.region, Shards: o.shards, FreshWait: o.freshWait, RefreshEvery: o.refreshEvery, Ownership: ownership,
 		RegionStores: regionStores, Remotes: remotes, PollHold: o.pollHold, RingSize: o.ringSize, RingAge: o.ringAge, RingBytes: o.ringBytes, PresenceMax: o.presenceMax, Logger: logger, Registerer: reg,
+		Archive: history, HistoryRetention: retention,
 	})
 	if err != nil {
 		return err

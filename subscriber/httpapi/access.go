@@ -21,8 +21,10 @@ var (
 	needsSubscribe = needsOf(access.Read, 3, "channel-group")
 	// parts: publish|signal {pub} {sub} 0 {channel} 0 [{message}]
 	needsPublish = needsOf(access.Write, 4, "")
-	// parts: v3|v2 history sub-key {sub} channel {channels}
+	// parts: v3|v2 history sub-key {sub} channel|message-counts {channels}
 	needsHistory = needsOf(access.Read, 5, "")
+	// parts: v3 history sub-key {sub} channel {channel}, DELETE
+	needsHistoryDelete = needsOf(access.Delete, 5, "")
 	// parts: v2 presence sub-key {sub} channel {channels} [heartbeat] ?channel-group=
 	needsPresence = needsOf(access.Read, 5, "channel-group")
 	// parts: v1 channel-registration sub-key {sub} channel-group {group} [remove]

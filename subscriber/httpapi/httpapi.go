@@ -29,6 +29,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/groupcast/groupcast/access"
+	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/subscriber"
 )
@@ -178,7 +179,13 @@ func New(cfg Config) (*API, error) {
 type Pubsub interface {
 	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
 	StartPoll(ctx context.Context, req subscriber.PollRequest, done func(subscriber.PollResult, error)) *subscriber.Parked
-	History(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, max int) ([]*subscriber.Message, error)
+	// HistoryPage returns a page of a channel's history and whether its
+	// range holds more (subscriber.Node.HistoryPage).
+	HistoryPage(ctx context.Context, q archive.Query) ([]*subscriber.Message, bool, error)
+	// MessageCount counts a channel's history after a timetoken.
+	MessageCount(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, after channelgroups.Timetoken) (int64, error)
+	// DeleteHistory deletes a channel's history in a range (archive.Bounds).
+	DeleteHistory(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken) error
 	ReleasePollsOver(d time.Duration)
 	// Heartbeat records uuid as present; it refuses a join past the node's
 	// presence cap (unavailable) and a uuid presence does not keep.
@@ -455,8 +462,12 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 		}}
 	case match(parts, "v2", "subscribe", "*", "*", "0"):
 		return endpoint{name: "subscribe", serve: a.serveSubscribe, get: true, account: 2, key: 2, needs: needsSubscribe, memo: true}
+	case match(parts, "v3", "history", "sub-key", "*", "channel", "*") && ctx.IsDelete():
+		return endpoint{name: "history_delete", serve: a.serveDeleteMessages, account: 3, write: true, key: 3, needs: needsHistoryDelete}
 	case match(parts, "v3", "history", "sub-key", "*", "channel", "*"):
 		return endpoint{name: "history_v3", serve: a.serveHistoryV3, get: true, account: 3, key: 3, needs: needsHistory}
+	case match(parts, "v3", "history", "sub-key", "*", "message-counts", "*"):
+		return endpoint{name: "message_counts", serve: a.serveMessageCounts, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v2", "history", "sub-key", "*", "channel", "*"):
 		return endpoint{name: "history_v2", serve: a.serveHistoryV2, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "heartbeat"):

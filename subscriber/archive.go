@@ -1,0 +1,315 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/groupcast/groupcast/archive"
+	"github.com/groupcast/groupcast/channelgroups"
+)
+
+// The archiver: Message Persistence. On every shard it is the primary of,
+// a node follows the shard's log with a reader of its own (not the consume
+// loop's: storing history never holds up delivery; a publish is
+// acknowledged once it is in the log) and stores the published messages it
+// finds (kind "m", not signals, not store=0) in Config.Archive, in batches
+// of at most ArchiveBatch messages, written at the latest ArchiveFlush after
+// the first of them was read. After each batch it records how far it got
+// (Store.SetCheckpoint); a node that becomes a shard's primary starts from
+// the shard's checkpoint. Whatever was stored between the last checkpoint
+// and a crash or a hand-over is stored again, which Append ignores.
+//
+// A gap in the log (the archiver fell further behind than the log keeps)
+// loses its messages to history: it is counted and logged. At shutdown the
+// archiver stores what it read and what the log still holds, within
+// archiveDrain.
+
+// archiveDrain bounds the final flush at shutdown.
+const archiveDrain = 5 * time.Second
+
+// checkpointEvery is how often a shard's checkpoint moves when only entries
+// that are not stored (edits, presence) went by.
+const checkpointEvery = time.Second
+
+// archiver stores the messages of the shards this node is the primary of.
+// Only its run goroutine touches its fields (the metrics aside).
+type archiver struct {
+	n     *Node
+	store archive.Store
+	m     archiveMetrics
+
+	// cursor is, per shard this node archives, the position of the newest
+	// entry read; saved, the checkpoint last stored for it.
+	cursor, saved map[int]channelgroups.Position
+	pending       []archive.Message
+	// flushAt is when the pending messages must be stored at the latest.
+	flushAt        time.Time
+	lastCheckpoint time.Time
+}
+
+type archiveMetrics struct {
+	archived prometheus.Counter
+	batches  prometheus.Counter
+	lag      prometheus.Histogram
+	errors   prometheus.Counter
+	gaps     prometheus.Counter
+}
+
+func newArchiver(n *Node) (*archiver, error) {
+	ar := &archiver{n: n, store: n.cfg.Archive, cursor: map[int]channelgroups.Position{}, saved: map[int]channelgroups.Position{}}
+	ar.m = archiveMetrics{
+		archived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_archived_messages_total", Help: "Messages this node stored for history (replays after a hand-over included).",
+		}),
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_archive_batches_total", Help: "Batches of messages this node stored for history.",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "groupcast_archive_lag_seconds",
+			Help:    "Age (from its append to the log) of the oldest message of a batch when the batch was stored for history.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_archive_errors_total", Help: "Failed log reads, stores and checkpoints of the archiver (retried), and messages the store refused (dropped).",
+		}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_archive_gaps_total", Help: "Gaps in a shard log the archiver met: entries dropped from the log before they were archived, their messages lost to history.",
+		}),
+	}
+	if reg := n.cfg.Registerer; reg != nil {
+		for _, c := range []prometheus.Collector{ar.m.archived, ar.m.batches, ar.m.lag, ar.m.errors, ar.m.gaps} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("subscriber: %w", err)
+			}
+		}
+	}
+	return ar, nil
+}
+
+// run archives until ctx ends, then drains.
+func (ar *archiver) run(ctx context.Context) {
+	n := ar.n
+	backoff := 50 * time.Millisecond
+	fail := func(what string, err error) {
+		ar.m.errors.Inc()
+		n.cfg.Logger.Warn("archive: "+what+" failed; retrying", "err", err, "backoff", backoff)
+		wait(ctx, backoff)
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	for ctx.Err() == nil {
+		if err := ar.follow(ctx); err != nil {
+			fail("reading a checkpoint", err)
+			continue
+		}
+		if len(ar.cursor) == 0 {
+			wait(ctx, 250*time.Millisecond)
+			continue
+		}
+		if len(ar.pending) < n.cfg.ArchiveBatch {
+			block := time.Second
+			if len(ar.pending) > 0 {
+				block = max(time.Until(ar.flushAt), time.Millisecond)
+			}
+			entries, err := n.log.Read(ctx, ar.cursors(), n.cfg.ArchiveBatch, block)
+			if err != nil {
+				if ctx.Err() == nil {
+					fail("reading the shard logs", err)
+				}
+				continue
+			}
+			ar.take(entries)
+		}
+		if len(ar.pending) >= n.cfg.ArchiveBatch || len(ar.pending) > 0 && !time.Now().Before(ar.flushAt) ||
+			len(ar.pending) == 0 && time.Since(ar.lastCheckpoint) >= checkpointEvery {
+			if err := ar.flush(ctx); err != nil {
+				if ctx.Err() == nil {
+					fail("storing messages", err)
+				}
+				continue
+			}
+		}
+		backoff = 50 * time.Millisecond
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), archiveDrain)
+	defer cancel()
+	if err := ar.drain(dctx); err != nil {
+		ar.m.errors.Inc()
+		n.cfg.Logger.Warn("archive: storing the last messages at shutdown failed; the next primary stores them from the checkpoint", "err", err)
+	}
+}
+
+// follow starts archiving the shards this node became the primary of, from
+// their checkpoints, and stops archiving those it no longer is.
+func (ar *archiver) follow(ctx context.Context) error {
+	a := ar.n.own.Assignment()
+	for shard := range ar.cursor {
+		if !a.IsPrimary(shard) {
+			delete(ar.cursor, shard)
+			delete(ar.saved, shard)
+		}
+	}
+	for shard := range ar.n.shards {
+		if _, ok := ar.cursor[shard]; ok || !a.IsPrimary(shard) {
+			continue
+		}
+		c, err := ar.store.Checkpoint(ctx, shard)
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", shard, err)
+		}
+		ar.cursor[shard], ar.saved[shard] = c, c
+	}
+	return nil
+}
+
+func (ar *archiver) cursors() []Cursor {
+	out := make([]Cursor, 0, len(ar.cursor))
+	for shard, c := range ar.cursor {
+		out = append(out, Cursor{Shard: shard, After: c})
+	}
+	return out
+}
+
+// take adds what entries hold for history to the pending batch and moves
+// the cursors past them.
+func (ar *archiver) take(entries []LogEntry) {
+	for _, le := range entries {
+		c, ok := ar.cursor[le.Shard]
+		if !ok || !c.Less(le.Pos) {
+			continue // a shard given up since the read, or an entry already read
+		}
+		ar.cursor[le.Shard] = le.Pos
+		if le.Gap {
+			ar.m.gaps.Inc()
+			ar.n.cfg.Logger.Warn("archive: the shard log dropped entries before they were archived; their messages are lost to history",
+				"shard", le.Shard, "after", c, "lost_through", le.Pos)
+			continue
+		}
+		m, ok := ar.message(le)
+		if !ok {
+			continue
+		}
+		if len(ar.pending) == 0 {
+			ar.flushAt = time.Now().Add(ar.n.cfg.ArchiveFlush)
+		}
+		ar.pending = append(ar.pending, m)
+	}
+}
+
+// message returns the stored form of a log entry that is a message kept
+// for history.
+func (ar *archiver) message(le LogEntry) (archive.Message, bool) {
+	d, err := decodeRecord(le.Data, le.Shard)
+	if err != nil || d.msg == nil || d.msg.Signal || d.msg.NoStore {
+		return archive.Message{}, false
+	}
+	m := d.msg
+	m.Pos = le.Pos
+	tt := m.Timetoken()
+	return archive.Message{
+		Account: m.Account, Channel: m.Channel, Timetoken: tt, Payload: m.Payload, Publisher: m.Publisher,
+		Meta: m.Meta, CustomType: m.CustomType, Type: archive.TypeMessage,
+		Expires: expiresAt(tt, m.TTL, ar.n.cfg.HistoryRetention),
+	}, true
+}
+
+// expiresAt is when a message published at tt stops being kept: after its
+// own ttl (a negative one: never), or without one after retention
+// (negative: never).
+func expiresAt(tt channelgroups.Timetoken, ttl, retention time.Duration) time.Time {
+	keep := retention
+	if ttl != 0 {
+		keep = ttl
+	}
+	if keep < 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(PositionOf(tt).Ms)).Add(keep)
+}
+
+// flush stores the pending messages, then the checkpoints of the shards
+// whose cursors moved (those that only passed other entries at most every
+// checkpointEvery).
+func (ar *archiver) flush(ctx context.Context) error {
+	stored := len(ar.pending) > 0
+	for len(ar.pending) > 0 {
+		batch := ar.pending[:min(len(ar.pending), ar.n.cfg.ArchiveBatch)]
+		err := ar.store.Append(ctx, batch)
+		if errors.Is(err, archive.ErrInvalid) {
+			batch = ar.dropInvalid(batch)
+			err = ar.store.Append(ctx, batch)
+		}
+		if err != nil {
+			return err
+		}
+		oldest := batch[0].Timetoken
+		for _, m := range batch {
+			oldest = min(oldest, m.Timetoken)
+		}
+		ar.m.archived.Add(float64(len(batch)))
+		ar.m.batches.Inc()
+		ar.m.lag.Observe(time.Since(time.UnixMilli(int64(PositionOf(oldest).Ms))).Seconds())
+		ar.pending = ar.pending[len(batch):]
+	}
+	ar.pending = nil
+	if !stored && time.Since(ar.lastCheckpoint) < checkpointEvery {
+		return nil
+	}
+	for shard, c := range ar.cursor {
+		if c == ar.saved[shard] {
+			continue
+		}
+		if err := ar.store.SetCheckpoint(ctx, shard, c); err != nil {
+			return err
+		}
+		ar.saved[shard] = c
+	}
+	ar.lastCheckpoint = time.Now()
+	return nil
+}
+
+// dropInvalid removes from batch (in place) the messages a store refuses;
+// they cannot be stored, now or later.
+func (ar *archiver) dropInvalid(batch []archive.Message) []archive.Message {
+	keep := batch[:0]
+	for _, m := range batch {
+		if err := m.Validate(); err != nil {
+			ar.m.errors.Inc()
+			ar.n.cfg.Logger.Error("archive: dropping a message the store refuses", "account", m.Account, "channel", m.Channel, "timetoken", m.Timetoken, "err", err)
+			continue
+		}
+		keep = append(keep, m)
+	}
+	return keep
+}
+
+// drain stores, at shutdown, what was read and what the logs of the shards
+// still hold up to their ends.
+func (ar *archiver) drain(ctx context.Context) error {
+	for shard := range ar.cursor {
+		last, err := ar.n.log.Last(ctx, shard)
+		if err != nil {
+			return err
+		}
+		for ar.cursor[shard].Less(last) {
+			entries, err := ar.n.log.Range(ctx, shard, ar.cursor[shard], ar.n.cfg.ArchiveBatch)
+			if err != nil {
+				return err
+			}
+			if len(entries) == 0 {
+				break
+			}
+			ar.take(entries)
+			if len(ar.pending) >= ar.n.cfg.ArchiveBatch {
+				if err := ar.flush(ctx); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	ar.lastCheckpoint = time.Time{}
+	return ar.flush(ctx)
+}

@@ -1,0 +1,355 @@
+package subscriber_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/groupcast/groupcast/archive"
+	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/channelgroups/bolt"
+	"github.com/groupcast/groupcast/internal/nodetest"
+	"github.com/groupcast/groupcast/storagecache"
+	"github.com/groupcast/groupcast/subscriber"
+	"github.com/groupcast/groupcast/subscriber/memlog"
+	"github.com/groupcast/groupcast/volatile"
+)
+
+// recording is an archive.Store that remembers every timetoken appended.
+type recording struct {
+	archive.Store
+	mu       sync.Mutex
+	appended []channelgroups.Timetoken
+	fail     atomic.Int32 // Appends to fail before one succeeds
+}
+
+func (r *recording) Append(ctx context.Context, msgs []archive.Message) error {
+	if r.fail.Load() > 0 {
+		r.fail.Add(-1)
+		return fmt.Errorf("injected: %w", channelgroups.ErrUnavailable)
+	}
+	r.mu.Lock()
+	for _, m := range msgs {
+		r.appended = append(r.appended, m.Timetoken)
+	}
+	r.mu.Unlock()
+	return r.Store.Append(ctx, msgs)
+}
+
+func (r *recording) seen() []channelgroups.Timetoken {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.appended)
+}
+
+func stored(t *testing.T, st archive.Store, a channelgroups.Account, c channelgroups.Channel) []archive.Message {
+	t.Helper()
+	ms, _, err := st.Messages(t.Context(), archive.Query{Account: a, Channel: c, Max: archive.MaxQuery})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+func put(t *testing.T, n *subscriber.Node, m *subscriber.Message) channelgroups.Timetoken {
+	t.Helper()
+	tt, err := n.Publish(t.Context(), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tt
+}
+
+// TestArchiverStores: messages reach the store with their fields and
+// expiry (the publish ttl, else the retention); signals and store=0
+// messages do not; the checkpoint moves past them.
+func TestArchiverStores(t *testing.T) {
+	st := archive.NewMemory(nil)
+	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 2, Archive: st, HistoryRetention: 48 * time.Hour})
+	a := channelgroups.Account("acct")
+	t1 := put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`{"n":1}`), Publisher: "u1",
+		Meta: json.RawMessage(`{"m":true}`), CustomType: "chat"})
+	put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`"sig"`), Signal: true})
+	put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`"nostore"`), NoStore: true})
+	t4 := put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`4`), TTL: 3 * time.Hour})
+	t5 := put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`5`), TTL: -1})
+	eventually(t, "three messages stored", func() bool { return len(stored(t, st, a, "c")) >= 3 })
+	got := stored(t, st, a, "c")
+	want := []archive.Message{
+		{Account: a, Channel: "c", Timetoken: t1, Payload: json.RawMessage(`{"n":1}`), Publisher: "u1", Meta: json.RawMessage(`{"m":true}`),
+			CustomType: "chat", Expires: time.UnixMilli(int64(subscriber.PositionOf(t1).Ms)).Add(48 * time.Hour)},
+		{Account: a, Channel: "c", Timetoken: t4, Payload: json.RawMessage(`4`), Expires: time.UnixMilli(int64(subscriber.PositionOf(t4).Ms)).Add(3 * time.Hour)},
+		{Account: a, Channel: "c", Timetoken: t5, Payload: json.RawMessage(`5`)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("stored %d messages: %+v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Timetoken != w.Timetoken || string(g.Payload) != string(w.Payload) || g.Publisher != w.Publisher ||
+			string(g.Meta) != string(w.Meta) || g.CustomType != w.CustomType || !g.Expires.Equal(w.Expires) {
+			t.Errorf("stored[%d] = %+v, want %+v", i, g, w)
+		}
+	}
+	shard := channelgroups.ShardOf(a, 2)
+	eventually(t, "checkpoint past the last message", func() bool {
+		c, err := st.Checkpoint(t.Context(), shard)
+		return err == nil && !c.Less(subscriber.PositionOf(t5))
+	})
+}
+
+// TestArchiverRetriesAndResumes: a failed Append is retried (the batch is
+// stored, once the store is back); a node that takes over the shard starts
+// at the checkpoint, so what was archived is not archived again, and what
+// was not is.
+func TestArchiverRetriesAndResumes(t *testing.T) {
+	mem := archive.NewMemory(nil)
+	rec := &recording{Store: mem}
+	rec.fail.Store(2)
+	lg, err := memlog.New(memlog.Config{Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := bolttest(t)
+	cfg := subscriber.Config{Shards: 1, Archive: rec}
+	first, stop := runNode(t, lg, groups, cfg)
+	a := channelgroups.Account("acct")
+	var tts []channelgroups.Timetoken
+	for i := range 5 {
+		tts = append(tts, put(t, first, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(fmt.Sprint(i))}))
+	}
+	eventually(t, "five stored", func() bool { return len(stored(t, mem, a, "c")) == 5 })
+	stop() // the first node stops (and flushes; nothing is left)
+	eventually(t, "checkpoint at the fifth", func() bool {
+		c, _ := mem.Checkpoint(t.Context(), 0)
+		return c == subscriber.PositionOf(tts[4])
+	})
+	second, _ := runNode(t, lg, groups, cfg)
+	tts = append(tts, put(t, second, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`5`)}))
+	eventually(t, "six stored", func() bool { return len(stored(t, mem, a, "c")) == 6 })
+	if got := rec.seen(); !slices.Equal(got, tts) {
+		t.Errorf("appended %v, want each of %v once", got, tts)
+	}
+}
+
+// runNode runs a node over lg until stop (or the test's end).
+func runNode(t *testing.T, lg subscriber.Log, groups subscriber.Store, cfg subscriber.Config) (n *subscriber.Node, stop func()) {
+	t.Helper()
+	cache, err := storagecache.New(groups, storagecache.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err = subscriber.NewNode(lg, groups, cache, ov, channelgroups.NewClock(nil, 0), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { n.ReleasePolls(); cancel(); <-done }) }
+	t.Cleanup(stop)
+	return n, stop
+}
+
+func bolttest(t *testing.T) *bolt.Store {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestArchiverGap: entries the log dropped before the archiver read them
+// are counted as a gap; what follows is stored.
+func TestArchiverGap(t *testing.T) {
+	mem := archive.NewMemory(nil)
+	lg, err := memlog.New(memlog.Config{Shards: 1, MaxLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	a := channelgroups.Account("acct")
+	cfg := subscriber.Config{Shards: 1, Archive: mem, Registerer: reg}
+	var tts []channelgroups.Timetoken
+	nodetest.Run(t, lg, bolttest(t), channelgroups.NewClock(nil, 0), cfg, func(n *subscriber.Node) {
+		for i := range 30 { // before the node runs: the log keeps the last 10
+			tts = append(tts, put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(fmt.Sprint(i))}))
+		}
+	})
+	eventually(t, "the last ten stored", func() bool { return len(stored(t, mem, a, "c")) == 10 })
+	var got []channelgroups.Timetoken
+	for _, m := range stored(t, mem, a, "c") {
+		got = append(got, m.Timetoken)
+	}
+	if !slices.Equal(got, tts[20:]) {
+		t.Errorf("stored %v, want %v", got, tts[20:])
+	}
+	if g := counter(t, reg, "groupcast_archive_gaps_total"); g != 1 {
+		t.Errorf("gaps = %v, want 1", g)
+	}
+}
+
+// counter returns the value of the counter called name in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestHistoryMergesStoreAndRings: history pages through what only the
+// store holds (published before the node started) and what the rings hold,
+// every message once, in order, both ways; counts and deletes cover both.
+func TestHistoryMergesStoreAndRings(t *testing.T) {
+	mem := archive.NewMemory(nil)
+	a, c := channelgroups.Account("acct"), channelgroups.Channel("c")
+	base := channelgroups.TimetokenOf(time.Now().Add(-time.Hour))
+	var want []channelgroups.Timetoken
+	var old []archive.Message
+	for i := range 250 {
+		tt := base + channelgroups.Timetoken(i*10000)
+		old = append(old, archive.Message{Account: a, Channel: c, Timetoken: tt, Payload: json.RawMessage(fmt.Sprint(i))})
+		want = append(want, tt)
+	}
+	if err := mem.Append(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	// A store the archiver cannot write: the new messages are only in the
+	// rings.
+	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 1, Archive: readOnly{mem}})
+	for i := range 30 {
+		want = append(want, put(t, n, &subscriber.Message{Account: a, Channel: c, Payload: json.RawMessage(fmt.Sprint(1000 + i))}))
+	}
+	eventually(t, "the rings hold the new messages", func() bool {
+		ms, _ := n.History(t.Context(), a, c, 0, 0, 30)
+		return len(ms) == 30 && ms[29].Timetoken() == want[len(want)-1]
+	})
+	for _, reverse := range []bool{false, true} {
+		t.Run(fmt.Sprint("reverse=", reverse), func(t *testing.T) {
+			var got []channelgroups.Timetoken
+			q := archive.Query{Account: a, Channel: c, Max: 7, Reverse: reverse}
+			for range 100 {
+				ms, more, err := n.HistoryPage(t.Context(), q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var page []channelgroups.Timetoken
+				for _, m := range ms {
+					page = append(page, m.Timetoken())
+				}
+				if reverse {
+					got = append(got, page...)
+				} else {
+					got = append(page, got...)
+				}
+				if !more {
+					break
+				}
+				if len(page) == 0 {
+					t.Fatalf("an empty page with more (query %+v)", q)
+				}
+				if reverse {
+					q.End = page[len(page)-1] + 1
+				} else {
+					q.Start = page[0]
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("paged %d messages, want %d in order (first difference near %d)", len(got), len(want), firstDiff(got, want))
+			}
+		})
+	}
+	if cnt, err := n.MessageCount(t.Context(), a, c, want[239]); err != nil || cnt != 40 {
+		t.Errorf("count after the 240th = %d, %v; want 40", cnt, err)
+	}
+	// Delete from the 246th stored to the 5th new one.
+	if err := n.DeleteHistory(t.Context(), a, c, want[254]+1, want[245]); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := n.History(t.Context(), a, c, 0, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []channelgroups.Timetoken
+	for _, m := range ms {
+		got = append(got, m.Timetoken())
+	}
+	rest := append(slices.Clone(want[:245]), want[255:]...)
+	if w := rest[len(rest)-100:]; !slices.Equal(got, w) {
+		t.Errorf("after the delete: %v\nwant %v", got, w)
+	}
+	if cnt, err := n.MessageCount(t.Context(), a, c, want[239]); err != nil || cnt != 30 {
+		t.Errorf("count after the 240th, after the delete = %d, %v; want 30", cnt, err)
+	}
+}
+
+func firstDiff(a, b []channelgroups.Timetoken) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// readOnly is a store whose Appends fail: nothing reaches it from the log.
+type readOnly struct{ archive.Store }
+
+func (readOnly) Append(context.Context, []archive.Message) error {
+	return errors.New("read-only store")
+}
+
+// TestHistoryTTL: a message past its ttl is gone from history, from the
+// store and from the rings (bbolt, on an injected clock).
+func TestHistoryTTL(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "h.db"), bolt.Config{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	n, _ := node(t, st, subscriber.Config{Shards: 1, Archive: st, Now: now, RingAge: 24 * time.Hour})
+	a, c := channelgroups.Account("acct"), channelgroups.Channel("c")
+	short := put(t, n, &subscriber.Message{Account: a, Channel: c, Payload: json.RawMessage(`"1h"`), TTL: time.Hour})
+	long := put(t, n, &subscriber.Message{Account: a, Channel: c, Payload: json.RawMessage(`"default"`)})
+	eventually(t, "both stored", func() bool { return len(stored(t, st, a, c)) == 2 })
+	skew.Store(int64(2 * time.Hour))
+	ms, err := n.History(t.Context(), a, c, 0, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Timetoken() != long {
+		t.Errorf("history two hours later: %d messages, want only %s (not %s)", len(ms), long, short)
+	}
+	if got := stored(t, st, a, c); len(got) != 1 {
+		t.Errorf("the store still serves %d messages, want 1", len(got))
+	}
+}
