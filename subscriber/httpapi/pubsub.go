@@ -166,6 +166,16 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 			return
 		}
 	}
+	if string(args.Peek("norep")) == "true" {
+		// PubNub's fire (the SDKs send store=0&norep=true): the message is
+		// for Functions event handlers only; it reaches no subscriber and
+		// history does not keep it. groupcast runs no event handlers, so a
+		// valid fire is acknowledged and goes nowhere.
+		b, _ := json.Marshal([]any{1, "Sent", a.cfg.Groups.Clock().Now().String()})
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		ctx.SetBody(b)
+		return
+	}
 	tok, err := a.requestToken(ctx, acct)
 	if err != nil {
 		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
