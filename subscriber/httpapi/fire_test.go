@@ -11,8 +11,8 @@ import (
 	"github.com/groupcast/groupcast/subscriber"
 )
 
-// TestFire publishes a message, fires one (store=0&norep=true, as the
-// SDKs' fire does) and publishes another: the fire is acknowledged like a
+// TestFire publishes a message, fires two (store=0&norep=true, as the JS
+// SDK's fire does, and norep=1, as Python's) and publishes another: the fire is acknowledged like a
 // publish, but no subscriber receives it and history does not hold it.
 func TestFire(t *testing.T) {
 	_, cfg := nodetest.Embedded(t, prometheus.NewRegistry(), subscriber.Config{PollHold: time.Second})
@@ -24,6 +24,7 @@ func TestFire(t *testing.T) {
 	for _, u := range []string{
 		"/publish/pk/demo/0/f/0/%22before%22?uuid=p",
 		"/publish/pk/demo/0/f/0/%22fired%22?uuid=p&store=0&norep=true",
+		"/publish/pk/demo/0/f/0/%22fired-py%22?uuid=p&store=0&norep=1", // the Python SDK's
 		"/publish/pk/demo/0/f/0/%22after%22?uuid=p",
 	} {
 		var ack []any

@@ -167,8 +167,9 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 			return
 		}
 	}
-	if string(args.Peek("norep")) == "true" {
-		// PubNub's fire (the SDKs send store=0&norep=true): the message is
+	if norep := string(args.Peek("norep")); norep == "true" || norep == "1" {
+		// PubNub's fire (the SDKs send store=0 and norep=true, Python's
+		// norep=1): the message is
 		// for Functions event handlers only; it reaches no subscriber and
 		// history does not keep it. groupcast runs no event handlers, so a
 		// valid fire is acknowledged and goes nowhere.
