@@ -221,8 +221,12 @@ func (h *hub) dropRingLocked(r *ring) {
 }
 
 // wildPrefixes returns the prefixes of the wildcards that can match c: "a."
-// and "a.b." for a.b.c (a wildcard has at most two dots).
+// and "a.b." for a.b.c (a wildcard has at most two dots). A presence
+// channel matches none: wildcards have no presence here.
 func wildPrefixes(c channelgroups.Channel) (ps [channelgroups.MaxWildcardDots]string, n int) {
+	if strings.HasSuffix(string(c), PresenceSuffix) {
+		return ps, 0
+	}
 	for i := 0; i < len(c)-1 && n < len(ps); i++ {
 		if c[i] == '.' {
 			ps[n] = string(c[:i+1])
