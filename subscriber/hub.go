@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber/filter"
 )
 
 // hub holds what subscribe needs: each channel's recent messages (rings),
@@ -38,7 +40,12 @@ type hub struct {
 	bytes int64  // what the rings hold, as ringEntry.size and ringOverhead count it
 	m     hubMetrics
 
-	byChannel  map[chanKey]map[*Parked]struct{}
+	byChannel map[chanKey]map[*Parked]struct{}
+	// byPrefix holds the polls of wildcard subscriptions by the wildcard's
+	// prefix ("a." for a.*); wildRings the channels with a ring by the
+	// wildcard prefixes they fall under (wildPrefixes).
+	byPrefix   map[chanKey]map[*Parked]struct{}
+	wildRings  map[chanKey]map[channelgroups.Channel]struct{}
 	tracked    map[channelgroups.GroupKey]*trackedGroup
 	containing map[chanKey]map[channelgroups.Group]struct{}
 	// annotated is, per shard, the newest message put into a ring, with the
@@ -84,6 +91,7 @@ type hubMetrics struct {
 // Registerer.
 func newHub(n *Node) (*hub, error) {
 	h := &hub{n: n, rings: map[chanKey]*ring{}, byChannel: map[chanKey]map[*Parked]struct{}{},
+		byPrefix: map[chanKey]map[*Parked]struct{}{}, wildRings: map[chanKey]map[channelgroups.Channel]struct{}{},
 		tracked: map[channelgroups.GroupKey]*trackedGroup{}, edits: map[channelgroups.GroupKey][]loggedEdit{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
 		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]atomic.Uint64, n.cfg.Shards),
 		release: make(chan struct{}), workers: newWorkers(2 * time.Second)}
@@ -200,6 +208,32 @@ func (h *hub) dropRingLocked(r *ring) {
 	h.bytes -= ringOverhead
 	heap.Remove(&h.order, r.index)
 	delete(h.rings, r.key)
+	ps, np := wildPrefixes(r.key.Channel)
+	for _, p := range ps[:np] {
+		pk := chanKey{Account: r.key.Account, Channel: channelgroups.Channel(p)}
+		if set := h.wildRings[pk]; set != nil {
+			delete(set, r.key.Channel)
+			if len(set) == 0 {
+				delete(h.wildRings, pk)
+			}
+		}
+	}
+}
+
+// wildPrefixes returns the prefixes of the wildcards that can match c: "a."
+// and "a.b." for a.b.c (a wildcard has at most two dots). A presence
+// channel matches none: wildcards have no presence here.
+func wildPrefixes(c channelgroups.Channel) (ps [channelgroups.MaxWildcardDots]string, n int) {
+	if strings.HasSuffix(string(c), PresenceSuffix) {
+		return ps, 0
+	}
+	for i := 0; i < len(c)-1 && n < len(ps); i++ {
+		if c[i] == '.' {
+			ps[n] = string(c[:i+1])
+			n++
+		}
+	}
+	return ps, n
 }
 
 // evictLocked drops the oldest entries of all rings until they hold at most
@@ -337,6 +371,14 @@ func (h *hub) applyMessage(m *Message) *wakeup {
 		h.rings[key] = r
 		h.bytes += ringOverhead
 		heap.Push(&h.order, r)
+		ps, np := wildPrefixes(key.Channel)
+		for _, p := range ps[:np] {
+			pk := chanKey{Account: key.Account, Channel: channelgroups.Channel(p)}
+			if h.wildRings[pk] == nil {
+				h.wildRings[pk] = map[channelgroups.Channel]struct{}{}
+			}
+			h.wildRings[pk][key.Channel] = struct{}{}
+		}
 	case len(r.entries) >= size:
 		h.trimLocked(r, len(r.entries)-size+1, h.m.byCount)
 		r.entries = append(r.entries, e)
@@ -390,6 +432,15 @@ func (h *hub) waitersLocked(w *wakeup) []*Parked {
 	if n > 0 {
 		sources++
 	}
+	var byWild [channelgroups.MaxWildcardDots]map[*Parked]struct{}
+	ps, np := wildPrefixes(w.key.Channel)
+	for i, p := range ps[:np] {
+		if set := h.byPrefix[chanKey{Account: w.key.Account, Channel: channelgroups.Channel(p)}]; len(set) > 0 {
+			byWild[i] = set
+			n += len(set)
+			sources++
+		}
+	}
 	var tgs []*trackedGroup
 	for _, g := range w.groups {
 		if tg := h.tracked[channelgroups.GroupKey{Account: w.key.Account, Group: g}]; tg != nil && len(tg.waiters) > 0 {
@@ -404,6 +455,11 @@ func (h *hub) waitersLocked(w *wakeup) []*Parked {
 	ws := make([]*Parked, 0, n)
 	for p := range byChan {
 		ws = append(ws, p)
+	}
+	for _, set := range byWild {
+		for p := range set {
+			ws = append(ws, p)
+		}
 	}
 	for _, tg := range tgs {
 		for p := range tg.waiters {
@@ -680,13 +736,21 @@ type PollRequest struct {
 	// Heartbeat is the presence timeout the client asked for; zero means
 	// the node's PresenceTimeout.
 	Heartbeat time.Duration
+	// Wildcards are wildcard subscriptions (a.*, a.b.*): every message of
+	// every channel under one is delivered, as for a channel group (G3).
+	Wildcards []channelgroups.Wildcard
+	// Filter, if not nil, is the subscriber's filter-expr: a message it
+	// does not match is not delivered, and the cursor moves past it.
+	// Presence events (on -pnpres channels) are not filtered.
+	Filter *filter.Expr
 }
 
-// Delivery is one message for a subscriber, and the group it came through
-// ("" for a channel subscribed directly).
+// Delivery is one message for a subscriber, and the group or wildcard it
+// came through (both empty for a channel subscribed directly).
 type Delivery struct {
-	Msg   *Message
-	Group channelgroups.Group
+	Msg      *Message
+	Group    channelgroups.Group
+	Wildcard channelgroups.Wildcard
 }
 
 // PollResult is a subscribe answer: the next cursor and the messages.
@@ -890,6 +954,14 @@ func (w *Parked) try() bool {
 		w.finish(PollResult{Cursor: CursorOf(w.after)}, nil)
 		return true
 	}
+	if f := w.req.Filter; f != nil {
+		// Outside the hub's lock: a message's meta is decoded once, by the
+		// first filter that reads it. What is filtered out moves the cursor
+		// (up to cut) like any message; with nothing left the poll parks on.
+		ds = slices.DeleteFunc(ds, func(d Delivery) bool {
+			return !strings.HasSuffix(string(d.Msg.Channel), PresenceSuffix) && !f.Match(d.Msg.FilterSubject())
+		})
+	}
 	if len(ds) > 0 {
 		res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
 		if len(ds) > MaxDeliveries {
@@ -962,6 +1034,13 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked,
 		}
 		h.byChannel[ck][w] = struct{}{}
 	}
+	for _, wc := range req.Wildcards {
+		pk := chanKey{Account: req.Account, Channel: channelgroups.Channel(wc.Prefix())}
+		if h.byPrefix[pk] == nil {
+			h.byPrefix[pk] = map[*Parked]struct{}{}
+		}
+		h.byPrefix[pk][w] = struct{}{}
+	}
 	now := n.now()
 	for i, g := range req.Groups {
 		key := channelgroups.GroupKey{Account: req.Account, Group: g}
@@ -1011,6 +1090,15 @@ func (h *hub) unregister(req PollRequest, w *Parked) {
 			}
 		}
 	}
+	for _, wc := range req.Wildcards {
+		pk := chanKey{Account: req.Account, Channel: channelgroups.Channel(wc.Prefix())}
+		if set := h.byPrefix[pk]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(h.byPrefix, pk)
+			}
+		}
+	}
 	now := h.n.now()
 	for _, g := range req.Groups {
 		if tg := h.tracked[channelgroups.GroupKey{Account: req.Account, Group: g}]; tg != nil {
@@ -1030,6 +1118,7 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 	}
 	oldest := uint64(h.n.now().Add(-h.n.cfg.RingAge).UnixMilli())
 	var out []Delivery
+	var wild channelgroups.Wildcard // the wildcard being scanned, if any
 	scan := func(c channelgroups.Channel, via func(ringEntry) (channelgroups.Group, bool)) {
 		r := h.rings[chanKey{Account: req.Account, Channel: c}]
 		if r == nil {
@@ -1050,7 +1139,7 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 				continue
 			}
 			if g, ok := via(e); ok {
-				out = append(out, Delivery{Msg: e.msg, Group: g})
+				out = append(out, Delivery{Msg: e.msg, Group: g, Wildcard: wild})
 			}
 		}
 	}
@@ -1117,8 +1206,17 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 			}
 		}
 	}
-	// In log order; a message reached through several routes (directly and
-	// through groups) is delivered once, through the first route scanned.
+	// A wildcard's channels are fixed by their names: every message in the
+	// ring of a channel under its prefix is owed.
+	for _, wc := range req.Wildcards {
+		wild = wc
+		for c := range h.wildRings[chanKey{Account: req.Account, Channel: channelgroups.Channel(wc.Prefix())}] {
+			scan(c, func(ringEntry) (channelgroups.Group, bool) { return "", true })
+		}
+	}
+	// In log order; a message reached through several routes (directly,
+	// through groups, through wildcards) is delivered once, through the
+	// first route scanned.
 	slices.SortStableFunc(out, func(a, b Delivery) int {
 		if a.Msg.Pos == b.Msg.Pos {
 			return 0
@@ -1233,12 +1331,14 @@ func (h *hub) dropShard(shard int) []*Parked {
 		}
 	}
 	h.m.bytes.Set(float64(h.bytes))
-	for k, set := range h.byChannel {
-		if of(k.Account) {
-			for w := range set {
-				polls[w] = struct{}{}
+	for _, index := range []map[chanKey]map[*Parked]struct{}{h.byChannel, h.byPrefix} {
+		for k, set := range index {
+			if of(k.Account) {
+				for w := range set {
+					polls[w] = struct{}{}
+				}
+				delete(index, k)
 			}
-			delete(h.byChannel, k)
 		}
 	}
 	for k, tg := range h.tracked {
@@ -1337,6 +1437,11 @@ func (n *Node) Parked() int {
 func (h *hub) pollsLocked() map[*Parked]struct{} {
 	all := map[*Parked]struct{}{}
 	for _, set := range h.byChannel {
+		for w := range set {
+			all[w] = struct{}{}
+		}
+	}
+	for _, set := range h.byPrefix {
 		for w := range set {
 			all[w] = struct{}{}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/subscriber/filter"
 )
 
 // record is one shard-log entry: kind "e" is a membership edit, kind "m" a
@@ -98,7 +99,18 @@ type Message struct {
 	Origin    int
 	OriginPos channelgroups.Position
 
-	wire atomic.Pointer[[]byte]
+	wire    atomic.Pointer[[]byte]
+	subject atomic.Pointer[filter.Subject]
+}
+
+// FilterSubject is what subscribe filters read of the message: made once,
+// and its meta decoded once, for all the subscribers that filter.
+func (m *Message) FilterSubject() *filter.Subject {
+	if s := m.subject.Load(); s != nil {
+		return s
+	}
+	m.subject.CompareAndSwap(nil, filter.NewSubject(m.Meta, m.Payload))
+	return m.subject.Load()
 }
 
 // Wire returns the message's encoding for subscribers, building it with

@@ -17,6 +17,7 @@ import (
 
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/subscriber"
+	"github.com/groupcast/groupcast/subscriber/filter"
 )
 
 // errBadRequest wraps request errors of this package (answered with 400).
@@ -166,6 +167,17 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 			return
 		}
 	}
+	if norep := string(args.Peek("norep")); norep == "true" || norep == "1" {
+		// PubNub's fire (the SDKs send store=0 and norep=true, Python's
+		// norep=1): the message is
+		// for Functions event handlers only; it reaches no subscriber and
+		// history does not keep it. groupcast runs no event handlers, so a
+		// valid fire is acknowledged and goes nowhere.
+		b, _ := json.Marshal([]any{1, "Sent", a.cfg.Groups.Clock().Now().String()})
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		ctx.SetBody(b)
+		return
+	}
 	tok, err := a.requestToken(ctx, acct)
 	if err != nil {
 		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -262,10 +274,24 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	}
 	args := ctx.QueryArgs()
 	req := subscriber.PollRequest{Account: acct}
-	if req.Channels, err = parseNames(splitList(parts[3]), channelgroups.ParseChannel, MaxSubscribeChannels, "channels"); err == nil {
+	names := splitList(parts[3])
+	var wild []string
+	if len(names) <= MaxSubscribeChannels {
+		names, wild = splitWildcards(names)
+	}
+	if req.Channels, err = parseNames(names, channelgroups.ParseChannel, MaxSubscribeChannels, "channels"); err == nil {
+		req.Wildcards, err = parseNames(wild, channelgroups.ParseWildcard, MaxSubscribeChannels, "wildcard channels")
+	}
+	if err == nil {
 		req.Groups, err = parseNames(splitList(string(args.Peek("channel-group"))), channelgroups.ParseGroup, MaxSubscribeGroups, "channel groups")
 	}
-	if err == nil && len(req.Channels)+len(req.Groups) == 0 {
+	if fe := args.Peek("filter-expr"); err == nil && len(fe) > 0 {
+		// Compiled once per request; a bad one is refused before parking.
+		if req.Filter, err = filter.Parse(string(fe)); err != nil {
+			err = fmt.Errorf("filter-expr: %w: %w", err, errBadRequest)
+		}
+	}
+	if err == nil && len(req.Channels)+len(req.Groups)+len(req.Wildcards) == 0 {
 		err = fmt.Errorf("subscribe names no channel and no channel group: %w", errBadRequest)
 	}
 	if err == nil {
@@ -304,6 +330,24 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	a.servePoll(ctx, acct, req)
 }
 
+// splitWildcards separates the wildcard subscriptions (names with a "*")
+// from the channels. A wildcard's presence channel (a.*-pnpres, which the
+// SDKs add when asked for presence) is dropped: groupcast has no presence
+// for wildcards.
+func splitWildcards(names []string) (channels, wild []string) {
+	channels = names[:0:0]
+	for _, s := range names {
+		switch {
+		case !channelgroups.IsWildcard(s):
+			channels = append(channels, s)
+		case strings.HasSuffix(s, ".*"+subscriber.PresenceSuffix):
+		default:
+			wild = append(wild, s)
+		}
+	}
+	return channels, wild
+}
+
 // answerSubscribe writes a subscribe answer: the cursor and the envelopes.
 // A message's envelope is encoded once and shared by all its deliveries; a
 // delivery through a group adds the group ("b") in front.
@@ -326,11 +370,15 @@ func (a *API) answerSubscribe(ctx *fasthttp.RequestCtx, acct channelgroups.Accou
 			r.AppendBodyString(",")
 		}
 		env := d.Msg.Wire(a.encodeEnvelope)
-		if d.Group == "" {
+		via := string(d.Group)
+		if d.Wildcard != "" {
+			via = string(d.Wildcard) // PubNub's "b" names the subscription a message matched
+		}
+		if via == "" {
 			r.AppendBody(env)
 			continue
 		}
-		g, _ := json.Marshal(string(d.Group))
+		g, _ := json.Marshal(via)
 		r.AppendBodyString(`{"b":`)
 		r.AppendBody(g)
 		r.AppendBodyString(",")
