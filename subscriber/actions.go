@@ -114,7 +114,8 @@ func encodeAction(act archive.Action, removes channelgroups.Timetoken) []byte {
 }
 
 // AddAction adds act (Account, Channel, Message, Type, Value, Publisher;
-// Timetoken and Expires are ignored) and returns it with its timetoken.
+// Timetoken and Expires are ignored) and returns it with its timetoken
+// and expiry.
 // Bad input wraps ErrBadRequest; ErrActionExists if act.Publisher added the
 // same type and value to the message already; ErrNotServing when this node
 // does not serve the account's shard.
@@ -147,7 +148,7 @@ func (n *Node) AddAction(ctx context.Context, act archive.Action) (archive.Actio
 	}
 	n.awaitApplied(ctx, shard, pos)
 	act.Timetoken = CursorOf(pos)
-	act.Expires = time.Time{}
+	act.Expires = expiresAt(act.Message, 0, n.cfg.HistoryRetention)
 	return act, nil
 }
 
