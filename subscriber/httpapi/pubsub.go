@@ -323,6 +323,9 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	if err == nil {
 		req.Consistency, err = subscriber.ParseConsistency(string(args.Peek("consistency")), req.Token != nil)
 	}
+	if v := args.Peek("state"); err == nil && len(v) > 0 && req.UUID != "" {
+		err = a.subscribeState(ctx, req, v)
+	}
 	if err != nil {
 		a.writeDomainError(ctx, "subscribe", err)
 		return
