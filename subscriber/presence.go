@@ -392,7 +392,7 @@ func (p *presenceBook) timeouts(ctx context.Context, now time.Time) {
 }
 
 // pollingUsers returns the uuids with a subscribe of the channel parked
-// here: they are seen until it returns (and refreshes them). Any other
+// here, directly or through a group: they are seen until it returns (and refreshes them). Any other
 // user of the channel times out on its own, however busy the channel.
 func (h *hub) pollingUsers(ck chanKey) map[string]struct{} {
 	h.mu.Lock()
@@ -400,6 +400,13 @@ func (h *hub) pollingUsers(ck chanKey) map[string]struct{} {
 	out := make(map[string]struct{}, len(h.byChannel[ck]))
 	for w := range h.byChannel[ck] {
 		out[w.req.UUID] = struct{}{}
+	}
+	for g := range h.containing[ck] { // subscribers through the groups that hold the channel
+		if tg := h.tracked[channelgroups.GroupKey{Account: ck.Account, Group: g}]; tg != nil {
+			for w := range tg.waiters {
+				out[w.req.UUID] = struct{}{}
+			}
+		}
 	}
 	return out
 }
@@ -544,4 +551,93 @@ func (p *presenceBook) dropShard(shard int) {
 	}
 	p.m.records.Set(float64(p.nServed))
 	p.m.stateBytes.Set(float64(p.stateBytes))
+}
+
+// Presence through channel groups, as PubNub has it: a subscriber of a
+// group is present on the group's channels (StartPoll), and a subscriber
+// of "<group>-pnpres" gets the presence events of the group's channels,
+// each with the "-pnpres" group as its "b". The hub tracks "<group>-pnpres"
+// as a group of its own whose channels are the group's presence channels,
+// kept in step with the group's (track, trackEdit).
+
+// presenceGroup reports whether g names the presence events of a group,
+// and which group.
+func presenceGroup(g channelgroups.Group) (channelgroups.Group, bool) {
+	base, ok := strings.CutSuffix(string(g), PresenceSuffix)
+	return channelgroups.Group(base), ok && base != ""
+}
+
+// presenceKey is the key of a group's presence twin.
+func presenceKey(k channelgroups.GroupKey) channelgroups.GroupKey {
+	return channelgroups.GroupKey{Account: k.Account, Group: k.Group + PresenceSuffix}
+}
+
+// presenceChannels returns the presence channels of chs, sorted.
+func presenceChannels(chs []channelgroups.Channel) []channelgroups.Channel {
+	out := make([]channelgroups.Channel, len(chs))
+	for i, c := range chs {
+		out[i] = c + PresenceSuffix
+	}
+	slices.Sort(out) // a suffix does not keep the order: "a-b" < "a" + PresenceSuffix
+	return out
+}
+
+// presenceView is a group's view as its presence twin sees it; nil for nil.
+func presenceView(v *channelgroups.View) *channelgroups.View {
+	if v == nil {
+		return nil
+	}
+	return &channelgroups.View{Channels: presenceChannels(v.Channels), Version: v.Version}
+}
+
+// presenceTwinTracked reports whether the presence twin of a group (not
+// itself one) is tracked: its tracking then follows the group's.
+func (h *hub) presenceTwinTracked(key channelgroups.GroupKey) bool {
+	if _, ok := presenceGroup(key.Group); ok {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tracked[presenceKey(key)] != nil
+}
+
+// trackPresenceTwin brings a group's tracked presence twin in step with
+// the group's new view (see track).
+func (h *hub) trackPresenceTwin(key channelgroups.GroupKey, v *channelgroups.View) {
+	if h.presenceTwinTracked(key) {
+		h.track(presenceKey(key), presenceView(v))
+	}
+}
+
+// trackPresenceTwinEdit applies a group's edit to its tracked presence
+// twin (see trackEdit).
+func (h *hub) trackPresenceTwinEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *channelgroups.View) {
+	if h.presenceTwinTracked(key) {
+		e.Group += PresenceSuffix
+		e.Channels = presenceChannels(e.Channels)
+		h.trackEdit(presenceKey(key), e, presenceView(v))
+	}
+}
+
+// pollView returns the view a subscribe of group g reads: a presence
+// twin's is its group's, mapped to the presence channels.
+func (n *Node) pollView(ctx context.Context, a channelgroups.Account, g channelgroups.Group, tok *channelgroups.Token, mode Consistency) (*channelgroups.View, error) {
+	base, ok := presenceGroup(g)
+	if !ok {
+		return n.View(ctx, channelgroups.GroupKey{Account: a, Group: g}, tok, mode)
+	}
+	v, err := n.View(ctx, channelgroups.GroupKey{Account: a, Group: base}, tok, mode)
+	return presenceView(v), err
+}
+
+// presentOn returns the channels a subscribe makes its user present on:
+// those it names and those of its groups (not of presence twins).
+func presentOn(req PollRequest, views []*channelgroups.View) []channelgroups.Channel {
+	out := slices.Clone(req.Channels)
+	for i, g := range req.Groups {
+		if _, ok := presenceGroup(g); !ok && views[i] != nil {
+			out = append(out, views[i].Channels...)
+		}
+	}
+	return out
 }

@@ -249,3 +249,142 @@ func TestTimeoutClearsState(t *testing.T) {
 		t.Fatalf("WhereNow after the timeout = %v; want none", got)
 	}
 }
+
+// groupWatch follows a group's presence events ("<group>-pnpres").
+type groupWatch struct {
+	t      *testing.T
+	n      *subscriber.Node
+	a      channelgroups.Account
+	g      channelgroups.Group
+	cursor channelgroups.Timetoken
+	queue  []string
+}
+
+func watchGroupPresence(t *testing.T, n *subscriber.Node, a channelgroups.Account, g channelgroups.Group) *groupWatch {
+	t.Helper()
+	hs, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g + subscriber.PresenceSuffix}})
+	if err != nil {
+		t.Fatalf("subscribing to %s%s: %v", g, subscriber.PresenceSuffix, err)
+	}
+	return &groupWatch{t: t, n: n, a: a, g: g, cursor: hs.Cursor}
+}
+
+// next returns the next event as "action uuid channel@group".
+func (w *groupWatch) next() string {
+	w.t.Helper()
+	for len(w.queue) == 0 {
+		res, err := w.n.Poll(w.t.Context(), subscriber.PollRequest{Account: w.a, Groups: []channelgroups.Group{w.g + subscriber.PresenceSuffix},
+			Cursor: w.cursor, Hold: 10 * time.Second})
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if len(res.Deliveries) == 0 {
+			w.t.Fatal("no presence event within the hold")
+		}
+		w.cursor = res.Cursor
+		for _, d := range res.Deliveries {
+			var e struct{ Action, UUID string }
+			if err := json.Unmarshal(d.Msg.Payload, &e); err != nil {
+				w.t.Fatal(err)
+			}
+			w.queue = append(w.queue, e.Action+" "+e.UUID+" "+string(d.Msg.Channel)+"@"+string(d.Group))
+		}
+	}
+	e := w.queue[0]
+	w.queue = w.queue[1:]
+	return e
+}
+
+// TestPresenceThroughGroup: a subscriber through a group is present on the
+// group's channels (and, while its poll is parked, does not time out); a
+// subscriber of "<group>-pnpres" gets the events of the group's channels,
+// through that group, and of a channel added to the group later.
+func TestPresenceThroughGroup(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	st := openBolt(t)
+	n, _ := node(t, st, subscriber.Config{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	svc, err := channelgroups.NewService(st, channelgroups.NewClock(nil, 0), channelgroups.ServiceConfig{Announcer: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, g = channelgroups.Account("acct"), channelgroups.Group("fam")
+	if _, err := svc.Add(t.Context(), a, g, chs{"a", "b"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	w := watchGroupPresence(t, n, a, g)
+	groups := []channelgroups.Group{g}
+	hs, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Groups: groups, UUID: "u1", Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{w.next(), w.next()}
+	slices.Sort(got)
+	if want := []string{"join u1 a-pnpres@fam-pnpres", "join u1 b-pnpres@fam-pnpres"}; !slices.Equal(got, want) {
+		t.Fatalf("events %q; want %q", got, want)
+	}
+	if here, err := n.HereNow(t.Context(), a, chs{"a", "b"}); err != nil || len(here["a"]) != 1 || len(here["b"]) != 1 {
+		t.Fatalf("HereNow = %v, %v; want u1 on a and b", here, err)
+	}
+	// A channel added to the group: its events reach the group's presence
+	// subscriber (the edit is applied before the join, which is after it
+	// in the log).
+	if _, err := svc.Add(t.Context(), a, g, chs{"c"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Heartbeat(a, chs{"c"}, "probe", 0); err != nil {
+		t.Fatal(err)
+	}
+	if e := w.next(); e != "join probe c-pnpres@fam-pnpres" {
+		t.Fatalf("event %q; want probe's join of c through fam-pnpres", e)
+	}
+	n.Leave(t.Context(), a, chs{"c"}, "probe")
+	if e := w.next(); e != "leave probe c-pnpres@fam-pnpres" {
+		t.Fatalf("event %q; want probe's leave of c", e)
+	}
+	// u1 polls again (now present on c too) and stays parked past its
+	// timeout: it does not time out. Sentinels prove the janitor passed:
+	// s1 times out in a pass after the clock moved, s2 in a later one, so
+	// a timeout of u1 would come before s2's.
+	answered := make(chan struct{})
+	p := n.StartPoll(t.Context(), subscriber.PollRequest{Account: a, Groups: groups, UUID: "u1", Heartbeat: time.Minute, Cursor: hs.Cursor, Hold: time.Hour},
+		func(subscriber.PollResult, error) { close(answered) })
+	if err := n.Heartbeat(a, chs{"a"}, "s1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	until := func(want string) []string {
+		t.Helper()
+		var seen []string
+		for {
+			e := w.next()
+			if e == want {
+				return seen
+			}
+			seen = append(seen, e)
+		}
+	}
+	if seen := until("join s1 a-pnpres@fam-pnpres"); !slices.Equal(seen, []string{"join u1 c-pnpres@fam-pnpres"}) {
+		t.Fatalf("events before s1's join: %q; want u1's join of c", seen)
+	}
+	now.Add(int64(2 * time.Minute))
+	until("timeout s1 a-pnpres@fam-pnpres")
+	if err := n.Heartbeat(a, chs{"a"}, "s2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	now.Add(int64(2 * time.Minute))
+	for _, e := range until("timeout s2 a-pnpres@fam-pnpres") {
+		if strings.Contains(e, " u1 ") {
+			t.Fatalf("event %q while u1's poll is parked", e)
+		}
+	}
+	// Once the poll returns and u1 sends nothing more, u1 times out of a, b
+	// and c.
+	p.Cancel()
+	<-answered
+	now.Add(int64(2 * time.Minute))
+	got = []string{w.next(), w.next(), w.next()}
+	slices.Sort(got)
+	if want := []string{"timeout u1 a-pnpres@fam-pnpres", "timeout u1 b-pnpres@fam-pnpres", "timeout u1 c-pnpres@fam-pnpres"}; !slices.Equal(got, want) {
+		t.Fatalf("events %q; want %q", got, want)
+	}
+}
