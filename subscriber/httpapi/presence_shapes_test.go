@@ -213,3 +213,38 @@ func FuzzParseStateArg(f *testing.F) {
 		}
 	})
 }
+
+// TestGroupPresenceHTTP: "<group>-pnpres" in a subscribe's channel-group is
+// served (not 400) and delivers the joins of the group's channels with
+// "b" naming it; a subscriber through the group is on its channels.
+func TestGroupPresenceHTTP(t *testing.T) {
+	h := newHarness(t)
+	if r := h.get(cg + "/fam?add=k1,k2"); r.status != 200 {
+		t.Fatalf("add: %d %s", r.status, r.body)
+	}
+	r := h.get("/v2/subscribe/demo/,/0?uuid=watcher&channel-group=" + q("fam-pnpres"))
+	if r.status != 200 {
+		t.Fatalf("subscribe to fam-pnpres: %d %s; want 200", r.status, r.body)
+	}
+	cursor := decode(t, r)["t"].(map[string]any)["t"].(string)
+	if r := h.get("/v2/subscribe/demo/,/0?uuid=u1&channel-group=" + q("fam,fam-pnpres")); r.status != 200 {
+		t.Fatalf("subscribe to fam and fam-pnpres: %d %s; want 200", r.status, r.body)
+	}
+	var got []string
+	for len(got) < 2 {
+		ans := decode(t, h.get("/v2/subscribe/demo/,/0?uuid=watcher&channel-group="+q("fam-pnpres")+"&tt="+cursor))
+		cursor = ans["t"].(map[string]any)["t"].(string)
+		for _, m := range ans["m"].([]any) {
+			env := m.(map[string]any)
+			d := env["d"].(map[string]any)
+			got = append(got, fmt.Sprintf("%s %s %s b=%s", d["action"], d["uuid"], env["c"], env["b"]))
+		}
+	}
+	if want := "join u1 k1-pnpres b=fam-pnpres,join u1 k2-pnpres b=fam-pnpres"; strings.Join(got, ",") != want {
+		t.Fatalf("events %q; want %s", got, want)
+	}
+	if got := canonical(t, h.get(presence+"/channel/,?channel-group=fam").body); got !=
+		`{"message":"OK","payload":{"channels":{"k1":{"occupancy":1,"uuids":["u1"]},"k2":{"occupancy":1,"uuids":["u1"]}},"total_channels":2,"total_occupancy":2},"service":"Presence","status":200}` {
+		t.Fatalf("here-now of fam: %s", got)
+	}
+}
