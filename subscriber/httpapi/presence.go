@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -33,9 +34,24 @@ func presenceArgs(ctx *fasthttp.RequestCtx, parts []string) (channelgroups.Accou
 	if err != nil {
 		return "", nil, "", err
 	}
-	chs, err := parseNames(splitList(parts[5]), channelgroups.ParseChannel, MaxSubscribeChannels, "channels")
-	if err != nil {
-		return "", nil, "", err
+	names := splitList(parts[5])
+	// A wildcard subscription (a.*) has no presence: SDKs send its name
+	// in heartbeats and leaves with the others; it is checked and skipped.
+	kept := names[:0]
+	for _, n := range names {
+		if !channelgroups.IsWildcard(n) {
+			kept = append(kept, n)
+			continue
+		}
+		if _, err := channelgroups.ParseWildcard(strings.TrimSuffix(n, "-pnpres")); err != nil {
+			return "", nil, "", err
+		}
+	}
+	var chs []channelgroups.Channel
+	if len(kept) > 0 || len(names) == 0 {
+		if chs, err = parseNames(kept, channelgroups.ParseChannel, MaxSubscribeChannels, "channels"); err != nil {
+			return "", nil, "", err
+		}
 	}
 	uuid, err := uuidArg(ctx.QueryArgs())
 	return acct, chs, uuid, err

@@ -248,3 +248,28 @@ func TestGroupPresenceHTTP(t *testing.T) {
 		t.Fatalf("here-now of fam: %s", got)
 	}
 }
+
+// TestPresenceSkipsWildcards: SDKs name a wildcard subscription in their
+// heartbeats and leaves with the other channels; it has no presence, so it
+// is checked and skipped, not refused (which failed the SDK's whole
+// heartbeat), while the other channels count as before.
+func TestPresenceSkipsWildcards(t *testing.T) {
+	h := presenceFixture(t)
+	for _, c := range []struct {
+		path string
+		want int
+	}{
+		{"/channel/a.*/heartbeat?uuid=w1&heartbeat=60", 200},
+		{"/channel/a.*,a.*-pnpres,room/heartbeat?uuid=w1&heartbeat=60", 200},
+		{"/channel/a.b.c.*/heartbeat?uuid=w1", 400}, // three dots: not a wildcard PubNub accepts
+		{"/channel/a*b/heartbeat?uuid=w1", 400},
+		{"/channel/news.*,room/leave?uuid=w2", 200},
+	} {
+		if r := h.get(presence + c.path); r.status != c.want {
+			t.Errorf("%s: %d %s, want %d", c.path, r.status, r.body, c.want)
+		}
+	}
+	waitFor(t, "w1 present in room", func() bool {
+		return bytes.Contains(h.get(presence+"/channel/room").body, []byte(`"w1"`))
+	})
+}
