@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -42,104 +40,14 @@ type AccessConfig struct {
 	Progress *Progress
 }
 
-// AccessResult is what the access scenario measured.
+// AccessResult is what the access scenario measured: the runs with
+// Access Manager off and on (OnOffRun.On).
 type AccessResult struct {
-	Subscribers                 int
-	LatencyLoad, SaturationLoad float64
-	Step                        time.Duration
-	Runs                        []AccessRun // in the order they ran
+	OnOff
 	// Refused lists the control requests on the Access Manager keyset that
 	// were refused, as they must be, before the runs: proof that its
 	// tokens were checked.
 	Refused []string
-	// Load is the load average (1, 5, 15 minutes) before and after.
-	LoadBefore, LoadAfter string
-}
-
-// AccessRun is one fanout run of the access scenario: Steps[0] at the
-// latency load, Steps[1] at the saturation load.
-type AccessRun struct {
-	PAM bool // through the keyset with Access Manager on, with a token
-	FanoutRun
-}
-
-// AccessCase is one case (Access Manager off or on) over its rounds: the
-// median of each figure (one run's hiccup on a shared machine moves a mean
-// of p99s more than the difference measured).
-type AccessCase struct {
-	Rounds          int
-	P50, P99        float64 // µs, publish→deliver at the latency load
-	DeliveredPerSec float64 // at the saturation load
-	// ServerCPU is the node's CPU time over the latency step, as a share
-	// of the step (1 = one core busy throughout): whether the latency load
-	// left it headroom, and what the checks cost.
-	ServerCPU      float64
-	Lost, Failures int64 // summed over the rounds
-}
-
-// Case summarises the runs with Access Manager on (pam) or off.
-func (r *AccessResult) Case(pam bool) AccessCase {
-	var c AccessCase
-	var p50, p99, delivered, cpu []float64
-	for _, run := range r.Runs {
-		if run.PAM != pam || len(run.Steps) < 2 {
-			continue
-		}
-		c.Rounds++
-		p50 = append(p50, run.Steps[0].Latency.P50)
-		p99 = append(p99, run.Steps[0].Latency.P99)
-		delivered = append(delivered, run.Steps[1].DeliveredPerSec)
-		if r.Step > 0 {
-			cpu = append(cpu, run.Steps[0].ServerCPU/r.Step.Seconds())
-		}
-		c.Lost += run.Steps[0].Lost + run.Steps[1].Lost
-		c.Failures += run.Failures
-	}
-	c.P50, c.P99, c.DeliveredPerSec, c.ServerCPU = median(p50), median(p99), median(delivered), median(cpu)
-	return c
-}
-
-// median of xs (the mean of the middle two for an even count); 0 if none.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	slices.Sort(xs)
-	if m := len(xs) / 2; len(xs)%2 == 0 {
-		return (xs[m-1] + xs[m]) / 2
-	} else {
-		return xs[m]
-	}
-}
-
-// Apart is how far Access Manager on is from off, relative to off: of the
-// p99 latency and of the deliveries/s (positive: on is higher).
-func (r *AccessResult) Apart() (p99, delivered float64) {
-	off, on := r.Case(false), r.Case(true)
-	return rel(on.P99, off.P99), rel(on.DeliveredPerSec, off.DeliveredPerSec)
-}
-
-// Spread is the noise between rounds of the same case: the largest
-// relative difference between two rounds of one case, of the p99 and of
-// the deliveries/s.
-func (r *AccessResult) Spread() (p99, delivered float64) {
-	for i, a := range r.Runs {
-		for _, b := range r.Runs[i+1:] {
-			if a.PAM != b.PAM || len(a.Steps) < 2 || len(b.Steps) < 2 {
-				continue
-			}
-			p99 = max(p99, math.Abs(rel(b.Steps[0].Latency.P99, a.Steps[0].Latency.P99)))
-			delivered = max(delivered, math.Abs(rel(b.Steps[1].DeliveredPerSec, a.Steps[1].DeliveredPerSec)))
-		}
-	}
-	return p99, delivered
-}
-
-func rel(x, base float64) float64 {
-	if base == 0 {
-		return math.Inf(1)
-	}
-	return x/base - 1
 }
 
 // Access runs the access scenario. It creates two keysets through the
@@ -148,7 +56,7 @@ func rel(x, base float64) float64 {
 // Access Manager keyset's requests without that token or with a forged
 // one, and then runs the fanout, alternating the cases.
 func Access(ctx context.Context, cfg AccessConfig) (AccessResult, error) {
-	res := AccessResult{Subscribers: cfg.Subscribers, LatencyLoad: cfg.LatencyLoad, SaturationLoad: cfg.SaturationLoad, Step: cfg.Step, LoadBefore: loadAvg()}
+	res := AccessResult{OnOff: OnOff{Subscribers: cfg.Subscribers, LatencyLoad: cfg.LatencyLoad, SaturationLoad: cfg.SaturationLoad, Step: cfg.Step, LoadBefore: loadAvg()}}
 	if cfg.Subscribers <= 0 || cfg.Step <= 0 || cfg.LatencyLoad <= 0 || cfg.SaturationLoad <= 0 || cfg.Rounds < 0 {
 		return res, errors.New("bench: access needs subscribers, a step and both loads > 0, and rounds >= 0")
 	}
@@ -167,9 +75,7 @@ func Access(ctx context.Context, cfg AccessConfig) (AccessResult, error) {
 		return res, err
 	}
 	for i := range 2 * cfg.Rounds {
-		// off, on, on, off, …: drift over the runs (the machine's, the
-		// node's growing state) falls on both cases alike.
-		pam := (i%2 == 1) != (i/2%2 == 1)
+		pam := alternate(i)
 		k := off
 		if pam {
 			k = on
@@ -184,31 +90,12 @@ func Access(ctx context.Context, cfg AccessConfig) (AccessResult, error) {
 		if cfg.Progress != nil {
 			cfg.Progress.Scenario(fmt.Sprintf("access round %d of %d, Access Manager %s", i/2+1, cfg.Rounds, onOff(pam)), "", nil)
 		}
-		var serverPIDs func() ([]int, error)
-		if len(cfg.PIDs) > 0 {
-			serverPIDs = func() ([]int, error) { return cfg.PIDs, nil }
-		}
-		run, err := Fanout(ctx, t, FanoutConfig{Subscribers: cfg.Subscribers, Step: cfg.Step, Loads: []float64{cfg.LatencyLoad, cfg.SaturationLoad},
-			AllLoads: true, Channel: channel, ServerPIDs: serverPIDs, Progress: cfg.Progress})
-		run.Target = "groupcast, Access Manager " + onOff(pam)
-		res.Runs = append(res.Runs, AccessRun{PAM: pam, FanoutRun: run})
-		if err != nil {
-			return res, fmt.Errorf("access round %d, Access Manager %s: %w", i/2+1, onOff(pam), err)
-		}
-		if run.Failures > 0 {
-			return res, fmt.Errorf("access round %d, Access Manager %s: %d subscribe polls failed", i/2+1, onOff(pam), run.Failures)
+		if err := res.run(ctx, t, pam, channel, cfg.PIDs, "Access Manager "+onOff(pam), cfg.Progress); err != nil {
+			return res, fmt.Errorf("access round %d: %w", i/2+1, err)
 		}
 	}
 	res.LoadAfter = loadAvg()
 	return res, nil
-}
-
-// cpuShare is CPU seconds over a step as a percentage of one core.
-func (r *AccessResult) cpuShare(secs float64) string {
-	if r.Step <= 0 || secs <= 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.0f%%", 100*secs/r.Step.Seconds())
 }
 
 func onOff(b bool) string {
@@ -324,43 +211,13 @@ func fastStatus(hc *fasthttp.HostClient, u string) (int, string, error) {
 const targetAccessApart = 0.05
 
 func accessChecks(a *AccessResult) []Check {
-	off, on := a.Case(false), a.Case(true)
-	if off.Rounds == 0 || on.Rounds == 0 {
-		return []Check{{"access: Access Manager on vs. off", "no complete pair of runs", "≤ 5% apart", false}}
-	}
-	p99, delivered := a.Apart()
-	sp99, sdel := a.Spread()
-	return []Check{
-		{fmt.Sprintf("access n=%d: publish→deliver p99, Access Manager on vs. off (%.0f deliveries/s)", a.Subscribers, a.LatencyLoad),
-			fmt.Sprintf("%+.1f%% (%s vs. %s; rounds of one case %.1f%% apart)", 100*p99, ms(on.P99), ms(off.P99), 100*sp99), "≤ 5% apart",
-			math.Abs(p99) <= targetAccessApart && on.Failures == 0},
-		{fmt.Sprintf("access n=%d: deliveries/s at saturation, Access Manager on vs. off (%.0f offered)", a.Subscribers, a.SaturationLoad),
-			fmt.Sprintf("%+.1f%% (%.0f vs. %.0f; rounds of one case %.1f%% apart)", 100*delivered, on.DeliveredPerSec, off.DeliveredPerSec, 100*sdel), "≤ 5% apart",
-			math.Abs(delivered) <= targetAccessApart && on.Failures == 0},
-	}
+	return a.checks("access", "Access Manager on vs. off", targetAccessApart)
 }
 
 func accessReport(b *strings.Builder, a *AccessResult) {
-	fmt.Fprintf(b, "\n## access\n\nThe fanout on one groupcastd (embedded store, `--access keysets`) through two keysets made with its admin API: one with Access Manager off, requests without a token; one with it on, every subscribe and publish carrying `auth=` a token (signed with the keyset's secret) granting read and write on the run's channel. Before the runs, the node refused the Access Manager keyset's %s (403), and served it with the token. %d subscribers; each run has a step at %.0f deliveries/s (the latency compared) and one at %.0f offered (beyond what the node delivers: the deliveries/s compared), %d publishers; the cases alternate (off, on, on, off, …) so that drift, the machine's or the node's, falls on both alike, and each figure is the median over a case's rounds. Load average before %s, after %s.\n\n",
-		strings.Join(a.Refused, ", "), a.Subscribers, a.LatencyLoad, a.SaturationLoad, Publishers, a.LoadBefore, a.LoadAfter)
-	fmt.Fprintf(b, "| run | Access Manager | p50 | p90 | p99 | max | delivered/s at %.0f | node CPU at %.0f | delivered/s at %.0f offered | lost | failed polls |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", a.LatencyLoad, a.LatencyLoad, a.SaturationLoad)
-	for i, r := range a.Runs {
-		if len(r.Steps) < 2 {
-			fmt.Fprintf(b, "| %d | %s | | | | | | | | | %d (incomplete) |\n", i+1, onOff(r.PAM), r.Failures)
-			continue
-		}
-		l := r.Steps[0].Latency
-		fmt.Fprintf(b, "| %d | %s | %s | %s | %s | %s | %.0f | %s | %.0f | %d | %d |\n", i+1, onOff(r.PAM), ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max),
-			r.Steps[0].DeliveredPerSec, a.cpuShare(r.Steps[0].ServerCPU), r.Steps[1].DeliveredPerSec, r.Steps[0].Lost+r.Steps[1].Lost, r.Failures)
-	}
-	off, on := a.Case(false), a.Case(true)
-	if off.Rounds > 0 && on.Rounds > 0 {
-		p99, delivered := a.Apart()
-		sp99, sdel := a.Spread()
-		fmt.Fprintf(b, "\n| median | rounds | p50 | p99 | node CPU at the latency load | delivered/s at saturation |\n|---|---:|---:|---:|---:|---:|\n| off | %d | %s | %s | %.1f%% | %.0f |\n| on | %d | %s | %s | %.1f%% | %.0f |\n| on vs. off | | %+.1f%% | %+.1f%% | %+.1f%% | %+.1f%% |\n| rounds of one case, farthest apart | | | %.1f%% | | %.1f%% |\n",
-			off.Rounds, ms(off.P50), ms(off.P99), 100*off.ServerCPU, off.DeliveredPerSec, on.Rounds, ms(on.P50), ms(on.P99), 100*on.ServerCPU, on.DeliveredPerSec,
-			100*rel(on.P50, off.P50), 100*p99, 100*rel(on.ServerCPU, off.ServerCPU), 100*delivered, 100*sp99, 100*sdel)
-	}
+	fmt.Fprintf(b, "\n## access\n\nThe fanout on one groupcastd (embedded store, `--access keysets`) through two keysets made with its admin API: one with Access Manager off, requests without a token; one with it on, every subscribe and publish carrying `auth=` a token (signed with the keyset's secret) granting read and write on the run's channel. Before the runs, the node refused the Access Manager keyset's %s (403), and served it with the token. ",
+		strings.Join(a.Refused, ", "))
+	a.report(b, "Access Manager")
 }
 
 // accessScenario runs the access scenario on a node of its own, with the

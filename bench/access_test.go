@@ -57,7 +57,7 @@ func TestAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Runs) != 4 || res.Runs[0].PAM || !res.Runs[1].PAM || !res.Runs[2].PAM || res.Runs[3].PAM {
+	if len(res.Runs) != 4 || res.Runs[0].On || !res.Runs[1].On || !res.Runs[2].On || res.Runs[3].On {
 		t.Fatalf("runs %+v, want off, on, on, off", res.Runs)
 	}
 	for _, r := range res.Runs {

@@ -89,6 +89,9 @@ func checks(r *Results) []Check {
 	if a := r.Access; a != nil {
 		cs = append(cs, accessChecks(a)...)
 	}
+	if h := r.History; h != nil {
+		cs = append(cs, historyChecks(h)...)
+	}
 	if c := r.Cluster; c != nil {
 		cs = append(cs, clusterChecks(c)...)
 	}
@@ -191,6 +194,9 @@ func Report(r *Results, plots []string) string {
 	fanoutReport(&b, r)
 	if a := r.Access; a != nil {
 		accessReport(&b, a)
+	}
+	if h := r.History; h != nil {
+		historyReport(&b, h)
 	}
 	if c := r.Cluster; c != nil {
 		clusterReport(&b, c)

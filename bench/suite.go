@@ -34,8 +34,8 @@ type SuiteConfig struct {
 	// Command is how the run was started, quoted in the report.
 	Command string
 	Log     io.Writer
-	// AccessRounds is how many times the access scenario runs each case;
-	// zero means 2.
+	// AccessRounds is how many times the access and history scenarios run
+	// each case; zero means 2.
 	AccessRounds int
 	// NoPin runs the fan-out scenarios unpinned. By default (on a machine
 	// with two cores or more) every server under test runs on ServerCPU
@@ -52,7 +52,8 @@ type SuiteConfig struct {
 	// Scenarios names the scenarios to run: "pair" (propagation, tokens,
 	// groups), "baseline", "fanout" (ceiling, groupcast, peer, quiet
 	// channels, channel groups), "decode" (the client's decode cost), "access"
-	// (the fanout with Access Manager off and on), "cluster" and "geo".
+	// (the fanout with Access Manager off and on), "history" (with Message
+	// Persistence off and on), "cluster" and "geo".
 	// Empty runs them all.
 	Scenarios []string
 }
@@ -81,8 +82,9 @@ type Results struct {
 	Multi  []FanoutRun  `json:",omitempty"`
 	Decode []DecodeCost `json:",omitempty"`
 	// Isolation says how the fan-out scenarios ran: pinning, paused servers.
-	Isolation []string      `json:",omitempty"`
-	Access    *AccessResult `json:",omitempty"`
+	Isolation []string       `json:",omitempty"`
+	Access    *AccessResult  `json:",omitempty"`
+	History   *HistoryResult `json:",omitempty"`
 	Checks    []Check
 }
 
@@ -183,6 +185,9 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*Results, string, error) {
 	}
 	if s.runs("access") {
 		fail("access", s.accessScenario(ctx, p, res))
+	}
+	if s.runs("history") {
+		fail("history", s.historyScenario(ctx, p, res))
 	}
 	if s.runs("cluster") {
 		fail("cluster", s.clusterScenario(ctx, p.cluster, res))

@@ -63,9 +63,10 @@ type record struct {
 	AType     string                  `json:"aty,omitempty"`
 	AValue    string                  `json:"av,omitempty"`
 
-	Action string `json:"pa,omitempty"` // presence: join, leave, timeout
-	UUID   string `json:"pu,omitempty"`
-	When   int64  `json:"pw,omitempty"` // unix seconds
+	Action string          `json:"pa,omitempty"` // presence: join, leave, timeout, state-change
+	UUID   string          `json:"pu,omitempty"`
+	When   int64           `json:"pw,omitempty"` // unix seconds
+	State  json.RawMessage `json:"ps,omitempty"` // presence: the user's state (a JSON object) on a join or state-change
 }
 
 // presence is a presence event from the log.
@@ -75,10 +76,11 @@ type presence struct {
 	Action  string
 	UUID    string
 	When    int64
+	State   json.RawMessage
 }
 
 func encodePresence(p presence) []byte {
-	b, _ := json.Marshal(record{Kind: "p", Account: p.Account, Channel: p.Channel, Action: p.Action, UUID: p.UUID, When: p.When})
+	b, _ := json.Marshal(record{Kind: "p", Account: p.Account, Channel: p.Channel, Action: p.Action, UUID: p.UUID, When: p.When, State: p.State})
 	return b
 }
 
@@ -277,7 +279,7 @@ func decodeRecord(b []byte, shard int) (decoded, error) {
 			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key, Deps: deps, Origin: d.origin, OriginPos: d.originPos,
 			TTL: decodeTTL(r.TTL)}
 	case "p":
-		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When}
+		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When, State: r.State}
 	case "d":
 		d.del = &deletion{Account: r.Account, Channel: r.Channel, Lo: r.Lo, Hi: r.Hi}
 	case "a":

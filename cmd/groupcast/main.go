@@ -23,7 +23,7 @@
 //	            [--region N=CASSANDRA,DC,REDIS]... [--no-pin] [--pause-infra] [--repeats N]
 //	                                 every scenario, with results.json, report.md and plots (make bench);
 //	                                 the geo scenario needs two --region (default: GROUPCAST_R<N>_* env)
-//	bench access --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] [--out DIR]
+//	bench access|history --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] [--out DIR]
 //	                                 the fanout with Access Manager off and on, alternating, on a node of
 //	                                 its own (--access keysets): latency and deliveries/s side by side
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
@@ -293,8 +293,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "soak" {
 		return benchSoak(ctx, args[1:], stdout, stderr)
 	}
-	if len(args) > 0 && args[0] == "access" {
-		return benchAccess(ctx, args[1:], stdout, stderr)
+	if len(args) > 0 && (args[0] == "access" || args[0] == "history") {
+		return benchOnOff(ctx, args[0], args[1:], stdout, stderr)
 	}
 	if len(args) == 2 && args[0] == "report" {
 		return bench.Rerender(args[1])
@@ -308,7 +308,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.HelloServer(ln)
 	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access|history --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -451,30 +451,32 @@ func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // benchAccess runs the suite's access scenario alone: it needs neither
 // Cassandra nor Redis.
-func benchAccess(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("groupcast bench access", flag.ContinueOnError)
+// benchOnOff runs one of the on/off scenarios alone: "access" (Access
+// Manager) or "history" (Message Persistence).
+func benchOnOff(ctx context.Context, scenario string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "smoke version: shorter steps")
 	out := fs.String("out", "bench/results", "directory the run's timestamped directory is written under")
 	gcd := fs.String("groupcastd", "", "groupcastd binary (required)")
-	rounds := fs.Int("rounds", 2, "times each case (Access Manager off, on) runs, alternating")
+	rounds := fs.Int("rounds", 2, "times each case (off, on) runs, alternating")
 	pause := fs.Bool("pause-infra", false, "pause (SIGSTOP) Cassandra and Redis, from scripts/infra's pid files, during the runs and continue them after; only when this run owns them")
 	noPin := fs.Bool("no-pin", false, "run unpinned: the node and the load generator share every core")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *gcd == "" {
-		return errors.New("bench access: --groupcastd is required")
+		return fmt.Errorf("bench %s: --groupcastd is required", scenario)
 	}
 	if *rounds < 1 {
-		return errors.New("bench access: --rounds must be at least 1")
+		return fmt.Errorf("bench %s: --rounds must be at least 1", scenario)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	res, dir, err := bench.RunSuite(ctx, bench.SuiteConfig{Quick: *quick, Out: *out, Groupcastd: *gcd, Groupcast: self,
-		Command: "groupcast bench access " + strings.Join(args, " "), Log: stderr, Scenarios: []string{"access"}, AccessRounds: *rounds, PauseInfra: *pause, NoPin: *noPin})
+		Command: "groupcast bench " + scenario + " " + strings.Join(args, " "), Log: stderr, Scenarios: []string{scenario}, AccessRounds: *rounds, PauseInfra: *pause, NoPin: *noPin})
 	printChecks(stdout, res, dir)
 	return err
 }
@@ -489,7 +491,7 @@ func benchSuite(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	redis := fs.String("redis", os.Getenv("GROUPCAST_REDIS"), "Redis address")
 	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module); empty skips the peer")
 	command := fs.String("command", "", "how the run was started, for the report; default: this command line")
-	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, decode, access, cluster, geo); empty runs them all")
+	only := fs.String("only", "", "comma-separated scenarios to run (pair, baseline, fanout, decode, access, history, cluster, geo); empty runs them all")
 	noPin := fs.Bool("no-pin", false, "run the fan-out scenarios unpinned (default: servers on CPU 0, this process on CPU 1)")
 	pause := fs.Bool("pause-infra", false, "pause (SIGSTOP) Cassandra and Redis, from scripts/infra's pid files, during the fan-out scenarios and continue them after; only when this run owns them")
 	repeats := fs.Int("repeats", 0, "runs of each fan-out server configuration, alternating; 0 means 3")

@@ -75,11 +75,27 @@ func Run(t testing.TB, log subscriber.Log, store subscriber.Store, clock *channe
 // serving it; reg, if not nil, receives the metrics.
 func Embedded(t testing.TB, reg *prometheus.Registry, cfg subscriber.Config) (*bolt.Store, httpapi.Config) {
 	t.Helper()
+	return embedded(t, reg, cfg, false)
+}
+
+// EmbeddedArchived is Embedded with Message Persistence: the node's
+// archiver stores messages in the same bbolt file (as groupcastd's
+// embedded default does).
+func EmbeddedArchived(t testing.TB, reg *prometheus.Registry, cfg subscriber.Config) (*bolt.Store, httpapi.Config) {
+	t.Helper()
+	return embedded(t, reg, cfg, true)
+}
+
+func embedded(t testing.TB, reg *prometheus.Registry, cfg subscriber.Config, archived bool) (*bolt.Store, httpapi.Config) {
+	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	if archived {
+		cfg.Archive = st
+	}
 	node, _ := Node(t, st, cfg)
 	clock := channelgroups.NewClock(nil, 0)
 	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: node, Shards: cfg.Shards})

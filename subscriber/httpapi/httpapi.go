@@ -198,6 +198,14 @@ type Pubsub interface {
 	Heartbeat(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) error
 	Leave(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string)
 	Occupancy(ctx context.Context, a channelgroups.Account, c channelgroups.Channel) ([]string, error)
+	// SetState is Heartbeat that also sets uuid's state on the channels st
+	// names; a bad state is a bad request.
+	SetState(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration, st subscriber.PresenceState) error
+	// HereNow returns the users on each of chs that has any (every channel
+	// of the account with none given).
+	HereNow(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel) (map[channelgroups.Channel][]subscriber.Occupant, error)
+	WhereNow(ctx context.Context, a channelgroups.Account, uuid string) ([]channelgroups.Channel, error)
+	State(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string) (subscriber.PresenceState, error)
 }
 
 // Viewer serves group views; *subscriber.Node is one.
@@ -494,6 +502,15 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 		return endpoint{name: "pam_revoke", serve: a.serveRevoke, key: 2, issuing: true}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*"):
 		return endpoint{name: "here_now", serve: a.serveHereNow, get: true, account: 3, key: 3, needs: needsPresence}
+	case match(parts, "v2", "presence", "sub-key", "*"):
+		// Every channel of the account: with Access Manager on, the server's.
+		return endpoint{name: "here_now_global", serve: a.serveHereNow, get: true, account: 3, key: 3, signed: true}
+	case match(parts, "v2", "presence", "sub-key", "*", "uuid", "*"):
+		return endpoint{name: "where_now", serve: a.serveWhereNow, get: true, account: 3, key: 3}
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "uuid", "*"):
+		return endpoint{name: "get_state", serve: a.serveGetState, get: true, account: 3, key: 3, needs: needsPresence}
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "uuid", "*", "data"):
+		return endpoint{name: "set_state", serve: a.serveSetState, get: true, account: 3, key: 3, needs: needsPresence}
 	}
 	return endpoint{name: "not_found", serve: func(ctx *fasthttp.RequestCtx, _ []string) {
 		writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+string(ctx.URI().PathOriginal()))
