@@ -962,8 +962,9 @@ func (w *Parked) try() bool {
 		// Outside the hub's lock: a message's meta is decoded once, by the
 		// first filter that reads it. What is filtered out moves the cursor
 		// (up to cut) like any message; with nothing left the poll parks on.
+		// Filters read publish meta: presence and action events pass.
 		ds = slices.DeleteFunc(ds, func(d Delivery) bool {
-			return !strings.HasSuffix(string(d.Msg.Channel), PresenceSuffix) && !f.Match(d.Msg.FilterSubject())
+			return !strings.HasSuffix(string(d.Msg.Channel), PresenceSuffix) && d.Msg.Action == nil && !f.Match(d.Msg.FilterSubject())
 		})
 	}
 	if len(ds) > 0 {

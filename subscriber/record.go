@@ -15,7 +15,8 @@ import (
 
 // record is one shard-log entry: kind "e" is a membership edit, kind "m" a
 // published message, kind "p" a presence event, kind "d" a deletion of
-// messages from history (every node hides them from its rings). All kinds of one account
+// messages from history (every node hides them from its rings), kind "a" a
+// message action added or removed (actions.go). All kinds of one account
 // share its shard's log, in the order they were acknowledged. Kind "g" is
 // written only by a replicator: entries of another region's log were lost
 // before they could be copied (see replicate.go).
@@ -53,6 +54,14 @@ type record struct {
 	// A deletion of a channel's messages from history: timetokens Lo to Hi.
 	Lo channelgroups.Timetoken `json:"lo,omitempty"`
 	Hi channelgroups.Timetoken `json:"hi,omitempty"`
+
+	// A message action (kind "a"): added to message MsgTT with type AType
+	// and value AValue, or, when RemovesTT is set, the removal of action
+	// RemovesTT of message MsgTT. The publisher (i) is who added or removed it.
+	MsgTT     channelgroups.Timetoken `json:"mt,omitempty"`
+	RemovesTT channelgroups.Timetoken `json:"rt,omitempty"`
+	AType     string                  `json:"aty,omitempty"`
+	AValue    string                  `json:"av,omitempty"`
 
 	Action string          `json:"pa,omitempty"` // presence: join, leave, timeout, state-change
 	UUID   string          `json:"pu,omitempty"`
@@ -100,6 +109,10 @@ type Message struct {
 	// zero for a message published in this region.
 	Origin    int
 	OriginPos channelgroups.Position
+	// Action is set when this is not a published message but a message
+	// action added or removed (actions.go): subscribers get it as an action
+	// event; history and message counts skip it (it is NoStore).
+	Action *ActionEvent
 
 	wire    atomic.Pointer[[]byte]
 	subject atomic.Pointer[filter.Subject]
@@ -225,8 +238,8 @@ func encodeEdit(e channelgroups.Edit, deps []channelgroups.RegionPosition) []byt
 	return b
 }
 
-// decoded is one log record: exactly one of edit, msg, presence, del and gap is
-// set (gap: a replicator lost entries of origin's log up to originPos).
+// decoded is one log record: exactly one of edit, msg (a message or an
+// action event), presence, del and gap is set (gap: a replicator lost entries of origin's log up to originPos).
 type decoded struct {
 	edit     *channelgroups.Edit
 	msg      *Message
@@ -269,6 +282,9 @@ func decodeRecord(b []byte, shard int) (decoded, error) {
 		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When, State: r.State}
 	case "d":
 		d.del = &deletion{Account: r.Account, Channel: r.Channel, Lo: r.Lo, Hi: r.Hi}
+	case "a":
+		d.msg = &Message{Account: r.Account, Channel: r.Channel, Publisher: r.Publisher, NoStore: true, Origin: d.origin, OriginPos: d.originPos,
+			Action: &ActionEvent{Message: r.MsgTT, Removes: r.RemovesTT, Type: r.AType, Value: r.AValue}}
 	case "g":
 		if r.Origin == 0 {
 			return decoded{}, errors.New("subscriber: a replication gap record without its origin")

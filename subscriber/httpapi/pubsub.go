@@ -399,9 +399,34 @@ func (a *API) encodeEnvelope(m *subscriber.Message) []byte {
 	if m.Signal {
 		e.E = 1
 	}
+	if m.Action != nil {
+		e.E, e.D = 3, actionEventData(m)
+	}
 	b, err := json.Marshal(e)
 	if err != nil { // a payload that was valid JSON when published always encodes
 		panic(fmt.Sprintf("httpapi: encoding an envelope: %v", err))
 	}
+	return b
+}
+
+// actionEventData is an action event's "d", as PubNub's: the action and
+// whether it was added or removed.
+func actionEventData(m *subscriber.Message) json.RawMessage {
+	event := "added"
+	if m.Action.Removes != 0 {
+		event = "removed"
+	}
+	type data struct {
+		Type             string `json:"type"`
+		Value            string `json:"value"`
+		MessageTimetoken string `json:"messageTimetoken"`
+		ActionTimetoken  string `json:"actionTimetoken"`
+	}
+	b, _ := json.Marshal(struct {
+		Source  string `json:"source"`
+		Version string `json:"version"`
+		Data    data   `json:"data"`
+		Event   string `json:"event"`
+	}{"actions", "1.0", data{m.Action.Type, m.Action.Value, m.Action.Message.String(), m.ActionTimetoken().String()}, event})
 	return b
 }
