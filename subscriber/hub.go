@@ -994,9 +994,11 @@ func (w *Parked) finish(res PollResult, err error) {
 	}
 	if w.registered {
 		w.n.hub.unregister(w.req, w)
-		// Refreshes the records the poll kept alive (one a leave dropped
-		// meanwhile comes back if there is room).
-		_ = w.n.pres.seen(w.req.Account, w.present, w.req.UUID, w.req.Heartbeat)
+		// Refreshes the records the poll kept alive. One a leave dropped
+		// meanwhile stays dropped: the client left (an unsubscribe aborts
+		// its poll and sends the leave, and the abort is often noticed
+		// after the leave); its next subscribe joins again.
+		w.n.pres.refresh(w.req.Account, w.present, w.req.UUID)
 	}
 	if err == nil {
 		res.Gap = w.n.acrossGap(w.shard, w.req.Cursor, res.Cursor)

@@ -246,6 +246,25 @@ func (p *presenceBook) seenState(a channelgroups.Account, chs []channelgroups.Ch
 	return nil
 }
 
+// refresh marks uuid seen now on the channels of chs it is still served
+// on; it adds no record and announces nothing (a poll's end, see
+// Parked.finish).
+func (p *presenceBook) refresh(a channelgroups.Account, chs []channelgroups.Channel, uuid string) {
+	if uuid == "" {
+		return
+	}
+	now := p.n.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range chs {
+		users := p.served[chanKey{Account: a, Channel: c}]
+		if u, ok := users[uuid]; ok {
+			u.last = now
+			users[uuid] = u
+		}
+	}
+}
+
 // orEmpty is s, or the empty object for no state.
 func orEmpty(s json.RawMessage) json.RawMessage {
 	if s == nil {

@@ -388,3 +388,46 @@ func TestPresenceThroughGroup(t *testing.T) {
 		t.Fatalf("events %q; want %q", got, want)
 	}
 }
+
+// TestLeaveWhileParked: an unsubscribe aborts the client's long-poll and
+// sends a leave, and the server often notices the abort after the leave;
+// the poll's end must not bring the user back (a join right after the
+// leave, present until the timeout). The official JavaScript SDK showed it.
+func TestLeaveWhileParked(t *testing.T) {
+	n, _ := node(t, openBolt(t), subscriber.Config{})
+	ctx := t.Context()
+	const a = channelgroups.Account("acct")
+	c := chs{"c"}
+	hs, err := n.Poll(ctx, subscriber.PollRequest{Account: a, Channels: c, UUID: "u", Heartbeat: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	p := n.StartPoll(ctx, subscriber.PollRequest{Account: a, Channels: c, UUID: "u", Heartbeat: time.Minute, Cursor: hs.Cursor, Hold: time.Hour},
+		func(subscriber.PollResult, error) { close(done) })
+	occupants := func() []string {
+		users, err := n.Occupancy(ctx, a, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return users
+	}
+	eventually(t, "u present", func() bool { return slices.Equal(occupants(), []string{"u"}) })
+	n.Leave(ctx, a, c, "u")
+	eventually(t, "u gone", func() bool { return len(occupants()) == 0 })
+	p.Cancel() // the abort, noticed after the leave
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancelled poll did not answer")
+	}
+	// The log is applied in order: once v's join (announced after the
+	// poll ended) is applied, a join of u announced at its end would be too.
+	if err := n.Heartbeat(a, c, "v", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "v present", func() bool { return slices.Contains(occupants(), "v") })
+	if got := occupants(); !slices.Equal(got, []string{"v"}) {
+		t.Fatalf("present after u's leave and its poll's end: %v, want [v]", got)
+	}
+}
