@@ -298,6 +298,7 @@ func (ar *archiver) flush(ctx context.Context) error {
 			return err
 		}
 		ar.saved[shard] = c
+		ar.n.noteArchived(shard, c)
 	}
 	ar.lastCheckpoint = time.Now()
 	return nil

@@ -37,15 +37,17 @@ func (n *Node) HistoryPage(ctx context.Context, q archive.Query) ([]*Message, bo
 		return nil, false, nil
 	}
 	key := chanKey{Account: q.Account, Channel: q.Channel}
-	// The rings first: a message the archiver stores between the two
-	// reads is then in one of them (a ring drops nothing younger than
-	// RingAge; the archiver is far less behind).
-	ring := n.ringHistory(key, lo, hi)
+	// The rings first, then the store once it holds everything the rings
+	// had dropped when they were read (a ring drops by count and bytes too,
+	// and a burst can push messages out before the archiver stored them):
+	// every message is then in one of the two answers.
+	ring, dropped := n.ringHistory(key, lo, hi)
 	var (
 		stored []archive.Message
 		more   bool
 	)
 	if st := n.cfg.Archive; st != nil {
+		n.awaitArchived(ctx, channelgroups.ShardOf(q.Account, len(n.shards)), dropped)
 		var err error
 		if stored, more, err = st.Messages(ctx, q); err != nil {
 			return nil, false, fmt.Errorf("subscriber: reading history: %w", err)
@@ -71,6 +73,58 @@ func (n *Node) HistoryPage(ctx context.Context, q archive.Query) ([]*Message, bo
 	return out, more, nil
 }
 
+// archiveWait bounds how long a history read waits for the archive to
+// hold what the rings dropped (awaitArchived).
+const archiveWait = 2 * time.Second
+
+// awaitArchived waits until the archive's checkpoint of shard is at or
+// after pos (nothing to wait for when pos is zero), for at most
+// archiveWait or ctx: the store then holds every message a ring dropped up
+// to pos. Past the bound it gives up (the archive is failing or far
+// behind; groupcast_history_incomplete_total counts it) and the read
+// serves what it has.
+func (n *Node) awaitArchived(ctx context.Context, shard int, pos channelgroups.Position) {
+	if pos.IsZero() || !n.archivedThrough(shard).Less(pos) {
+		return
+	}
+	deadline := n.now().Add(archiveWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		if cp, err := n.cfg.Archive.Checkpoint(ctx, shard); err == nil {
+			n.noteArchived(shard, cp)
+			if !cp.Less(pos) {
+				return
+			}
+		}
+		if ctx.Err() != nil || !n.now().Before(deadline) {
+			n.m.historyIncomplete.Inc()
+			return
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// archivedThrough is the newest checkpoint of shard this node knows of.
+func (n *Node) archivedThrough(shard int) channelgroups.Position {
+	n.archivedMu.Lock()
+	defer n.archivedMu.Unlock()
+	return n.archived[shard]
+}
+
+// noteArchived records a checkpoint of shard (the archiver's, or one read).
+func (n *Node) noteArchived(shard int, pos channelgroups.Position) {
+	n.archivedMu.Lock()
+	defer n.archivedMu.Unlock()
+	if n.archived == nil {
+		n.archived = map[int]channelgroups.Position{}
+	}
+	if n.archived[shard].Less(pos) {
+		n.archived[shard] = pos
+	}
+}
+
 // fromStored is a stored message as the rings hold messages.
 func fromStored(m *archive.Message) *Message {
 	return &Message{Account: m.Account, Channel: m.Channel, Payload: m.Payload, Publisher: m.Publisher, Meta: m.Meta,
@@ -91,11 +145,12 @@ func (n *Node) MessageCount(ctx context.Context, a channelgroups.Account, c chan
 		return 0, ErrNotServing
 	}
 	key := chanKey{Account: a, Channel: c}
-	ring := n.ringHistory(key, after+1, archive.MaxTimetoken)
+	ring, dropped := n.ringHistory(key, after+1, archive.MaxTimetoken)
 	st := n.cfg.Archive
 	if st == nil {
 		return int64(len(ring)), nil
 	}
+	n.awaitArchived(ctx, channelgroups.ShardOf(a, len(n.shards)), dropped)
 	count, err := st.Count(ctx, a, c, after)
 	if err != nil {
 		return 0, fmt.Errorf("subscriber: counting messages: %w", err)

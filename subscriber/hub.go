@@ -52,6 +52,11 @@ type hub struct {
 	// tracked groups that held its channel. A group tracked from now on is
 	// judged by annotations only after it.
 	annotated []channelgroups.Position
+	// dropped is, per shard, the newest position a ring dropped (by count,
+	// age or bytes) while this node served the shard: history reads wait
+	// until the archive holds everything up to it (awaitArchived), so that
+	// a message dropped from a ring before it was stored is not skipped.
+	dropped []channelgroups.Position
 	// edits holds each group's recent edits as the log brought them (the
 	// retention window, at most maxGroupEdits per group), for every group of
 	// the shards served: the membership a message was published under, for
@@ -94,6 +99,7 @@ func newHub(n *Node) (*hub, error) {
 		byPrefix: map[chanKey]map[*Parked]struct{}{}, wildRings: map[chanKey]map[channelgroups.Channel]struct{}{},
 		tracked: map[channelgroups.GroupKey]*trackedGroup{}, edits: map[channelgroups.GroupKey][]loggedEdit{}, containing: map[chanKey]map[channelgroups.Group]struct{}{},
 		annotated: make([]channelgroups.Position, n.cfg.Shards), gen: make([]atomic.Uint64, n.cfg.Shards),
+		dropped: make([]channelgroups.Position, n.cfg.Shards),
 		release: make(chan struct{}), workers: newWorkers(2 * time.Second)}
 	h.m.bytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "groupcast_ring_bytes",
@@ -192,6 +198,7 @@ func (o *ringOrder) Pop() any {
 func (h *hub) trimLocked(r *ring, k int, why prometheus.Counter) {
 	for _, e := range r.entries[:k] {
 		h.bytes -= e.size()
+		h.noteDroppedLocked(r, e.msg.Pos)
 	}
 	why.Add(float64(k))
 	r.entries = slices.Delete(r.entries, 0, k)
@@ -200,10 +207,26 @@ func (h *hub) trimLocked(r *ring, k int, why prometheus.Counter) {
 	}
 }
 
+// noteDroppedLocked records that r dropped its entry at pos; mu is held.
+func (h *hub) noteDroppedLocked(r *ring, pos channelgroups.Position) {
+	shard := channelgroups.ShardOf(r.key.Account, len(h.dropped))
+	if h.dropped[shard].Less(pos) {
+		h.dropped[shard] = pos
+	}
+}
+
+// droppedThrough is the newest position a ring of shard dropped.
+func (h *hub) droppedThrough(shard int) channelgroups.Position {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dropped[shard]
+}
+
 // dropRingLocked forgets a ring and what it holds.
 func (h *hub) dropRingLocked(r *ring) {
 	for _, e := range r.entries {
 		h.bytes -= e.size()
+		h.noteDroppedLocked(r, e.msg.Pos)
 	}
 	h.bytes -= ringOverhead
 	heap.Remove(&h.order, r.index)
@@ -1247,12 +1270,14 @@ func (n *Node) History(ctx context.Context, a channelgroups.Account, c channelgr
 
 // ringHistory returns the messages of a channel's ring that history serves
 // with timetokens from lo to hi, in timetoken order: neither signals nor
-// store=0 messages, none older than RingAge, expired or deleted.
-func (n *Node) ringHistory(key chanKey, lo, hi channelgroups.Timetoken) []*Message {
+// store=0 messages, none older than RingAge, expired or deleted; and, read
+// with them, the newest position a ring of the channel's shard dropped.
+func (n *Node) ringHistory(key chanKey, lo, hi channelgroups.Timetoken) (_ []*Message, dropped channelgroups.Position) {
 	now := n.now()
 	oldest := uint64(now.Add(-n.cfg.RingAge).UnixMilli())
 	h := n.hub
 	h.mu.Lock()
+	dropped = h.dropped[channelgroups.ShardOf(key.Account, len(h.dropped))]
 	r := h.rings[key]
 	var out []*Message
 	if r != nil {
@@ -1273,7 +1298,7 @@ func (n *Node) ringHistory(key chanKey, lo, hi channelgroups.Timetoken) []*Messa
 	// were copied, after local messages with later timetokens: history is
 	// in timetoken order, so paging by timetoken misses none.
 	slices.SortStableFunc(out, func(a, b *Message) int { return cmp.Compare(a.Timetoken(), b.Timetoken()) })
-	return out
+	return out, dropped
 }
 
 // ReleasePolls answers every parked subscribe at once (at shutdown, so that

@@ -179,6 +179,10 @@ type Node struct {
 	hub   *hub
 	pres  *presenceBook
 	arch  *archiver // nil without Config.Archive
+	// archived is, per shard, the newest archive checkpoint this node knows
+	// of (its archiver's, or one a history read fetched): see awaitArchived.
+	archivedMu sync.Mutex
+	archived   map[int]channelgroups.Position
 	// hidden are the recent deletions of history, which the rings' copies
 	// of the deleted messages must not serve.
 	hidden hiddenRanges
@@ -218,6 +222,9 @@ type nodeMetrics struct {
 	published prometheus.Counter
 	parked    prometheus.Gauge
 	announced *prometheus.CounterVec
+	// historyIncomplete counts history reads served without waiting any
+	// longer for the archive to hold what the rings dropped.
+	historyIncomplete prometheus.Counter
 }
 
 // fixed is the Ownership of a node that owns every shard.
@@ -348,10 +355,14 @@ func NewNode(log Log, store Store, cache *storagecache.Cache, overlay *volatile.
 			Name: "groupcast_edits_announced_total",
 			Help: "Edits appended to their shard log, by how: direct, or later from the outbox; and edits left unannounced.",
 		}, []string{"how"}),
+		historyIncomplete: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_history_incomplete_total",
+			Help: "History reads and message counts served after waiting 2 s for the archive to store what the rings had dropped, without it: they may miss messages (the archive is failing or far behind).",
+		}),
 	}
 	n.m.fastReads = n.m.reads.WithLabelValues("fast")
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{n.m.lag, n.m.applied, n.m.moves, n.m.rebuild, n.m.serving, n.m.reads, n.m.parked, n.m.published, n.m.announced} {
+		for _, c := range []prometheus.Collector{n.m.lag, n.m.applied, n.m.moves, n.m.rebuild, n.m.serving, n.m.reads, n.m.parked, n.m.published, n.m.announced, n.m.historyIncomplete} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
