@@ -5,13 +5,19 @@ the SDK allows (.sync()) and through its threaded subscribe loop.
     sdktest/.venv/bin/python sdktest/conformance.py http://127.0.0.1:8080
 
 Prints each check and "N passed, M failed"; exits non-zero if any failed.
+Covers time, channel groups, publish (meta, custom message type, store=0,
+ttl), signal, fire, subscribe (channels, groups, wildcard, filter
+expression), fetch_messages (includes, bounds, several channels, paging),
+history (v2), message counts, delete messages, here_now and presence events.
 The Python SDK is stricter about JSON types than the JavaScript one: /time/0
 must answer a number, history v2 numbers for its timetokens, a publish
 timetoken must parse as an int, subscribe envelopes must carry f, k, p.t and
 p.r, presence occupancy and timestamp must be ints. Deliveries are awaited on
-a condition with a deadline, never by sleeping.
+a condition with a deadline, never by sleeping; "not delivered" only after a
+positive control (a later message on the same subscription) has arrived.
 """
 
+import importlib.metadata
 import sys
 import threading
 import time
@@ -57,7 +63,7 @@ def is_timetoken(v):
     return isinstance(v, int) and len(str(v)) == 17
 
 
-def client(tag):
+def client(tag, filter_expression=None):
     cfg = PNConfiguration()
     cfg.subscribe_key = "demo"
     cfg.publish_key = "demo"
@@ -66,6 +72,8 @@ def client(tag):
     cfg.ssl = False
     cfg.non_subscribe_request_timeout = WAIT
     cfg.daemon = True
+    if filter_expression is not None:
+        cfg.filter_expression = filter_expression
     return PubNub(cfg)
 
 
@@ -120,8 +128,14 @@ def poll(what, fn, timeout=WAIT):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last {last!r})")
 
 
+def connected(rec):
+    rec.wait("PNConnectedCategory", lambda: any(s.category == PNStatusCategory.PNConnectedCategory for s in rec.stats))
+    expect(not rec.errors(), f"subscribe errors {rec.errors()}")
+
+
 def main():
     pn = client("pub")
+    extra = []  # more subscribers, stopped at the end
     sub = client("sub")
     joiner = client("joiner")
     watcher = client("watcher")
@@ -164,6 +178,133 @@ def main():
             return
         raise AssertionError("no error")
     check("an invalid group name is refused with a 400 the SDK reports", t_bad_group)
+
+    def fetched(channel, **opts):
+        """A channel's messages in fetch_messages (v3), oldest first."""
+        f = pn.fetch_messages().channels(channel).maximum_per_channel(opts.pop("count", 100))
+        for name, v in opts.items():
+            f = getattr(f, name)(v)
+        return f.sync().result.channels.get(channel, [])
+
+    def publish_all(channel, messages):
+        return [pn.publish().channel(channel).message(m).sync().result.timetoken for m in messages]
+
+    def t_store():
+        c = ch("store")
+        a = pn.publish().channel(c).message("kept").meta({"k": "v"}).custom_message_type("note-1").ttl(1).sync().result.timetoken
+        b = pn.publish().channel(c).message("not stored").should_store(False).sync().result.timetoken
+        d = pn.publish().channel(c).message("marker").sync().result.timetoken
+        expect(all(is_timetoken(t) for t in (a, b, d)), f"timetokens {a!r} {b!r} {d!r}")
+        items = fetched(c, include_meta=True)
+        expect([i.message for i in items] == ["kept", "marker"], f"history {[i.message for i in items]}")
+        expect((int(items[0].timetoken), items[0].meta) == (a, {"k": "v"}), f"kept: {items[0].timetoken} {items[0].meta!r}")
+    check("publish: store=0 is not in history, ttl is, with its meta", t_store)
+
+    def t_fire_rest():
+        c = ch("fire")
+        r = pn.fire().channel(c).message("fired").sync().result
+        expect(is_timetoken(int(r.timetoken)), f"fire timetoken {r.timetoken!r}")
+        pn.publish().channel(c).message("published").sync()
+        expect([i.message for i in fetched(c)] == ["published"], f"history {[i.message for i in fetched(c)]}")
+    check("fire: acknowledged with a timetoken, not in history", t_fire_rest)
+
+    def t_signal_rest():
+        c = ch("signal")
+        r = pn.signal().channel(c).message("sig").sync().result
+        expect(is_timetoken(int(r.timetoken)), f"signal timetoken {r.timetoken!r}")
+        pn.publish().channel(c).message("published").sync()
+        expect([i.message for i in fetched(c)] == ["published"], f"history {[i.message for i in fetched(c)]}")
+    check("signal: acknowledged with a timetoken, not in history", t_signal_rest)
+
+    # Two channels with known contents for the history checks.
+    h1, h2 = ch("h1"), ch("h2")
+    t1 = [pn.publish().channel(h1).message({"i": i}).meta({"i": i}).custom_message_type("odd" if i % 2 else "even").sync().result.timetoken
+          for i in range(5)]
+    t2 = publish_all(h2, ["x", "y"])
+
+    def t_fetch_includes():
+        items = fetched(h1, include_meta=True, include_uuid=True, include_message_type=True, include_custom_message_type=True)
+        expect([i.message for i in items] == [{"i": i} for i in range(5)], f"messages {[i.message for i in items]}")
+        expect([int(i.timetoken) for i in items] == t1, f"timetokens {[i.timetoken for i in items]}, want {t1}")
+        expect([i.meta for i in items] == [{"i": i} for i in range(5)], f"meta {[i.meta for i in items]}")
+        expect([i.uuid for i in items] == [pn.uuid] * 5, f"uuids {[getattr(i, 'uuid', None) for i in items]}")
+        # PubNub's message_type is null for a published message.
+        expect([i.message_type for i in items] == [None] * 5, f"message types {[getattr(i, 'message_type', '-') for i in items]}")
+        # The SDK (10.8) does not hand out custom_message_type from history.
+        items = fetched(h1, include_uuid=False, include_message_type=False)
+        expect(not any(hasattr(i, "uuid") or hasattr(i, "message_type") or i.meta for i in items),
+               f"without the includes: {[vars(i) for i in items][:1]}")
+    check("fetch_messages: include_meta, include_uuid, include_message_type (on and off), include_custom_message_type", t_fetch_includes)
+
+    def t_fetch_bounds():
+        def got(**opts):
+            return [i.message["i"] for i in fetched(h1, **opts)]
+        for opts, want in (({"count": 2}, [3, 4]), ({"start": t1[3]}, [0, 1, 2]), ({"end": t1[3]}, [3, 4]),
+                           ({"start": t1[4], "end": t1[1]}, [1, 2, 3]), ({"start": t1[4], "end": t1[1], "count": 2}, [2, 3])):
+            expect(got(**opts) == want, f"{opts}: got {got(**opts)}, want {want}")
+    check("fetch_messages: count, start (exclusive) and end (inclusive)", t_fetch_bounds)
+
+    def t_fetch_several():
+        r = pn.fetch_messages().channels([h1, h2, ch("empty")]).maximum_per_channel(3).sync().result
+        expect(sorted(r.channels) == sorted([h1, h2]), f"channels answered {sorted(r.channels)}")
+        expect([i.message["i"] for i in r.channels[h1]] == [2, 3, 4], f"{h1}: {[i.message for i in r.channels[h1]]}")
+        expect([(i.message, int(i.timetoken)) for i in r.channels[h2]] == list(zip(["x", "y"], t2)), f"{h2}: {[(i.message, i.timetoken) for i in r.channels[h2]]}")
+    check("fetch_messages: several channels", t_fetch_several)
+
+    def t_paging():
+        c, n = ch("paged"), 260
+        tts = publish_all(c, [{"i": i} for i in range(n)])
+        # The SDK (10.8) does not hand out "more": page with start = the
+        # oldest timetoken of the page until a page comes back empty.
+        got, start = [], None
+        for _ in range(5):
+            f = pn.fetch_messages().channels(c).maximum_per_channel(100)
+            page = (f.start(start) if start else f).sync().result.channels.get(c, [])
+            if not page:
+                break
+            got = page + got
+            start = int(page[0].timetoken)
+        else:
+            raise AssertionError("still paging after 5 pages")
+        expect([i.message["i"] for i in got] == list(range(n)), f"{len(got)} messages: {[i.message['i'] for i in got][:5]}...")
+        expect([int(i.timetoken) for i in got] == tts, "timetokens differ from the publishes'")
+    check("fetch_messages: 260 messages page by 100 with start, each once, in order", t_paging)
+
+    def t_history_v2():
+        def hist(**opts):
+            h = pn.history().channel(h1).include_timetoken(True)
+            for name, v in opts.items():
+                h = getattr(h, name)(v)
+            return h.sync().result
+        r = hist(count=2)
+        expect([i.entry["i"] for i in r.messages] == [3, 4], f"count 2: {[i.entry for i in r.messages]}")
+        r = hist(count=2, reverse=True)
+        expect([(i.entry["i"], i.timetoken) for i in r.messages] == [(0, t1[0]), (1, t1[1])], f"reverse: {[(i.entry, i.timetoken) for i in r.messages]}")
+        expect((r.start_timetoken, r.end_timetoken) == (t1[0], t1[1]), f"start {r.start_timetoken} end {r.end_timetoken}")
+        r = hist(count=2, reverse=True, start=t1[1])
+        expect([i.entry["i"] for i in r.messages] == [2, 3], f"the next page forward: {[i.entry for i in r.messages]}")
+        r = hist(include_meta=True)
+        expect([i.meta for i in r.messages] == [{"i": i} for i in range(5)], f"meta {[i.meta for i in r.messages]}")
+        str(r)  # the SDK formats start and end with %d
+    check("history (v2): count, reverse, paging forward with reverse and start, meta", t_history_v2)
+
+    def t_counts():
+        r = pn.message_counts().channel(h1).channel_timetokens([t1[2]]).sync().result
+        expect(r.channels == {h1: 3}, f"one channel from one timetoken: {r.channels}")
+        r = pn.message_counts().channel([h1, h2]).channel_timetokens([t1[1], t2[1]]).sync().result
+        expect(r.channels == {h1: 4, h2: 1}, f"per channel: {r.channels}")
+    check("message_counts: one channel, several with a timetoken each", t_counts)
+
+    def t_delete():
+        c = ch("delete")
+        tts = publish_all(c, ["a", "b", "c"])
+        pn.delete_messages().channel(c).start(tts[1] - 1).end(tts[1]).sync()
+        expect([i.message for i in fetched(c)] == ["a", "c"], f"after deleting b: {[i.message for i in fetched(c)]}")
+        pn.delete_messages().channel(c).sync()
+        expect(fetched(c) == [], f"after deleting all: {[i.message for i in fetched(c)]}")
+        r = pn.history().channel(c).sync().result
+        expect(r.messages == [], f"history (v2) after deleting all: {[i.entry for i in r.messages]}")
+    check("delete_messages: one message (start = tt-1, end = tt), then all; history shows them gone", t_delete)
 
     # One subscribe call each: a second call races the SDK's own subscribe
     # thread over its subscription dicts ("dictionary changed size during
@@ -239,6 +380,45 @@ def main():
         expect(not rec.find(rec.msgs, lambda m: m.message == "sig"), "signal delivered as a message")
     check("a signal arrives as a signal", t_signal)
 
+    def t_fire():
+        r = pn.fire().channel(ch(0)).message("fired").sync().result
+        expect(is_timetoken(int(r.timetoken)), f"fire timetoken {r.timetoken!r}")
+        pn.publish().channel(ch(0)).message("after fire").sync()
+        delivered(ch(0), lambda v: v == "after fire")
+        expect(not rec.find(rec.msgs + rec.sigs, lambda m: m.message == "fired"), "fire delivered")
+    check("fire is acknowledged and reaches no subscriber", t_fire)
+
+    def subscriber(tag, channels, filter_expression=None):
+        c = client(tag, filter_expression)
+        extra.append(c)
+        r = Recorder()
+        c.add_listener(r)
+        c.subscribe().channels(channels).execute()
+        connected(r)
+        return r
+
+    def t_wildcard():
+        w = f"w-{RUN}"
+        wrec = subscriber("wild", f"{w}.*")
+        pn.publish().channel(f"{w}x.b").message("not under it").sync()
+        pn.publish().channel(f"{w}.b").message("under it").sync()
+        wrec.wait("the message on a.b", lambda: wrec.msgs)
+        (m,) = wrec.find(wrec.msgs, lambda m: True)
+        expect((m.message, m.channel, m.subscription) == ("under it", f"{w}.b", f"{w}.*"),
+               f"message {m.message!r} channel {m.channel!r} subscription {m.subscription!r}")
+    check("wildcard subscribe (a.*) delivers a.b with subscription a.* and channel a.b", t_wildcard)
+
+    def t_filter():
+        c = ch("filter")
+        frec = subscriber("filter", c, "lang == 'en' && n > 1")
+        for msg, meta in (("fr", {"lang": "fr", "n": 5}), ("en 1", {"lang": "en", "n": 1}), ("no meta", None), ("en 2", {"lang": "en", "n": 2})):
+            p = pn.publish().channel(c).message(msg)
+            (p.meta(meta) if meta else p).sync()
+        frec.wait("the matching message", lambda: any(m.message == "en 2" for m in frec.msgs))
+        got = [m.message for m in frec.find(frec.msgs, lambda m: True)]
+        expect(got == ["en 2"], f"delivered {got}")
+    check("filter_expression: a message whose meta does not match is not delivered, one that matches is", t_filter)
+
     def t_burst():
         for i in range(100):
             pn.publish().channel(ch(0)).message({"burst": i}).sync()
@@ -302,11 +482,12 @@ def main():
         expect(not s.is_error() and s.status_code == 200, f"leave: error={s.is_error()} status {s.status_code}")
     check("unsubscribe sends leave and gets OK", t_leave)
 
-    for c in (sub, watcher, joiner, pn):
+    for c in [sub, watcher, joiner, pn] + extra:
         c.stop()
 
 
 if __name__ == "__main__":
+    print(f"python: pubnub {importlib.metadata.version('pubnub')}", flush=True)
     main()
     print(f"{passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed else 0)
