@@ -18,7 +18,8 @@ import (
 // acknowledged once it is in the log) and stores the published messages it
 // finds (kind "m", not signals, not store=0) in Config.Archive, in batches
 // of at most ArchiveBatch messages, written at the latest ArchiveFlush after
-// the first of them was read. After each batch it records how far it got
+// the first of them was read, and the message actions added and removed
+// (kind "a", actions.go) with them, in log order. After each batch it records how far it got
 // (Store.SetCheckpoint); a node that becomes a shard's primary starts from
 // the shard's checkpoint. Whatever was stored between the last checkpoint
 // and a crash or a hand-over is stored again, which Append ignores.
@@ -46,10 +47,22 @@ type archiver struct {
 	// entry read; saved, the checkpoint last stored for it.
 	cursor, saved map[int]channelgroups.Position
 	pending       []archive.Message
+	// acts are the action adds and removes read, in log order, stored
+	// after pending's messages.
+	acts []actionOp
 	// flushAt is when the pending messages must be stored at the latest.
 	flushAt        time.Time
 	lastCheckpoint time.Time
 }
+
+// actionOp is an action added (remove false) or removed.
+type actionOp struct {
+	act    archive.Action
+	remove bool
+}
+
+// npending is how many messages and action changes wait to be stored.
+func (ar *archiver) npending() int { return len(ar.pending) + len(ar.acts) }
 
 type archiveMetrics struct {
 	archived prometheus.Counter
@@ -57,6 +70,7 @@ type archiveMetrics struct {
 	lag      prometheus.Histogram
 	errors   prometheus.Counter
 	gaps     prometheus.Counter
+	actions  prometheus.Counter
 }
 
 func newArchiver(n *Node) (*archiver, error) {
@@ -76,12 +90,15 @@ func newArchiver(n *Node) (*archiver, error) {
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "groupcast_archive_errors_total", Help: "Failed log reads, stores and checkpoints of the archiver (retried), and messages the store refused (dropped).",
 		}),
+		actions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "groupcast_archived_actions_total", Help: "Message actions this node added to or removed from the store (replays after a hand-over included).",
+		}),
 		gaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "groupcast_archive_gaps_total", Help: "Gaps in a shard log the archiver met: entries dropped from the log before they were archived, their messages lost to history.",
 		}),
 	}
 	if reg := n.cfg.Registerer; reg != nil {
-		for _, c := range []prometheus.Collector{ar.m.archived, ar.m.batches, ar.m.lag, ar.m.errors, ar.m.gaps} {
+		for _, c := range []prometheus.Collector{ar.m.archived, ar.m.batches, ar.m.lag, ar.m.errors, ar.m.gaps, ar.m.actions} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("subscriber: %w", err)
 			}
@@ -109,9 +126,9 @@ func (ar *archiver) run(ctx context.Context) {
 			wait(ctx, 250*time.Millisecond)
 			continue
 		}
-		if len(ar.pending) < n.cfg.ArchiveBatch {
+		if ar.npending() < n.cfg.ArchiveBatch {
 			block := time.Second
-			if len(ar.pending) > 0 {
+			if ar.npending() > 0 {
 				block = max(time.Until(ar.flushAt), time.Millisecond)
 			}
 			entries, err := n.log.Read(ctx, ar.cursors(), n.cfg.ArchiveBatch, block)
@@ -123,8 +140,8 @@ func (ar *archiver) run(ctx context.Context) {
 			}
 			ar.take(entries)
 		}
-		if len(ar.pending) >= n.cfg.ArchiveBatch || len(ar.pending) > 0 && !time.Now().Before(ar.flushAt) ||
-			len(ar.pending) == 0 && time.Since(ar.lastCheckpoint) >= checkpointEvery {
+		if ar.npending() >= n.cfg.ArchiveBatch || ar.npending() > 0 && !time.Now().Before(ar.flushAt) ||
+			ar.npending() == 0 && time.Since(ar.lastCheckpoint) >= checkpointEvery {
 			if err := ar.flush(ctx); err != nil {
 				if ctx.Err() == nil {
 					fail("storing messages", err)
@@ -188,32 +205,44 @@ func (ar *archiver) take(entries []LogEntry) {
 				"shard", le.Shard, "after", c, "lost_through", le.Pos)
 			continue
 		}
-		m, ok := ar.message(le)
+		m, op, ok := ar.message(le)
 		if !ok {
 			continue
 		}
-		if len(ar.pending) == 0 {
+		if ar.npending() == 0 {
 			ar.flushAt = time.Now().Add(ar.n.cfg.ArchiveFlush)
+		}
+		if op != nil {
+			ar.acts = append(ar.acts, *op)
+			continue
 		}
 		ar.pending = append(ar.pending, m)
 	}
 }
 
 // message returns the stored form of a log entry that is a message kept
-// for history.
-func (ar *archiver) message(le LogEntry) (archive.Message, bool) {
+// for history, or of an action added or removed (op set).
+func (ar *archiver) message(le LogEntry) (_ archive.Message, op *actionOp, ok bool) {
 	d, err := decodeRecord(le.Data, le.Shard)
-	if err != nil || d.msg == nil || d.msg.Signal || d.msg.NoStore {
-		return archive.Message{}, false
+	if err != nil || d.msg == nil || d.msg.Signal {
+		return archive.Message{}, nil, false
 	}
 	m := d.msg
 	m.Pos = le.Pos
+	if e := m.Action; e != nil {
+		act := archive.Action{Account: m.Account, Channel: m.Channel, Message: e.Message, Timetoken: e.actionTimetoken(m),
+			Type: e.Type, Value: e.Value, Publisher: m.Publisher, Expires: expiresAt(e.Message, 0, ar.n.cfg.HistoryRetention)}
+		return archive.Message{}, &actionOp{act: act, remove: e.Removes != 0}, true
+	}
+	if m.NoStore {
+		return archive.Message{}, nil, false
+	}
 	tt := m.Timetoken()
 	return archive.Message{
 		Account: m.Account, Channel: m.Channel, Timetoken: tt, Payload: m.Payload, Publisher: m.Publisher,
 		Meta: m.Meta, CustomType: m.CustomType, Type: archive.TypeMessage,
 		Expires: expiresAt(tt, m.TTL, ar.n.cfg.HistoryRetention),
-	}, true
+	}, nil, true
 }
 
 // expiresAt is when a message published at tt stops being kept: after its
@@ -234,7 +263,7 @@ func expiresAt(tt channelgroups.Timetoken, ttl, retention time.Duration) time.Ti
 // whose cursors moved (those that only passed other entries at most every
 // checkpointEvery).
 func (ar *archiver) flush(ctx context.Context) error {
-	stored := len(ar.pending) > 0
+	stored := ar.npending() > 0
 	for len(ar.pending) > 0 {
 		batch := ar.pending[:min(len(ar.pending), ar.n.cfg.ArchiveBatch)]
 		err := ar.store.Append(ctx, batch)
@@ -255,6 +284,9 @@ func (ar *archiver) flush(ctx context.Context) error {
 		ar.pending = ar.pending[len(batch):]
 	}
 	ar.pending = nil
+	if err := ar.storeActions(ctx); err != nil {
+		return err
+	}
 	if !stored && time.Since(ar.lastCheckpoint) < checkpointEvery {
 		return nil
 	}
@@ -268,6 +300,33 @@ func (ar *archiver) flush(ctx context.Context) error {
 		ar.saved[shard] = c
 	}
 	ar.lastCheckpoint = time.Now()
+	return nil
+}
+
+// storeActions stores the pending action changes in log order, dropping
+// those the store refuses.
+func (ar *archiver) storeActions(ctx context.Context) error {
+	for len(ar.acts) > 0 {
+		op := ar.acts[0]
+		var err error
+		if op.remove {
+			err = ar.store.RemoveAction(ctx, op.act.Account, op.act.Channel, op.act.Message, op.act.Timetoken)
+		} else {
+			err = ar.store.AddAction(ctx, op.act)
+		}
+		switch {
+		case errors.Is(err, archive.ErrInvalid):
+			ar.m.errors.Inc()
+			ar.n.cfg.Logger.Error("archive: dropping a message action the store refuses", "account", op.act.Account, "channel", op.act.Channel,
+				"message", op.act.Message, "action", op.act.Timetoken, "err", err)
+		case err != nil:
+			return err
+		default:
+			ar.m.actions.Inc()
+		}
+		ar.acts = ar.acts[1:]
+	}
+	ar.acts = nil
 	return nil
 }
 
@@ -303,7 +362,7 @@ func (ar *archiver) drain(ctx context.Context) error {
 				break
 			}
 			ar.take(entries)
-			if len(ar.pending) >= ar.n.cfg.ArchiveBatch {
+			if ar.npending() >= ar.n.cfg.ArchiveBatch {
 				if err := ar.flush(ctx); err != nil {
 					return err
 				}

@@ -491,6 +491,7 @@ func (h *hub) answerPass(ws []*Parked, i, step int) {
 // parked subscribers are woken when its channels changed, so they re-expand
 // at once. views.mu is held.
 func (h *hub) track(key channelgroups.GroupKey, v *channelgroups.View) {
+	h.trackPresenceTwin(key, v)
 	h.mu.Lock()
 	tg := h.tracked[key]
 	if tg == nil {
@@ -635,6 +636,7 @@ func lastOps(es []loggedEdit) map[channelgroups.Channel]bool {
 // the edit removes but the view still shows (a later add won) stays.
 // views.mu is held.
 func (h *hub) trackEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *channelgroups.View) {
+	h.trackPresenceTwinEdit(key, e, v)
 	h.mu.Lock()
 	tg := h.tracked[key]
 	if tg == nil {
@@ -822,7 +824,7 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 	gen := n.hub.generation(shard)
 	views := make([]*channelgroups.View, len(req.Groups))
 	for i, g := range req.Groups {
-		v, err := n.View(ctx, channelgroups.GroupKey{Account: req.Account, Group: g}, req.Token, req.Consistency)
+		v, err := n.pollView(ctx, req.Account, g, req.Token, req.Consistency)
 		if err == nil && len(v.Channels) == 0 {
 			err = fmt.Errorf("group %q: %w", g, ErrEmptyGroup)
 		}
@@ -839,7 +841,8 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 		return w
 	}
 	w.registered = true
-	if err := n.pres.seen(req.Account, req.Channels, req.UUID, req.Heartbeat); err != nil {
+	w.present = presentOn(req, views)
+	if err := n.pres.seen(req.Account, w.present, req.UUID, req.Heartbeat); err != nil {
 		// ErrPresenceFull: nothing was recorded, and nothing to refresh.
 		n.hub.unregister(req, w)
 		w.registered = false
@@ -878,7 +881,8 @@ type Parked struct {
 	// after is where the next scan starts; only the checking goroutine
 	// (state stateChecking or stateAgain) touches it.
 	after      channelgroups.Position
-	seq        uint64 // the order it registered in (hub.parkSeq), under hub.mu
+	seq        uint64                  // the order it registered in (hub.parkSeq), under hub.mu
+	present    []channelgroups.Channel // where the user is present: the channels and the groups' (presence.go)
 	state      atomic.Int32
 	expired    atomic.Bool
 	registered bool
@@ -958,8 +962,9 @@ func (w *Parked) try() bool {
 		// Outside the hub's lock: a message's meta is decoded once, by the
 		// first filter that reads it. What is filtered out moves the cursor
 		// (up to cut) like any message; with nothing left the poll parks on.
+		// Filters read publish meta: presence and action events pass.
 		ds = slices.DeleteFunc(ds, func(d Delivery) bool {
-			return !strings.HasSuffix(string(d.Msg.Channel), PresenceSuffix) && !f.Match(d.Msg.FilterSubject())
+			return !strings.HasSuffix(string(d.Msg.Channel), PresenceSuffix) && d.Msg.Action == nil && !f.Match(d.Msg.FilterSubject())
 		})
 	}
 	if len(ds) > 0 {
@@ -991,7 +996,7 @@ func (w *Parked) finish(res PollResult, err error) {
 		w.n.hub.unregister(w.req, w)
 		// Refreshes the records the poll kept alive (one a leave dropped
 		// meanwhile comes back if there is room).
-		_ = w.n.pres.seen(w.req.Account, w.req.Channels, w.req.UUID, w.req.Heartbeat)
+		_ = w.n.pres.seen(w.req.Account, w.present, w.req.UUID, w.req.Heartbeat)
 	}
 	if err == nil {
 		res.Gap = w.n.acrossGap(w.shard, w.req.Cursor, res.Cursor)

@@ -15,7 +15,8 @@ import (
 
 // record is one shard-log entry: kind "e" is a membership edit, kind "m" a
 // published message, kind "p" a presence event, kind "d" a deletion of
-// messages from history (every node hides them from its rings). All kinds of one account
+// messages from history (every node hides them from its rings), kind "a" a
+// message action added or removed (actions.go). All kinds of one account
 // share its shard's log, in the order they were acknowledged. Kind "g" is
 // written only by a replicator: entries of another region's log were lost
 // before they could be copied (see replicate.go).
@@ -54,9 +55,18 @@ type record struct {
 	Lo channelgroups.Timetoken `json:"lo,omitempty"`
 	Hi channelgroups.Timetoken `json:"hi,omitempty"`
 
-	Action string `json:"pa,omitempty"` // presence: join, leave, timeout
-	UUID   string `json:"pu,omitempty"`
-	When   int64  `json:"pw,omitempty"` // unix seconds
+	// A message action (kind "a"): added to message MsgTT with type AType
+	// and value AValue, or, when RemovesTT is set, the removal of action
+	// RemovesTT of message MsgTT. The publisher (i) is who added or removed it.
+	MsgTT     channelgroups.Timetoken `json:"mt,omitempty"`
+	RemovesTT channelgroups.Timetoken `json:"rt,omitempty"`
+	AType     string                  `json:"aty,omitempty"`
+	AValue    string                  `json:"av,omitempty"`
+
+	Action string          `json:"pa,omitempty"` // presence: join, leave, timeout, state-change
+	UUID   string          `json:"pu,omitempty"`
+	When   int64           `json:"pw,omitempty"` // unix seconds
+	State  json.RawMessage `json:"ps,omitempty"` // presence: the user's state (a JSON object) on a join or state-change
 }
 
 // presence is a presence event from the log.
@@ -66,10 +76,11 @@ type presence struct {
 	Action  string
 	UUID    string
 	When    int64
+	State   json.RawMessage
 }
 
 func encodePresence(p presence) []byte {
-	b, _ := json.Marshal(record{Kind: "p", Account: p.Account, Channel: p.Channel, Action: p.Action, UUID: p.UUID, When: p.When})
+	b, _ := json.Marshal(record{Kind: "p", Account: p.Account, Channel: p.Channel, Action: p.Action, UUID: p.UUID, When: p.When, State: p.State})
 	return b
 }
 
@@ -98,6 +109,10 @@ type Message struct {
 	// zero for a message published in this region.
 	Origin    int
 	OriginPos channelgroups.Position
+	// Action is set when this is not a published message but a message
+	// action added or removed (actions.go): subscribers get it as an action
+	// event; history and message counts skip it (it is NoStore).
+	Action *ActionEvent
 
 	wire    atomic.Pointer[[]byte]
 	subject atomic.Pointer[filter.Subject]
@@ -223,8 +238,8 @@ func encodeEdit(e channelgroups.Edit, deps []channelgroups.RegionPosition) []byt
 	return b
 }
 
-// decoded is one log record: exactly one of edit, msg, presence, del and gap is
-// set (gap: a replicator lost entries of origin's log up to originPos).
+// decoded is one log record: exactly one of edit, msg (a message or an
+// action event), presence, del and gap is set (gap: a replicator lost entries of origin's log up to originPos).
 type decoded struct {
 	edit     *channelgroups.Edit
 	msg      *Message
@@ -264,9 +279,12 @@ func decodeRecord(b []byte, shard int) (decoded, error) {
 			CustomType: r.CustomType, Signal: r.Signal, NoStore: r.NoStore, Key: r.Key, Deps: deps, Origin: d.origin, OriginPos: d.originPos,
 			TTL: decodeTTL(r.TTL)}
 	case "p":
-		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When}
+		d.presence = &presence{Account: r.Account, Channel: r.Channel, Action: r.Action, UUID: r.UUID, When: r.When, State: r.State}
 	case "d":
 		d.del = &deletion{Account: r.Account, Channel: r.Channel, Lo: r.Lo, Hi: r.Hi}
+	case "a":
+		d.msg = &Message{Account: r.Account, Channel: r.Channel, Publisher: r.Publisher, NoStore: true, Origin: d.origin, OriginPos: d.originPos,
+			Action: &ActionEvent{Message: r.MsgTT, Removes: r.RemovesTT, Type: r.AType, Value: r.AValue}}
 	case "g":
 		if r.Origin == 0 {
 			return decoded{}, errors.New("subscriber: a replication gap record without its origin")

@@ -25,6 +25,12 @@ var (
 	needsHistory = needsOf(access.Read, 5, "")
 	// parts: v3 history sub-key {sub} channel {channel}, DELETE
 	needsHistoryDelete = needsOf(access.Delete, 5, "")
+	// parts: v1 message-actions {sub} channel {channel} [message {tt} [action {tt}]]
+	// (PubNub's: add needs write, remove delete, get read; history with
+	// actions is history's read)
+	needsActionsGet   = needsOf(access.Read, 4, "")
+	needsActionAdd    = needsOf(access.Write, 4, "")
+	needsActionRemove = needsOf(access.Delete, 4, "")
 	// parts: v2 presence sub-key {sub} channel {channels} [heartbeat] ?channel-group=
 	needsPresence = needsOf(access.Read, 5, "channel-group")
 	// parts: v1 channel-registration sub-key {sub} channel-group {group} [remove]

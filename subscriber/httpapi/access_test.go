@@ -114,7 +114,8 @@ func grantOn(n access.Need, perm access.Perm) access.Grants {
 
 const allPerms = access.Read | access.Write | access.Manage | access.Delete | access.Get | access.Update | access.Join
 
-// TestAccessEveryEndpoint: every endpoint naming a subscribe key, with
+// TestAccessEveryEndpoint: every endpoint naming a subscribe key (when one
+// is added, add it here), with
 // Access Manager on, for each kind of credential: no token, a token
 // lacking the permission, the right one, another keyset's, a tampered one,
 // a stale signature and a fresh one.
@@ -144,6 +145,17 @@ func TestAccessEveryEndpoint(t *testing.T) {
 		{name: "heartbeat", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/channel/ch-1/heartbeat?uuid=u&heartbeat=60", need: ch("ch-1"), perm: access.Read},
 		{name: "here now", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/channel/ch-1?uuid=u", need: ch("ch-1"), perm: access.Read},
 		{name: "leave", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/channel/ch-1/leave?uuid=u"},
+		{name: "here now, group", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/channel/,?channel-group=g-1&uuid=u", need: grp("g-1"), perm: access.Read},
+		{name: "here now, global", method: "GET", uri: "/v2/presence/sub-key/" + sub + "?uuid=u", signedOnly: true},
+		{name: "where now", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/uuid/u?uuid=u"},
+		{name: "get state", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/channel/ch-1/uuid/u?uuid=u", need: ch("ch-1"), perm: access.Read},
+		{name: "set state", method: "GET", uri: "/v2/presence/sub-key/" + sub + "/channel/ch-1/uuid/u/data?uuid=u&state=%7B%22k%22%3A1%7D", need: ch("ch-1"), perm: access.Read},
+		{name: "message counts", method: "GET", uri: "/v3/history/sub-key/" + sub + "/message-counts/ch-1?uuid=u&timetoken=1", need: ch("ch-1"), perm: access.Read},
+		{name: "delete messages", method: "DELETE", uri: "/v3/history/sub-key/" + sub + "/channel/ch-1?uuid=u", need: ch("ch-1"), perm: access.Delete},
+		{name: "history with actions", method: "GET", uri: "/v3/history-with-actions/sub-key/" + sub + "/channel/ch-1?uuid=u", need: ch("ch-1"), perm: access.Read},
+		{name: "message actions get", method: "GET", uri: "/v1/message-actions/" + sub + "/channel/ch-1?uuid=u", need: ch("ch-1"), perm: access.Read},
+		{name: "message action add", method: "POST", uri: "/v1/message-actions/" + sub + "/channel/ch-1/message/17000000000000000?uuid=u", body: `{"type":"reaction","value":"ok"}`, need: ch("ch-1"), perm: access.Write},
+		{name: "message action remove", method: "DELETE", uri: "/v1/message-actions/" + sub + "/channel/ch-1/message/17000000000000000/action/17000000000000001?uuid=u", need: ch("ch-1"), perm: access.Delete},
 		{name: "group add", method: "GET", uri: cg + "/g-1?add=ch-1&uuid=u", need: grp("g-1"), perm: access.Manage},
 		{name: "group remove", method: "GET", uri: cg + "/g-1?remove=ch-1&uuid=u", need: grp("g-1"), perm: access.Manage},
 		{name: "group list", method: "GET", uri: cg + "/g-1?uuid=u", need: grp("g-1"), perm: access.Read},

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -24,6 +25,9 @@ type historyV3Message struct {
 	UUID      string          `json:"uuid,omitempty"`
 	Meta      json.RawMessage `json:"meta,omitempty"`
 	CMT       string          `json:"custom_message_type,omitempty"`
+	// Actions: with include_message_actions (and history-with-actions),
+	// the message's actions, when it has any.
+	Actions historyActions `json:"actions,omitempty"`
 	// messageType: whether "message_type" is in the answer (null, as
 	// PubNub gives it for a published message; the SDKs read null as 0).
 	messageType bool
@@ -97,6 +101,10 @@ type historyArgs struct {
 	max                                 int
 	reverse                             bool
 	meta, uuid, messageType, customType bool
+	actions                             bool // include_message_actions
+	// path is the history endpoint's path segment ("history" or
+	// "history-with-actions"), for "more".
+	path string
 }
 
 func parseHistoryArgs(args *fasthttp.Args, maxName string, limit int) (h historyArgs, err error) {
@@ -113,6 +121,7 @@ func parseHistoryArgs(args *fasthttp.Args, maxName string, limit int) (h history
 	}{
 		{"reverse", false, &h.reverse}, {"include_meta", false, &h.meta}, {"include_uuid", true, &h.uuid},
 		{"include_message_type", true, &h.messageType}, {"include_custom_message_type", true, &h.customType},
+		{"include_message_actions", false, &h.actions},
 	} {
 		if *f.v, err = flagArg(args, f.name, f.def); err != nil {
 			return h, err
@@ -121,7 +130,9 @@ func parseHistoryArgs(args *fasthttp.Args, maxName string, limit int) (h history
 	return h, nil
 }
 
-// parts: v3 history sub-key {sub} channel {ch1,ch2}
+// parts: v3 history sub-key {sub} channel {ch1,ch2}, or v3
+// history-with-actions sub-key {sub} channel {ch} (include_message_actions
+// on, one channel, at most 25 messages as PubNub's).
 func (a *API) serveHistoryV3(ctx *fasthttp.RequestCtx, parts []string) {
 	acct, err := channelgroups.ParseAccount(parts[3])
 	var chs []channelgroups.Channel
@@ -131,14 +142,22 @@ func (a *API) serveHistoryV3(ctx *fasthttp.RequestCtx, parts []string) {
 	if err == nil && len(chs) == 0 {
 		err = fmt.Errorf("history names no channel: %w", errBadRequest)
 	}
+	withActions := parts[1] == "history-with-actions"
+	if err == nil && !withActions {
+		withActions, err = flagArg(ctx.QueryArgs(), "include_message_actions", false)
+	}
+	if err == nil && withActions && len(chs) > 1 {
+		err = fmt.Errorf("history with message actions takes one channel: %w", errBadRequest)
+	}
 	limit := 100
-	if len(chs) > 1 {
+	if len(chs) > 1 || withActions {
 		limit = 25
 	}
 	var h historyArgs
 	if err == nil {
 		h, err = parseHistoryArgs(ctx.QueryArgs(), "max", limit)
 	}
+	h.actions, h.path = withActions, parts[1]
 	if err != nil {
 		a.writeDomainError(ctx, "history", err)
 		return
@@ -153,6 +172,15 @@ func (a *API) serveHistoryV3(ctx *fasthttp.RequestCtx, parts []string) {
 			a.writeDomainError(ctx, "history", err)
 			return
 		}
+		var acts map[channelgroups.Timetoken]historyActions
+		if h.actions && len(msgs) > 0 {
+			all, err := a.cfg.Pubsub.MessageActions(work, acct, c, msgs[0].Timetoken(), msgs[len(msgs)-1].Timetoken())
+			if err != nil {
+				a.writeDomainError(ctx, "history", err)
+				return
+			}
+			acts = actionsByMessage(all)
+		}
 		list := make([]historyV3Message, 0, len(msgs))
 		for _, m := range msgs {
 			hm := historyV3Message{Message: m.Payload, Timetoken: m.Timetoken().String(), messageType: h.messageType}
@@ -165,6 +193,7 @@ func (a *API) serveHistoryV3(ctx *fasthttp.RequestCtx, parts []string) {
 			if h.customType {
 				hm.CMT = m.CustomType
 			}
+			hm.Actions = acts[m.Timetoken()]
 			list = append(list, hm)
 		}
 		if len(list) > 0 {
@@ -201,7 +230,11 @@ func nextPage(sub string, c channelgroups.Channel, h historyArgs, msgs []*subscr
 		}
 	}
 	q.Set("max", strconv.Itoa(h.max))
-	m.URL = "/v3/history/sub-key/" + url.PathEscape(sub) + "/channel/" + url.PathEscape(string(c)) + "?" + q.String()
+	path := cmp.Or(h.path, "history")
+	if path == "history" && h.actions {
+		q.Set("include_message_actions", "true")
+	}
+	m.URL = "/v3/" + path + "/sub-key/" + url.PathEscape(sub) + "/channel/" + url.PathEscape(string(c)) + "?" + q.String()
 	return m
 }
 

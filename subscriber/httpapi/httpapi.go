@@ -187,11 +187,25 @@ type Pubsub interface {
 	// DeleteHistory deletes a channel's history in a range (archive.Bounds).
 	DeleteHistory(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken) error
 	ReleasePollsOver(d time.Duration)
+	// AddAction, RemoveAction, Actions and MessageActions are message
+	// actions (subscriber.Node.AddAction and the rest).
+	AddAction(ctx context.Context, act archive.Action) (archive.Action, error)
+	RemoveAction(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, message, action channelgroups.Timetoken, uuid string) error
+	Actions(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, start, end channelgroups.Timetoken, limit int) ([]archive.Action, bool, error)
+	MessageActions(ctx context.Context, a channelgroups.Account, c channelgroups.Channel, first, last channelgroups.Timetoken) ([]archive.Action, error)
 	// Heartbeat records uuid as present; it refuses a join past the node's
 	// presence cap (unavailable) and a uuid presence does not keep.
 	Heartbeat(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration) error
 	Leave(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string)
 	Occupancy(ctx context.Context, a channelgroups.Account, c channelgroups.Channel) ([]string, error)
+	// SetState is Heartbeat that also sets uuid's state on the channels st
+	// names; a bad state is a bad request.
+	SetState(a channelgroups.Account, chs []channelgroups.Channel, uuid string, timeout time.Duration, st subscriber.PresenceState) error
+	// HereNow returns the users on each of chs that has any (every channel
+	// of the account with none given).
+	HereNow(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel) (map[channelgroups.Channel][]subscriber.Occupant, error)
+	WhereNow(ctx context.Context, a channelgroups.Account, uuid string) ([]channelgroups.Channel, error)
+	State(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string) (subscriber.PresenceState, error)
 }
 
 // Viewer serves group views; *subscriber.Node is one.
@@ -468,6 +482,14 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 		return endpoint{name: "history_v3", serve: a.serveHistoryV3, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v3", "history", "sub-key", "*", "message-counts", "*"):
 		return endpoint{name: "message_counts", serve: a.serveMessageCounts, get: true, account: 3, key: 3, needs: needsHistory}
+	case match(parts, "v3", "history-with-actions", "sub-key", "*", "channel", "*"):
+		return endpoint{name: "history_with_actions", serve: a.serveHistoryV3, get: true, account: 3, key: 3, needs: needsHistory}
+	case match(parts, "v1", "message-actions", "*", "channel", "*"):
+		return endpoint{name: "actions_get", serve: a.serveGetActions, get: true, account: 2, key: 2, needs: needsActionsGet}
+	case match(parts, "v1", "message-actions", "*", "channel", "*", "message", "*"):
+		return endpoint{name: "actions_add", serve: a.serveAddAction, account: 2, write: true, key: 2, needs: needsActionAdd}
+	case match(parts, "v1", "message-actions", "*", "channel", "*", "message", "*", "action", "*"):
+		return endpoint{name: "actions_remove", serve: a.serveRemoveAction, account: 2, write: true, key: 2, needs: needsActionRemove}
 	case match(parts, "v2", "history", "sub-key", "*", "channel", "*"):
 		return endpoint{name: "history_v2", serve: a.serveHistoryV2, get: true, account: 3, key: 3, needs: needsHistory}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "heartbeat"):
@@ -480,6 +502,15 @@ func (a *API) endpoint(ctx *fasthttp.RequestCtx, parts []string) endpoint {
 		return endpoint{name: "pam_revoke", serve: a.serveRevoke, key: 2, issuing: true}
 	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*"):
 		return endpoint{name: "here_now", serve: a.serveHereNow, get: true, account: 3, key: 3, needs: needsPresence}
+	case match(parts, "v2", "presence", "sub-key", "*"):
+		// Every channel of the account: with Access Manager on, the server's.
+		return endpoint{name: "here_now_global", serve: a.serveHereNow, get: true, account: 3, key: 3, signed: true}
+	case match(parts, "v2", "presence", "sub-key", "*", "uuid", "*"):
+		return endpoint{name: "where_now", serve: a.serveWhereNow, get: true, account: 3, key: 3}
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "uuid", "*"):
+		return endpoint{name: "get_state", serve: a.serveGetState, get: true, account: 3, key: 3, needs: needsPresence}
+	case match(parts, "v2", "presence", "sub-key", "*", "channel", "*", "uuid", "*", "data"):
+		return endpoint{name: "set_state", serve: a.serveSetState, get: true, account: 3, key: 3, needs: needsPresence}
 	}
 	return endpoint{name: "not_found", serve: func(ctx *fasthttp.RequestCtx, _ []string) {
 		writeError(ctx, fasthttp.StatusNotFound, "groupcast", "no such endpoint: "+string(ctx.URI().PathOriginal()))

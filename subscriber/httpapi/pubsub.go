@@ -323,6 +323,9 @@ func (a *API) serveSubscribe(ctx *fasthttp.RequestCtx, parts []string) {
 	if err == nil {
 		req.Consistency, err = subscriber.ParseConsistency(string(args.Peek("consistency")), req.Token != nil)
 	}
+	if v := args.Peek("state"); err == nil && len(v) > 0 && req.UUID != "" {
+		err = a.subscribeState(ctx, req, v)
+	}
 	if err != nil {
 		a.writeDomainError(ctx, "subscribe", err)
 		return
@@ -396,6 +399,9 @@ func (a *API) encodeEnvelope(m *subscriber.Message) []byte {
 	if m.Signal {
 		e.E = 1
 	}
+	if m.Action != nil {
+		e.E, e.D = 3, actionEventData(m)
+	}
 	b, err := json.Marshal(e)
 	if err != nil { // a payload that was valid JSON when published always encodes
 		panic(fmt.Sprintf("httpapi: encoding an envelope: %v", err))
@@ -403,66 +409,24 @@ func (a *API) encodeEnvelope(m *subscriber.Message) []byte {
 	return b
 }
 
-// presenceArgs parses parts v2 presence sub-key {sub} channel {chs|,} ...
-func presenceArgs(ctx *fasthttp.RequestCtx, parts []string) (channelgroups.Account, []channelgroups.Channel, string, error) {
-	acct, err := channelgroups.ParseAccount(parts[3])
-	if err != nil {
-		return "", nil, "", err
+// actionEventData is an action event's "d", as PubNub's: the action and
+// whether it was added or removed.
+func actionEventData(m *subscriber.Message) json.RawMessage {
+	event := "added"
+	if m.Action.Removes != 0 {
+		event = "removed"
 	}
-	chs, err := parseNames(splitList(parts[5]), channelgroups.ParseChannel, MaxSubscribeChannels, "channels")
-	if err != nil {
-		return "", nil, "", err
+	type data struct {
+		Type             string `json:"type"`
+		Value            string `json:"value"`
+		MessageTimetoken string `json:"messageTimetoken"`
+		ActionTimetoken  string `json:"actionTimetoken"`
 	}
-	uuid, err := uuidArg(ctx.QueryArgs())
-	return acct, chs, uuid, err
-}
-
-func (a *API) serveHeartbeat(ctx *fasthttp.RequestCtx, parts []string) {
-	acct, chs, uuid, err := presenceArgs(ctx, parts)
-	var hb int
-	if err == nil {
-		hb, err = intArg(ctx.QueryArgs(), "heartbeat", 0, 0, 3600)
-	}
-	if err != nil {
-		a.writeDomainError(ctx, "Presence", err)
-		return
-	}
-	if err := a.cfg.Pubsub.Heartbeat(acct, chs, uuid, time.Duration(hb)*time.Second); err != nil {
-		a.writeDomainError(ctx, "Presence", err)
-		return
-	}
-	ctx.SetBodyString(`{"status":200,"message":"OK","service":"Presence"}`)
-}
-
-func (a *API) serveLeave(ctx *fasthttp.RequestCtx, parts []string) {
-	acct, chs, uuid, err := presenceArgs(ctx, parts)
-	if err != nil {
-		a.writeDomainError(ctx, "Presence", err)
-		return
-	}
-	c, cancel := a.work()
-	defer cancel()
-	a.cfg.Pubsub.Leave(c, acct, chs, uuid)
-	ctx.SetBodyString(`{"status":200,"message":"OK","action":"leave","service":"Presence"}`)
-}
-
-// serveHereNow answers the occupancy of one channel.
-func (a *API) serveHereNow(ctx *fasthttp.RequestCtx, parts []string) {
-	acct, chs, _, err := presenceArgs(ctx, parts)
-	if err == nil && len(chs) != 1 {
-		err = fmt.Errorf("here-now takes one channel: %w", errBadRequest)
-	}
-	if err != nil {
-		a.writeDomainError(ctx, "Presence", err)
-		return
-	}
-	users, err := a.cfg.Pubsub.Occupancy(ctx, acct, chs[0])
-	if err != nil {
-		a.writeDomainError(ctx, "Presence", err)
-		return
-	}
-	if users == nil {
-		users = []string{}
-	}
-	writeJSON(ctx, map[string]any{"status": 200, "message": "OK", "service": "Presence", "uuids": users, "occupancy": len(users)})
+	b, _ := json.Marshal(struct {
+		Source  string `json:"source"`
+		Version string `json:"version"`
+		Data    data   `json:"data"`
+		Event   string `json:"event"`
+	}{"actions", "1.0", data{m.Action.Type, m.Action.Value, m.Action.Message.String(), m.ActionTimetoken().String()}, event})
+	return b
 }
