@@ -73,12 +73,15 @@ function client(tag, extra = {}) {
   return pn;
 }
 
-// A subscriber that records messages, signals and statuses.
+// A subscriber that records messages, signals, presence events, message
+// actions and statuses.
 function listen(pn) {
-  const rec = { messages: [], signals: [], statuses: [] };
+  const rec = { messages: [], signals: [], presence: [], actions: [], statuses: [] };
   pn.addListener({
+    messageAction: (a) => rec.actions.push(a),
     message: (m) => rec.messages.push(m),
     signal: (s) => rec.signals.push(s),
+    presence: (p) => rec.presence.push(p),
     status: (s) => rec.statuses.push(s),
   });
   return rec;
@@ -382,6 +385,9 @@ async function subscribing(eventEngine) {
     same(frec.messages.map((m) => m.message), ['en 2'], 'delivered');
   });
 
+  await presence(pn, mode, cfg, ch);
+  await actions(pn, mode, rec, ch(0));
+
   await check(`${mode}: unsubscribe sends leave and gets OK`, async () => {
     const before = await metric('groupcast_http_requests_total{code="200",endpoint="leave"}');
     sub.unsubscribeAll();
@@ -392,6 +398,149 @@ async function subscribing(eventEngine) {
       after = await metric('groupcast_http_requests_total{code="200",endpoint="leave"}');
     }
     assert(after > before, 'no leave answered 200');
+  });
+}
+
+// Presence: a watcher subscribes with presence to a channel and a group; a
+// member joins both, sets state, and leaves.
+async function presence(pn, mode, cfg, ch) {
+  const pc = ch('p');
+  const pg = `pg-${mode}-${Date.now()}`;
+  const gc = ch('pg1');
+  await pn.channelGroups.addChannels({ channelGroup: pg, channels: [gc] });
+  let w;
+  let m;
+  await check(`${mode}: presence: a watcher (withPresence) and a member subscribe to a channel and a group`, async () => {
+    w = await subscriber(`${mode}-watcher`, { channels: [pc], channelGroups: [pg], withPresence: true }, cfg);
+    m = await subscriber(`${mode}-member`, { channels: [pc], channelGroups: [pg] }, cfg);
+  });
+  if (!m) return;
+  const wid = w.pn.getUserId();
+  const mid = m.pn.getUserId();
+  const events = (action, uuid) => w.rec.presence.filter((p) => p.action === action && p.uuid === uuid);
+
+  await check(`${mode}: presence listener: join on the channel and, through <group>-pnpres, on the group's channel`, async () => {
+    await until('the member\'s joins', () => events('join', mid).length >= 2);
+    const byChannel = Object.fromEntries(events('join', mid).map((p) => [p.channel, p]));
+    same(Object.keys(byChannel).sort(), [pc, gc].sort(), 'join channels');
+    same([byChannel[pc].subscription, byChannel[pc].occupancy], [`${pc}-pnpres`, 2], `join on ${pc}: subscription, occupancy`);
+    same([byChannel[gc].subscription, byChannel[gc].occupancy], [`${pg}-pnpres`, 2], `join on ${gc}: subscription, occupancy`);
+    assert(isTimetoken(byChannel[pc].timetoken) && typeof byChannel[pc].timestamp === 'number', `timetoken ${byChannel[pc].timetoken} timestamp ${byChannel[pc].timestamp}`);
+  });
+
+  const occupants = (r, c) => (r.channels[c]?.occupants ?? []).map((o) => o.uuid).sort();
+  await check(`${mode}: hereNow: one channel, several channels, a channel group`, async () => {
+    let r = await pn.hereNow({ channels: [pc] });
+    same([r.totalChannels, r.totalOccupancy, r.channels[pc].occupancy, occupants(r, pc)], [1, 2, 2, [mid, wid].sort()], 'one channel');
+    r = await pn.hereNow({ channels: [pc, gc, ch('nobody')] });
+    same([r.totalOccupancy, occupants(r, pc), occupants(r, gc)], [4, [mid, wid].sort(), [mid, wid].sort()], 'several channels');
+    r = await pn.hereNow({ channelGroups: [pg] });
+    same([Object.keys(r.channels), r.channels[gc]?.occupancy, occupants(r, gc)], [[gc], 2, [mid, wid].sort()], 'a channel group');
+  });
+
+  await check(`${mode}: setState and getState on a channel; a state-change event; hereNow with state`, async () => {
+    const st = await m.pn.setState({ channels: [pc], state: { mood: 'ok' } });
+    same(st.state, { mood: 'ok' }, 'setState answer');
+    const got = await pn.getState({ uuid: mid, channels: [pc] });
+    same(got.channels, { [pc]: { mood: 'ok' } }, 'getState');
+    await until('the state-change event', () => events('state-change', mid).length > 0);
+    const e = events('state-change', mid)[0];
+    same([e.channel, e.state], [pc, { mood: 'ok' }], 'state-change event');
+    const r = await pn.hereNow({ channels: [pc], includeState: true });
+    same(r.channels[pc].occupants.find((o) => o.uuid === mid)?.state, { mood: 'ok' }, 'hereNow state');
+  });
+
+  await check(`${mode}: setState and getState through a channel group`, async () => {
+    await m.pn.setState({ channelGroups: [pg], state: { g: 1 } });
+    const got = await pn.getState({ uuid: mid, channelGroups: [pg] });
+    // PubNub answers {"payload": {"channels": {…}}} for groups and several
+    // channels (the Python SDK reads payload.channels); the JavaScript SDK
+    // hands out the payload as its channels, so the states are one level down.
+    same(got.channels, { channels: { [gc]: { g: 1 } } }, 'getState of the group');
+  });
+
+  await check(`${mode}: hereNow global, with and without uuids, with state`, async () => {
+    let r = await pn.hereNow({ includeState: true });
+    same([r.channels[pc]?.occupancy, occupants(r, pc), r.channels[pc]?.occupants.find((o) => o.uuid === mid)?.state], [2, [mid, wid].sort(), { mood: 'ok' }], 'global with state');
+    assert(r.totalOccupancy >= 4 && r.totalChannels >= 2, `totals ${r.totalOccupancy} ${r.totalChannels}`);
+    r = await pn.hereNow({ includeUUIDs: false });
+    same([r.channels[pc]?.occupancy, r.channels[pc]?.occupants], [2, []], 'global without uuids');
+  });
+
+  await check(`${mode}: whereNow lists the member's channels`, async () => {
+    const r = await pn.whereNow({ uuid: mid });
+    same(r.channels.sort(), [pc, gc].sort(), 'channels');
+  });
+
+  await check(`${mode}: presence listener: leave on the channel and the group's channel`, async () => {
+    m.pn.unsubscribeAll();
+    await until('the member\'s leaves', () => events('leave', mid).length >= 2);
+    same(events('leave', mid).map((p) => p.channel).sort(), [pc, gc].sort(), 'leave channels');
+    // SERVER BUG (reported to the lead, not papered over): this fails now
+    // and then. The member's subscribe long-poll, aborted by unsubscribe,
+    // ends on the server after the leave was applied, and
+    // subscriber.Parked.finish refreshes the poll's presence
+    // (pres.seen): the member joins again ("join" event just after the
+    // "leave") and stays present until its presence timeout.
+    const r = await pn.hereNow({ channels: [pc] });
+    same(occupants(r, pc), [wid], `hereNow after the leave (the member's events: ${json(w.rec.presence.filter((p) => p.uuid === mid).map((p) => [p.action, p.channel, p.timetoken]))})`);
+  });
+}
+
+// Message actions on a message of channel c, which rec's client subscribes.
+async function actions(pn, mode, rec, c) {
+  const msg = await pn.publish({ channel: c, message: 'react to me' });
+  const tt = msg.timetoken;
+  const added = [];
+  await check(`${mode}: addMessageAction answers the action; the listener gets messageAction "added"`, async () => {
+    for (const [type, value] of [['reaction', 'smile'], ['reaction', 'wave'], ['receipt', 'read']]) {
+      const r = await pn.addMessageAction({ channel: c, messageTimetoken: tt, action: { type, value } });
+      same([r.data.type, r.data.value, r.data.uuid, r.data.messageTimetoken], [type, value, pn.getUserId(), tt], 'added action');
+      assert(isTimetoken(r.data.actionTimetoken), `actionTimetoken ${r.data.actionTimetoken}`);
+      added.push(r.data);
+    }
+    await until('three messageAction events', () => rec.actions.filter((a) => a.data.messageTimetoken === tt).length >= 3);
+    const ev = rec.actions.filter((a) => a.data.messageTimetoken === tt);
+    same(ev.map((a) => [a.event, a.channel, a.publisher, a.data.type, a.data.value, a.data.actionTimetoken]),
+      added.map((d) => ['added', c, pn.getUserId(), d.type, d.value, d.actionTimetoken]), 'events');
+  });
+
+  await check(`${mode}: getMessageActions: all, and paged by limit with more/start`, async () => {
+    const all = await pn.getMessageActions({ channel: c });
+    same(all.data.map((a) => [a.type, a.value, a.actionTimetoken, a.messageTimetoken, a.uuid]), added.map((d) => [d.type, d.value, d.actionTimetoken, tt, pn.getUserId()]), 'all');
+    let got = [];
+    let start;
+    for (let pages = 1; ; pages++) {
+      assert(pages <= 4, 'still paging after 4 pages');
+      const r = await pn.getMessageActions({ channel: c, limit: 2, ...(start ? { start } : {}) });
+      got = r.data.concat(got);
+      if (!r.more) break;
+      same(r.more.start, r.data[0].actionTimetoken, 'more.start: the oldest of the page');
+      start = r.more.start;
+    }
+    same(got.map((a) => a.actionTimetoken), added.map((d) => d.actionTimetoken), 'paged');
+  });
+
+  await check(`${mode}: fetchMessages with includeMessageActions gives the message's actions`, async () => {
+    const r = await pn.fetchMessages({ channels: [c], includeMessageActions: true, count: 25 });
+    const m = (r.channels[c] ?? []).find((m) => m.timetoken === tt);
+    assert(m, `message ${tt} not in ${json(r.channels[c]?.map((m) => m.timetoken))}`);
+    same(m.actions, {
+      reaction: { smile: [{ uuid: pn.getUserId(), actionTimetoken: added[0].actionTimetoken }], wave: [{ uuid: pn.getUserId(), actionTimetoken: added[1].actionTimetoken }] },
+      receipt: { read: [{ uuid: pn.getUserId(), actionTimetoken: added[2].actionTimetoken }] },
+    }, 'actions');
+  });
+
+  await check(`${mode}: removeMessageAction removes it; the listener gets messageAction "removed"`, async () => {
+    const r = await pn.removeMessageAction({ channel: c, messageTimetoken: tt, actionTimetoken: added[1].actionTimetoken });
+    same(r.data, {}, 'answer');
+    await until('the removed event', () => rec.actions.some((a) => a.event === 'removed'));
+    const ev = rec.actions.find((a) => a.event === 'removed');
+    same([ev.channel, ev.data.type, ev.data.value, ev.data.actionTimetoken, ev.data.messageTimetoken], [c, 'reaction', 'wave', added[1].actionTimetoken, tt], 'removed event');
+    const all = await pn.getMessageActions({ channel: c });
+    same(all.data.map((a) => a.value), ['smile', 'read'], 'actions left');
+    const h = await pn.fetchMessages({ channels: [c], includeMessageActions: true, count: 25 });
+    same(Object.keys(h.channels[c].find((m) => m.timetoken === tt).actions.reaction), ['smile'], 'reactions in history');
   });
 }
 
