@@ -8,7 +8,10 @@ Prints each check and "N passed, M failed"; exits non-zero if any failed.
 Covers time, channel groups, publish (meta, custom message type, store=0,
 ttl), signal, fire, subscribe (channels, groups, wildcard, filter
 expression), fetch_messages (includes, bounds, several channels, paging),
-history (v2), message counts, delete messages, here_now and presence events.
+history (v2), message counts, delete messages, presence (here_now for a
+channel, several, a group and global; where_now; set/get state; join,
+leave and state-change events, also through <group>-pnpres) and message
+actions (add, get paged, remove, events, fetch_messages with actions).
 The Python SDK is stricter about JSON types than the JavaScript one: /time/0
 must answer a number, history v2 numbers for its timetokens, a publish
 timetoken must parse as an int, subscribe envelopes must carry f, k, p.t and
@@ -26,6 +29,7 @@ import traceback
 from pubnub.callbacks import SubscribeCallback
 from pubnub.enums import PNOperationType, PNStatusCategory
 from pubnub.exceptions import PubNubException
+from pubnub.models.consumer.message_actions import PNMessageAction
 from pubnub.pnconfiguration import PNConfiguration
 from pubnub.pubnub import PubNub
 
@@ -82,7 +86,7 @@ class Recorder(SubscribeCallback):
 
     def __init__(self):
         self.cond = threading.Condition()
-        self.msgs, self.sigs, self.pres, self.stats = [], [], [], []
+        self.msgs, self.sigs, self.pres, self.acts, self.stats = [], [], [], [], []
 
     def _add(self, lst, v):
         with self.cond:
@@ -100,6 +104,9 @@ class Recorder(SubscribeCallback):
 
     def presence(self, pubnub, presence):
         self._add(self.pres, presence)
+
+    def message_action(self, pubnub, message_action):
+        self._add(self.acts, message_action)
 
     def wait(self, what, pred, timeout=WAIT):
         with self.cond:
@@ -445,6 +452,61 @@ def main():
         str(r)  # the SDK formats start and end with %d
     check("history (v2) returns published messages with timetokens", t_history)
 
+    mt = pn.publish().channel(ch(0)).message("react to me").sync().result.timetoken
+    added = []
+
+    def t_add_actions():
+        for typ, value in (("reaction", "smile"), ("reaction", "wave"), ("receipt", "read")):
+            r = pn.add_message_action().channel(ch(0)).message_action(
+                PNMessageAction().create(type=typ, value=value, message_timetoken=str(mt))).sync().result
+            expect((r.type, r.value, r.uuid, int(r.message_timetoken)) == (typ, value, pn.uuid, mt),
+                   f"added {r.type} {r.value} {r.uuid} {r.message_timetoken}")
+            expect(is_timetoken(int(r.action_timetoken)), f"action timetoken {r.action_timetoken!r}")
+            added.append(r)
+        rec.wait("three message action events", lambda: len(rec.acts) >= 3)
+        got = [(a.channel, a.type, a.value, a.uuid, a.action_timetoken, a.message_timetoken) for a in rec.find(rec.acts, lambda a: True)]
+        want = [(ch(0), a.type, a.value, pn.uuid, a.action_timetoken, a.message_timetoken) for a in added]
+        expect(got == want, f"events {got}, want {want}")
+    check("add_message_action answers the action; the listener gets it", t_add_actions)
+
+    def t_get_actions():
+        r = pn.get_message_actions().channel(ch(0)).sync().result
+        got = [(a.type, a.value, a.action_timetoken, a.uuid) for a in r.actions]
+        expect(got == [(a.type, a.value, a.action_timetoken, pn.uuid) for a in added], f"all: {got}")
+        # Paged by limit, each next page before the oldest action seen.
+        paged, start = [], None
+        for _ in range(4):
+            g = pn.get_message_actions().channel(ch(0)).limit("2")
+            page = (g.start(start) if start else g).sync().result.actions
+            if not page:
+                break
+            paged = page + paged
+            start = page[0].action_timetoken
+        else:
+            raise AssertionError("still paging after 4 pages")
+        expect([a.action_timetoken for a in paged] == [a.action_timetoken for a in added], f"paged: {[a.action_timetoken for a in paged]}")
+    check("get_message_actions: all, and paged by limit with start", t_get_actions)
+
+    def t_history_actions():
+        items = pn.fetch_messages().channels(ch(0)).include_message_actions(True).sync().result.channels.get(ch(0), [])
+        (m,) = [i for i in items if int(i.timetoken) == mt]
+        want = {"reaction": {"smile": [{"uuid": pn.uuid, "actionTimetoken": added[0].action_timetoken}],
+                             "wave": [{"uuid": pn.uuid, "actionTimetoken": added[1].action_timetoken}]},
+                "receipt": {"read": [{"uuid": pn.uuid, "actionTimetoken": added[2].action_timetoken}]}}
+        expect(m.actions == want, f"actions {m.actions}, want {want}")
+    check("fetch_messages with include_message_actions gives the message's actions", t_history_actions)
+
+    def t_remove_action():
+        pn.remove_message_action().channel(ch(0)).message_timetoken(mt).action_timetoken(int(added[1].action_timetoken)).sync()
+        # The SDK's action event has no "added"/"removed": the fourth event
+        # is the removal.
+        rec.wait("the removal's event", lambda: len(rec.acts) >= 4)
+        e = rec.find(rec.acts, lambda a: True)[3]
+        expect((e.type, e.value, e.action_timetoken) == ("reaction", "wave", added[1].action_timetoken), f"event {e.type} {e.value} {e.action_timetoken}")
+        left = [a.value for a in pn.get_message_actions().channel(ch(0)).sync().result.actions]
+        expect(left == ["smile", "read"], f"left {left}")
+    check("remove_message_action removes it; the listener gets its event", t_remove_action)
+
     def t_here_now():
         def present():
             r = pn.here_now().channels(ch(0)).sync().result
@@ -474,6 +536,99 @@ def main():
         joiner.unsubscribe_all()
         prec.wait("a leave event", lambda: any(p.event == "leave" and p.uuid == joiner.uuid for p in prec.pres))
     check("presence join and leave events arrive", t_presence)
+
+    # Presence through a channel and a group: a watcher with presence, and
+    # a member that joins both, sets state and leaves.
+    pc, pg, gc = ch("p"), f"pg-{RUN}", ch("pg1")
+    pn.add_channel_to_channel_group().channels(gc).channel_group(pg).sync()
+    pw, member = client("pwatch"), client("member")
+    extra.extend([pw, member])
+    wrec, mrec = Recorder(), Recorder()
+    pw.add_listener(wrec)
+    member.add_listener(mrec)
+
+    def events(event):
+        return wrec.find(wrec.pres, lambda p: p.event == event and p.uuid == member.uuid)
+
+    def t_pres_join():
+        pw.subscribe().channels(pc).channel_groups(pg).with_presence().execute()
+        connected(wrec)
+        member.subscribe().channels(pc).channel_groups(pg).execute()
+        connected(mrec)
+        wrec.wait("the member's joins", lambda: len(events("join")) >= 2)
+        by = {p.channel: p for p in events("join")}
+        expect(sorted(by) == sorted([pc, gc]), f"join channels {sorted(by)}")
+        # The SDK strips "-pnpres" from the subscription (b) it reports.
+        expect((by[gc].subscription, by[gc].occupancy) == (pg, 2), f"join on {gc}: {by[gc].subscription} {by[gc].occupancy}")
+        expect(by[pc].occupancy == 2 and isinstance(by[pc].timestamp, int), f"join on {pc}: {by[pc].occupancy} {by[pc].timestamp}")
+    check("presence: join events on a channel and, through <group>-pnpres, on a group's channel", t_pres_join)
+
+    both = sorted([pw.uuid, member.uuid])
+
+    def occupants(r):
+        return {c.channel_name: (c.occupancy, sorted(o.uuid for o in c.occupants or [])) for c in r.channels}
+
+    def t_here_now_more():
+        r = pn.here_now().channels(pc).sync().result
+        expect((r.total_channels, r.total_occupancy, occupants(r)) == (1, 2, {pc: (2, both)}), f"one channel: {r.total_occupancy} {occupants(r)}")
+        r = pn.here_now().channels([pc, gc, ch("nobody")]).sync().result
+        expect((r.total_occupancy, occupants(r)) == (4, {pc: (2, both), gc: (2, both)}), f"several: {r.total_occupancy} {occupants(r)}")
+        r = pn.here_now().channel_groups(pg).sync().result
+        expect(occupants(r) == {gc: (2, both)}, f"group: {occupants(r)}")
+    check("here_now: one channel, several channels, a channel group", t_here_now_more)
+
+    def t_state():
+        r = member.set_state().channels(pc).state({"mood": "ok"}).sync().result
+        expect(r.state == {"mood": "ok"}, f"set_state answered {r.state}")
+        r = pn.get_state().channels(pc).uuid(member.uuid).sync().result
+        expect(r.channels == {pc: {"mood": "ok"}}, f"get_state {r.channels}")
+        wrec.wait("the state-change event", lambda: events("state-change"))
+        e = events("state-change")[0]
+        expect((e.channel, e.state) == (pc, {"mood": "ok"}), f"state-change on {e.channel}: {e.state}")
+        r = pn.here_now().channels(pc).include_state(True).sync().result
+        st = {o.uuid: o.state for c in r.channels for o in c.occupants}
+        expect(st.get(member.uuid) == {"mood": "ok"}, f"here_now state {st}")
+    check("set_state and get_state on a channel; a state-change event; here_now with state", t_state)
+
+    def t_group_state():
+        # The SDK sets state on groups only together with a channel.
+        member.set_state().channels(pc).channel_groups(pg).state({"mood": "ok", "g": 1}).sync()
+        r = pn.get_state().channel_groups(pg).uuid(member.uuid).sync().result
+        expect(r.channels == {gc: {"mood": "ok", "g": 1}}, f"get_state of the group {r.channels}")
+        r = pn.get_state().channels([pc, gc]).uuid(member.uuid).sync().result
+        expect(r.channels == {pc: {"mood": "ok", "g": 1}, gc: {"mood": "ok", "g": 1}}, f"get_state of two channels {r.channels}")
+    check("set_state and get_state through a channel group", t_group_state)
+
+    def t_global():
+        r = pn.here_now().include_state(True).sync().result
+        got = {c.channel_name: c for c in r.channels}
+        expect(pc in got and got[pc].occupancy == 2, f"global: {sorted(got)}")
+        st = {o.uuid: o.state for o in got[pc].occupants}
+        expect(sorted(st) == both and st[member.uuid] == {"mood": "ok", "g": 1}, f"global with state: {st}")
+        expect(r.total_occupancy >= 4 and r.total_channels >= 2, f"totals {r.total_occupancy} {r.total_channels}")
+        r = pn.here_now().include_uuids(False).sync().result
+        got = {c.channel_name: c for c in r.channels}
+        expect(got[pc].occupancy == 2 and not got[pc].occupants, f"global without uuids: {got[pc].occupancy} {got[pc].occupants}")
+    check("here_now global, with and without uuids, with state", t_global)
+
+    def t_where_now():
+        r = pn.where_now().uuid(member.uuid).sync().result
+        expect(sorted(r.channels) == sorted([pc, gc]), f"where_now {r.channels}")
+    check("where_now lists the member's channels", t_where_now)
+
+    def t_pres_leave():
+        member.unsubscribe_all()
+        wrec.wait("the member's leaves", lambda: len(events("leave")) >= 2)
+        expect(sorted(p.channel for p in events("leave")) == sorted([pc, gc]), f"leaves {[p.channel for p in events('leave')]}")
+        # SERVER BUG (reported to the lead, not papered over): this fails
+        # now and then. The member's subscribe long-poll, aborted by the
+        # unsubscribe, ends on the server after the leave was applied, and
+        # subscriber.Parked.finish refreshes the poll's presence: the
+        # member joins again and stays until its presence timeout.
+        r = pn.here_now().channels(pc).sync().result
+        expect(occupants(r) == {pc: (1, [pw.uuid])}, f"here_now after the leave: {occupants(r)} "
+               f"(the member's events: {[(p.event, p.channel, p.timetoken) for p in wrec.find(wrec.pres, lambda p: p.uuid == member.uuid)]})")
+    check("presence: leave events on the channel and the group's channel; here_now after", t_pres_leave)
 
     def t_leave():
         sub.unsubscribe_all()
