@@ -231,6 +231,13 @@ async function rest() {
   });
 
   await check('fetchMessages: 260 messages page by 100 with more/start, each once, in order', async () => {
+    // SERVER BUG (reported to the lead, not papered over): this fails now
+    // and then with a run of messages missing between the pages (e.g.
+    // 139..159). subscriber.Node.HistoryPage merges the rings with the
+    // store assuming a ring drops nothing the archiver has not stored, but
+    // a ring also drops by count (--ring-size 100): a burst pushes
+    // messages out of the ring before the archiver (asynchronous, batched)
+    // has stored them, and history skips them until it has.
     const c = ch('paged');
     const n = 260;
     const tts = await publishAll(pn, c, [...Array(n).keys()].map((i) => ({ i })));
@@ -248,6 +255,8 @@ async function rest() {
       start = r.more.start;
     }
     same(pages, 3, 'pages');
+    const seen = new Set(all.map((m) => m.message.i));
+    same([...Array(n).keys()].filter((i) => !seen.has(i)), [], 'messages missing');
     same(all.map((m) => m.message.i), [...Array(n).keys()], 'messages');
     same(all.map((m) => m.timetoken), tts, 'timetokens');
   });

@@ -273,6 +273,15 @@ def main():
             start = int(page[0].timetoken)
         else:
             raise AssertionError("still paging after 5 pages")
+        # SERVER BUG (reported to the lead, not papered over): this fails
+        # now and then with a run of messages missing between the pages.
+        # subscriber.Node.HistoryPage merges the rings with the store
+        # assuming a ring drops nothing the archiver has not stored, but a
+        # ring also drops by count (--ring-size 100): a burst pushes
+        # messages out of the ring before the archiver (asynchronous,
+        # batched) has stored them, and history skips them until it has.
+        seen = {i.message["i"] for i in got}
+        expect([i for i in range(n) if i not in seen] == [], f"messages missing: {[i for i in range(n) if i not in seen]}")
         expect([i.message["i"] for i in got] == list(range(n)), f"{len(got)} messages: {[i.message['i'] for i in got][:5]}...")
         expect([int(i.timetoken) for i in got] == tts, "timetokens differ from the publishes'")
     check("fetch_messages: 260 messages page by 100 with start, each once, in order", t_paging)
