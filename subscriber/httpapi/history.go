@@ -250,9 +250,15 @@ func (a *API) serveHistoryV2(ctx *fasthttp.RequestCtx, parts []string) {
 	if err == nil {
 		h, err = parseHistoryArgs(args, "count", 100)
 	}
-	var withToken bool
+	var withToken, stringTokens bool
 	if err == nil {
 		withToken, err = flagArg(args, "include_token", false)
+	}
+	if err == nil {
+		// string_message_token: the messages' timetokens as strings (the
+		// JavaScript SDK's stringifiedTimeToken: a 17-digit number does
+		// not fit a JavaScript number).
+		stringTokens, err = flagArg(args, "string_message_token", false)
 	}
 	if err != nil {
 		a.writeDomainError(ctx, "history", err)
@@ -283,7 +289,10 @@ func (a *API) serveHistoryV2(ctx *fasthttp.RequestCtx, parts []string) {
 		switch {
 		case withToken || h.meta:
 			item := map[string]any{"message": m.Payload}
-			if withToken {
+			switch {
+			case withToken && stringTokens:
+				item["timetoken"] = m.Timetoken().String()
+			case withToken:
 				item["timetoken"] = int64(m.Timetoken())
 			}
 			if h.meta && m.Meta != nil {

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,12 @@ func TestHistoryV2TimetokensAreNumbers(t *testing.T) {
 	}
 	if r := h.get(path); !bytes.HasPrefix(r.body, []byte(`[["one","two"],`)) {
 		t.Errorf("without include_token: got %s, want the bare messages", r.body)
+	}
+	// string_message_token=true (the JavaScript SDK's stringifiedTimeToken):
+	// the items' timetokens as strings, start and end still numbers.
+	r = h.get(path + "?include_token=true&string_message_token=true")
+	want := fmt.Sprintf(`[[{"message":"one","timetoken":"%s"},{"message":"two","timetoken":"%s"}],%s,%s]`, items[0].Timetoken, items[1].Timetoken, got[1], got[2])
+	if string(r.body) != want {
+		t.Errorf("string_message_token: got %s, want %s", r.body, want)
 	}
 }
