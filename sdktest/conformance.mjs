@@ -231,13 +231,9 @@ async function rest() {
   });
 
   await check('fetchMessages: 260 messages page by 100 with more/start, each once, in order', async () => {
-    // SERVER BUG (reported to the lead, not papered over): this fails now
-    // and then with a run of messages missing between the pages (e.g.
-    // 139..159). subscriber.Node.HistoryPage merges the rings with the
-    // store assuming a ring drops nothing the archiver has not stored, but
-    // a ring also drops by count (--ring-size 100): a burst pushes
-    // messages out of the ring before the archiver (asynchronous, batched)
-    // has stored them, and history skips them until it has.
+    // Guards a bug this check found: a burst pushed out of a ring (by
+    // --ring-size) before the archiver stored it was skipped by history
+    // (fixed: history waits for the archive to hold what rings dropped).
     const c = ch('paged');
     const n = 260;
     const tts = await publishAll(pn, c, [...Array(n).keys()].map((i) => ({ i })));
@@ -485,12 +481,9 @@ async function presence(pn, mode, cfg, ch) {
     m.pn.unsubscribeAll();
     await until('the member\'s leaves', () => events('leave', mid).length >= 2);
     same(events('leave', mid).map((p) => p.channel).sort(), [pc, gc].sort(), 'leave channels');
-    // SERVER BUG (reported to the lead, not papered over): this fails now
-    // and then. The member's subscribe long-poll, aborted by unsubscribe,
-    // ends on the server after the leave was applied, and
-    // subscriber.Parked.finish refreshes the poll's presence
-    // (pres.seen): the member joins again ("join" event just after the
-    // "leave") and stays present until its presence timeout.
+    // Guards a bug this check found: the long-poll the unsubscribe
+    // aborted ended on the server after the leave and joined the member
+    // again (fixed: a poll's end refreshes presence, never re-adds it).
     const r = await pn.hereNow({ channels: [pc] });
     same(occupants(r, pc), [wid], `hereNow after the leave (the member's events: ${json(w.rec.presence.filter((p) => p.uuid === mid).map((p) => [p.action, p.channel, p.timetoken]))})`);
   });

@@ -273,13 +273,8 @@ def main():
             start = int(page[0].timetoken)
         else:
             raise AssertionError("still paging after 5 pages")
-        # SERVER BUG (reported to the lead, not papered over): this fails
-        # now and then with a run of messages missing between the pages.
-        # subscriber.Node.HistoryPage merges the rings with the store
-        # assuming a ring drops nothing the archiver has not stored, but a
-        # ring also drops by count (--ring-size 100): a burst pushes
-        # messages out of the ring before the archiver (asynchronous,
-        # batched) has stored them, and history skips them until it has.
+        # Guards a bug this check found: a burst pushed out of a ring (by
+        # --ring-size) before the archiver stored it was skipped by history.
         seen = {i.message["i"] for i in got}
         expect([i for i in range(n) if i not in seen] == [], f"messages missing: {[i for i in range(n) if i not in seen]}")
         expect([i.message["i"] for i in got] == list(range(n)), f"{len(got)} messages: {[i.message['i'] for i in got][:5]}...")
@@ -629,11 +624,8 @@ def main():
         member.unsubscribe_all()
         wrec.wait("the member's leaves", lambda: len(events("leave")) >= 2)
         expect(sorted(p.channel for p in events("leave")) == sorted([pc, gc]), f"leaves {[p.channel for p in events('leave')]}")
-        # SERVER BUG (reported to the lead, not papered over): this fails
-        # now and then. The member's subscribe long-poll, aborted by the
-        # unsubscribe, ends on the server after the leave was applied, and
-        # subscriber.Parked.finish refreshes the poll's presence: the
-        # member joins again and stays until its presence timeout.
+        # Guards a bug this check found: the long-poll the unsubscribe
+        # aborted ended after the leave and joined the member again.
         r = pn.here_now().channels(pc).sync().result
         expect(occupants(r) == {pc: (1, [pw.uuid])}, f"here_now after the leave: {occupants(r)} "
                f"(the member's events: {[(p.event, p.channel, p.timetoken) for p in wrec.find(wrec.pres, lambda p: p.uuid == member.uuid)]})")
