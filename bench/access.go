@@ -226,16 +226,10 @@ func accessReport(b *strings.Builder, a *AccessResult) {
 // fractions of the hello-world ceiling (measured here if the fanout did
 // not).
 func (s *suite) accessScenario(ctx context.Context, p plan, res *Results) (err error) {
-	undo, err := s.isolate(res)
+	n, undo, err := s.onOffSetup(ctx, p, res)
 	defer func() { err = errors.Join(err, undo()) }()
 	if err != nil {
 		return err
-	}
-	n := p.subscribers[0]
-	if res.Ceiling[n] == 0 {
-		if err := s.ceiling(ctx, p, n, res); err != nil {
-			return err
-		}
 	}
 	const listen = "127.0.0.1:18095"
 	bin, args := pinned(s.serverCPU(), s.cfg.Groupcastd,

@@ -86,16 +86,10 @@ func historyReport(b *strings.Builder, h *HistoryResult) {
 // historyScenario runs the history scenario isolated, as the access
 // scenario is, at the same loads.
 func (s *suite) historyScenario(ctx context.Context, p plan, res *Results) (err error) {
-	undo, err := s.isolate(res)
+	n, undo, err := s.onOffSetup(ctx, p, res)
 	defer func() { err = errors.Join(err, undo()) }()
 	if err != nil {
 		return err
-	}
-	n := p.subscribers[0]
-	if res.Ceiling[n] == 0 {
-		if err := s.ceiling(ctx, p, n, res); err != nil {
-			return err
-		}
 	}
 	const listen = "127.0.0.1:18096"
 	start := func(ctx context.Context, on bool, i int) (*Groupcast, func() error, error) {

@@ -185,3 +185,19 @@ func (r *OnOff) cpuShare(secs float64) string {
 	}
 	return fmt.Sprintf("%.0f%%", 100*secs/r.Step.Seconds())
 }
+
+// onOffSetup isolates the suite for an on/off scenario (as the fan-out
+// scenarios are: servers on ServerCPU, this process on LoadCPU) and
+// measures the hello-world ceiling its loads are fractions of, unless the
+// fanout did; it returns the subscriber count (the plan's first) and what
+// undoes the isolation (always to be called).
+func (s *suite) onOffSetup(ctx context.Context, p plan, res *Results) (n int, undo func() error, err error) {
+	if undo, err = s.isolate(res); err != nil {
+		return 0, undo, err
+	}
+	n = p.subscribers[0]
+	if res.Ceiling[n] == 0 {
+		err = s.ceiling(ctx, p, n, res)
+	}
+	return n, undo, err
+}
