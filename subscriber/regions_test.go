@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/groupcast/groupcast/archive"
 	"github.com/groupcast/groupcast/channelgroups"
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/internal/nodetest"
@@ -386,4 +387,54 @@ func TestCausalOrderOfEditsThreeRegions(t *testing.T) {
 	if r3.has(t, key, &rm.Token, "c") {
 		t.Fatal("region 3 shows c after the remove")
 	}
+}
+
+// TestRegionsCopyActionsAndDeletes: a message action added in region 1
+// reaches region 2's subscriber as an action event with region 1's action
+// timetoken, and a history deletion made in region 1 hides the message in
+// region 2's rings too.
+func TestRegionsCopyActionsAndDeletes(t *testing.T) {
+	rs := startRegions(t, 2, nil, nil)
+	r1, r2 := rs[0], rs[1]
+	ctx := t.Context()
+	const a, c = channelgroups.Account("acct"), channelgroups.Channel("c")
+	start, err := r2.node.Poll(ctx, subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt, err := r1.node.Publish(ctx, &subscriber.Message{Account: a, Channel: c, Payload: json.RawMessage(`"hello"`)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	act, err := r1.node.AddAction(ctx, archive.Action{Account: a, Channel: c, Message: tt, Type: "reaction", Value: "smile", Publisher: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*subscriber.Message
+	for cursor := start.Cursor; len(got) < 2; {
+		res, err := r2.node.Poll(ctx, subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{c}, Cursor: cursor, Hold: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Deliveries) == 0 {
+			t.Fatalf("region 2's subscriber got %d of the message and its action within the hold", len(got))
+		}
+		for _, d := range res.Deliveries {
+			got = append(got, d.Msg)
+		}
+		cursor = res.Cursor
+	}
+	if m := got[1]; m.Action == nil || m.Action.Type != "reaction" || m.Action.Message != tt || m.ActionTimetoken() != act.Timetoken || m.Origin != 1 {
+		t.Fatalf("region 2 got %+v (action %+v), want region 1's action %+v", m, m.Action, act)
+	}
+	if ms, err := r2.node.History(ctx, a, c, 0, 0, 10); err != nil || len(ms) != 1 || ms[0].Timetoken() != tt {
+		t.Fatalf("region 2's history before the deletion: %v, %v; want the message", ms, err)
+	}
+	if err := r1.node.DeleteHistory(ctx, a, c, tt-1, tt); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deletion hides the message in region 2", func() bool {
+		ms, err := r2.node.History(ctx, a, c, 0, 0, 10)
+		return err == nil && len(ms) == 0
+	})
 }

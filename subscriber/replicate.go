@@ -16,9 +16,12 @@ import (
 
 // Replication between regions. Each region's logs live in its own Redis.
 // For every other region (Config.Remotes), the primary of each shard reads
-// that region's log of the shard and copies every edit and message into this
-// region's log of the shard (Log.AppendReplica), tagged with its origin
-// region and position; presence events stay in their region, and entries
+// that region's log of the shard and copies every edit, message, message
+// action and history deletion into this region's log of the shard
+// (Log.AppendReplica), tagged with its origin region and position (a copied
+// action keeps its origin timetoken, as a message does; a copied deletion
+// hides the range in this region's rings too); presence events stay in their
+// region, and entries
 // that are themselves copies are not copied again (every region pulls every
 // other region directly). AppendReplica checks and records how far each
 // region's log was copied in one atomic step, so a replicator that dies at
@@ -88,7 +91,7 @@ func newReplicas(reg prometheus.Registerer) (*replicas, error) {
 		}, []string{"region", "shard"}),
 		entries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_replicated_entries_total",
-			Help: "Entries of other regions' shard logs copied into this region's by this node, by origin region and kind (edit, message).",
+			Help: "Entries of other regions' shard logs copied into this region's by this node, by origin region and kind (edit, message, action, deletion, gap).",
 		}, []string{"region", "kind"}),
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "groupcast_replication_gaps_total",
@@ -348,8 +351,10 @@ func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
 			n.cfg.Logger.Warn("replication: the other region's log was trimmed past this region's copy; entries lost",
 				"region", rp.region, "shard", shard, "after", rp.cursor[shard], "lost_through", le.Pos)
 			rec = record{Kind: "g"}
-		case rec.Origin != 0, rec.Kind != "e" && rec.Kind != "m":
-			// A copy (its region copies it to us itself) or a presence event.
+		case rec.Origin != 0, rec.Kind != "e" && rec.Kind != "m" && rec.Kind != "a" && rec.Kind != "d":
+			// A copy (its region copies it to us itself) or a presence
+			// event (presence is per region). Edits, messages, message
+			// actions and history deletions are copied.
 			rp.skip(shard, le.Pos)
 			continue
 		case rec.Kind == "m" && le.Pos.Ms < oldest:
@@ -380,7 +385,7 @@ func (rp *replicator) copy(ctx context.Context, entries []LogEntry) error {
 		}
 		rp.skip(shard, le.Pos)
 		if appended { // else another node (a primary before this one) copied it
-			kind := map[string]string{"e": "edit", "m": "message", "g": "gap"}[rec.Kind]
+			kind := map[string]string{"e": "edit", "m": "message", "a": "action", "d": "deletion", "g": "gap"}[rec.Kind]
 			n.repl.entries.WithLabelValues(region, kind).Inc()
 			n.repl.lag.WithLabelValues(region, strconv.Itoa(shard)).Set(n.now().Sub(time.UnixMilli(int64(le.Pos.Ms))).Seconds())
 		}
