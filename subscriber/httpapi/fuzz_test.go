@@ -18,6 +18,11 @@ func FuzzRequest(f *testing.F) {
 		"/time/0", "/%", "/v1/channel-registration/sub-key/%zz/channel-group", cg + "/g?add=%2C",
 		cg + "/g?add=a%ZZb", "/v2/subscribe/demo/a/0?tt=99999999999999999&uuid=%FF",
 		"/publish/demo/demo/0/a/0/%22%FF%22?meta=%7B%7D", "/v2/presence/sub-key/demo/channel/a/heartbeat?uuid=x",
+		"/v2/subscribe/demo/a.*/0?uuid=x", "/v2/subscribe/demo/a.b.*,c/0?uuid=x&filter-expr=lang%20%3D%3D%20%27en%27",
+		"/v2/subscribe/demo/a/0?uuid=x&filter-expr=(meta.n%20%3E%201%20%26%26%20!(x%20LIKE%20%27a*%27))",
+		"/v2/subscribe/demo/a*b/0?uuid=x", "/v2/presence/sub-key/demo/channel/a.*,b/heartbeat?uuid=x&state=%7B%7D",
+		"/v2/presence/sub-key/demo/uuid/x", "/v2/presence/sub-key/demo?uuid=x&disable_uuids=1",
+		"/v3/history/sub-key/demo/message-counts/a,b?timetoken=1", "/v1/message-actions/demo/channel/a?limit=2",
 	} {
 		f.Add(s)
 	}
