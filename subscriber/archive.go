@@ -17,8 +17,8 @@ import (
 // loop's: storing history never holds up delivery; a publish is
 // acknowledged once it is in the log) and stores the published messages it
 // finds (kind "m", not signals, not store=0) in Config.Archive, in batches
-// of at most ArchiveBatch messages, written at the latest ArchiveFlush after
-// the first of them was read, and the message actions added and removed
+// of at most ArchiveBatch messages and archiveBatchBytes of payload,
+// written at the latest ArchiveFlush after the first of them was read, and the message actions added and removed
 // (kind "a", actions.go) with them, in log order. After each batch it records how far it got
 // (Store.SetCheckpoint); a node that becomes a shard's primary starts from
 // the shard's checkpoint. Whatever was stored between the last checkpoint
@@ -47,6 +47,7 @@ type archiver struct {
 	// entry read; saved, the checkpoint last stored for it.
 	cursor, saved map[int]channelgroups.Position
 	pending       []archive.Message
+	pendingBytes  int // payload and meta bytes of pending
 	// acts are the action adds and removes read, in log order, stored
 	// after pending's messages.
 	acts []actionOp
@@ -63,6 +64,21 @@ type actionOp struct {
 
 // npending is how many messages and action changes wait to be stored.
 func (ar *archiver) npending() int { return len(ar.pending) + len(ar.acts) }
+
+// archiveBatchBytes bounds the payload and meta bytes of one batch, besides
+// ArchiveBatch's count: a batch is held twice while it is written (here and
+// in the store's transaction), and 500 messages of 32 KiB would be 16 MiB.
+const archiveBatchBytes = 4 << 20
+
+// archiveRead is the most log entries one read brings in: the rest of a
+// burst is read after the batch is stored, not held meanwhile.
+const archiveRead = 128
+
+// full reports whether the pending batch is to be stored before more is
+// read: ArchiveBatch entries or archiveBatchBytes bytes.
+func (ar *archiver) full() bool {
+	return ar.npending() >= ar.n.cfg.ArchiveBatch || ar.pendingBytes >= archiveBatchBytes
+}
 
 type archiveMetrics struct {
 	archived prometheus.Counter
@@ -126,12 +142,12 @@ func (ar *archiver) run(ctx context.Context) {
 			wait(ctx, 250*time.Millisecond)
 			continue
 		}
-		if ar.npending() < n.cfg.ArchiveBatch {
+		if !ar.full() {
 			block := time.Second
 			if ar.npending() > 0 {
 				block = max(time.Until(ar.flushAt), time.Millisecond)
 			}
-			entries, err := n.log.Read(ctx, ar.cursors(), n.cfg.ArchiveBatch, block)
+			entries, err := n.log.Read(ctx, ar.cursors(), min(n.cfg.ArchiveBatch, archiveRead), block)
 			if err != nil {
 				if ctx.Err() == nil {
 					fail("reading the shard logs", err)
@@ -140,7 +156,7 @@ func (ar *archiver) run(ctx context.Context) {
 			}
 			ar.take(entries)
 		}
-		if ar.npending() >= n.cfg.ArchiveBatch || ar.npending() > 0 && !time.Now().Before(ar.flushAt) ||
+		if ar.full() || ar.npending() > 0 && !time.Now().Before(ar.flushAt) ||
 			ar.npending() == 0 && time.Since(ar.lastCheckpoint) >= checkpointEvery {
 			if err := ar.flush(ctx); err != nil {
 				if ctx.Err() == nil {
@@ -194,6 +210,9 @@ func (ar *archiver) cursors() []Cursor {
 // the cursors past them.
 func (ar *archiver) take(entries []LogEntry) {
 	for _, le := range entries {
+		if ar.full() {
+			return // the rest is read again once the batch is stored
+		}
 		c, ok := ar.cursor[le.Shard]
 		if !ok || !c.Less(le.Pos) {
 			continue // a shard given up since the read, or an entry already read
@@ -217,6 +236,7 @@ func (ar *archiver) take(entries []LogEntry) {
 			continue
 		}
 		ar.pending = append(ar.pending, m)
+		ar.pendingBytes += len(m.Payload) + len(m.Meta)
 	}
 }
 
@@ -282,7 +302,11 @@ func (ar *archiver) flush(ctx context.Context) error {
 		ar.m.batches.Inc()
 		ar.m.lag.Observe(time.Since(time.UnixMilli(int64(PositionOf(oldest).Ms))).Seconds())
 		ar.pending = ar.pending[len(batch):]
+		for _, m := range batch {
+			ar.pendingBytes -= len(m.Payload) + len(m.Meta)
+		}
 	}
+	ar.pending, ar.pendingBytes = nil, 0 // let the stored batch's array go
 	ar.pending = nil
 	if err := ar.storeActions(ctx); err != nil {
 		return err
@@ -355,7 +379,7 @@ func (ar *archiver) drain(ctx context.Context) error {
 			return err
 		}
 		for ar.cursor[shard].Less(last) {
-			entries, err := ar.n.log.Range(ctx, shard, ar.cursor[shard], ar.n.cfg.ArchiveBatch)
+			entries, err := ar.n.log.Range(ctx, shard, ar.cursor[shard], min(ar.n.cfg.ArchiveBatch, archiveRead))
 			if err != nil {
 				return err
 			}
@@ -363,7 +387,7 @@ func (ar *archiver) drain(ctx context.Context) error {
 				break
 			}
 			ar.take(entries)
-			if ar.npending() >= ar.n.cfg.ArchiveBatch {
+			if ar.full() {
 				if err := ar.flush(ctx); err != nil {
 					return err
 				}

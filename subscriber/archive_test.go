@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -407,5 +408,56 @@ func TestHistoryAfterABurst(t *testing.T) {
 	}
 	if !slices.Equal(got, want) || more {
 		t.Fatalf("history after a burst: %d messages (more %v), want all %d:\n got %v\nwant %v", len(got), more, len(want), got, want)
+	}
+}
+
+// batchSizes is an archive.Store that records the payload bytes of each
+// Append.
+type batchSizes struct {
+	archive.Store
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (b *batchSizes) Append(ctx context.Context, msgs []archive.Message) error {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Payload) + len(m.Meta)
+	}
+	b.mu.Lock()
+	b.sizes = append(b.sizes, n)
+	b.mu.Unlock()
+	return b.Store.Append(ctx, msgs)
+}
+
+// TestArchiverBatchBytes: a burst of large messages is stored in batches of
+// at most ArchiveBatchBytes (plus the message that crossed it), not in
+// ArchiveBatch-message batches of 16 MiB held twice while written.
+func TestArchiverBatchBytes(t *testing.T) {
+	st := &batchSizes{Store: archive.NewMemory(nil)}
+	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 1, Archive: st, ArchiveFlush: time.Hour})
+	a, c := channelgroups.Account("acct"), channelgroups.Channel("c")
+	payload := json.RawMessage(`"` + strings.Repeat("x", 30<<10) + `"`)
+	const burst = 400 // 12 MiB: three batches' worth
+	for range burst {
+		put(t, n, &subscriber.Message{Account: a, Channel: c, Payload: payload})
+	}
+	// The flush timer is an hour away: only a full batch is stored before
+	// it, and without the byte bound none is (400 is below ArchiveBatch).
+	eventually(t, "two full batches stored", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		total := 0
+		for _, s := range st.sizes {
+			total += s
+		}
+		return total >= 2*subscriber.ArchiveBatchBytes
+	})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i, s := range st.sizes {
+		if s > subscriber.ArchiveBatchBytes+len(payload) {
+			t.Errorf("batch %d of %d: %d bytes, want at most %d", i, len(st.sizes), s, subscriber.ArchiveBatchBytes+len(payload))
+		}
 	}
 }

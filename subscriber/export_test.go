@@ -21,3 +21,6 @@ func Applied(n *Node, shard int) channelgroups.Position { return n.applied(shard
 // ReplicationWaits counts the times a copy waited for a third region's
 // entries it depends on.
 func ReplicationWaits(n *Node) int64 { return n.repl.waited.Load() }
+
+// ArchiveBatchBytes is the byte bound of one archiver batch.
+const ArchiveBatchBytes = archiveBatchBytes
