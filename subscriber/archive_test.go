@@ -75,7 +75,7 @@ func put(t *testing.T, n *subscriber.Node, m *subscriber.Message) channelgroups.
 // messages do not; the checkpoint moves past them.
 func TestArchiverStores(t *testing.T) {
 	st := archive.NewMemory(nil)
-	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 2, Archive: st, HistoryRetention: 48 * time.Hour})
+	n, _ := node(t, openBolt(t), subscriber.Config{Shards: 2, Archive: st, HistoryRetention: 48 * time.Hour})
 	a := channelgroups.Account("acct")
 	t1 := put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(`{"n":1}`), Publisher: "u1",
 		Meta: json.RawMessage(`{"m":true}`), CustomType: "chat"})
@@ -120,7 +120,7 @@ func TestArchiverRetriesAndResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	groups := bolttest(t)
+	groups := openBolt(t)
 	cfg := subscriber.Config{Shards: 1, Archive: rec}
 	first, stop := runNode(t, lg, groups, cfg)
 	a := channelgroups.Account("acct")
@@ -169,16 +169,6 @@ func runNode(t *testing.T, lg subscriber.Log, groups subscriber.Store, cfg subsc
 	return n, stop
 }
 
-func bolttest(t *testing.T) *bolt.Store {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), bolt.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
 // TestArchiverGap: entries the log dropped before the archiver read them
 // are counted as a gap; what follows is stored.
 func TestArchiverGap(t *testing.T) {
@@ -191,7 +181,7 @@ func TestArchiverGap(t *testing.T) {
 	a := channelgroups.Account("acct")
 	cfg := subscriber.Config{Shards: 1, Archive: mem, Registerer: reg}
 	var tts []channelgroups.Timetoken
-	nodetest.Run(t, lg, bolttest(t), channelgroups.NewClock(nil, 0), cfg, func(n *subscriber.Node) {
+	nodetest.Run(t, lg, openBolt(t), channelgroups.NewClock(nil, 0), cfg, func(n *subscriber.Node) {
 		for i := range 30 { // before the node runs: the log keeps the last 10
 			tts = append(tts, put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(fmt.Sprint(i))}))
 		}
@@ -244,7 +234,7 @@ func TestHistoryMergesStoreAndRings(t *testing.T) {
 	}
 	// A store the archiver cannot write: the new messages are only in the
 	// rings.
-	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 1, Archive: readOnly{mem}})
+	n, _ := node(t, openBolt(t), subscriber.Config{Shards: 1, Archive: readOnly{mem}})
 	for i := range 30 {
 		want = append(want, put(t, n, &subscriber.Message{Account: a, Channel: c, Payload: json.RawMessage(fmt.Sprint(1000 + i))}))
 	}
@@ -387,7 +377,7 @@ func (g *gatedStore) Checkpoint(ctx context.Context, shard int) (channelgroups.P
 // SDKs' paging checks caught the skip (messages 139–159 of 260 missing).
 func TestHistoryAfterABurst(t *testing.T) {
 	g := &gatedStore{Store: archive.NewMemory(nil), open: make(chan struct{})}
-	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 1, RingSize: 10, Archive: g})
+	n, _ := node(t, openBolt(t), subscriber.Config{Shards: 1, RingSize: 10, Archive: g})
 	a, c := channelgroups.Account("acct"), channelgroups.Channel("c")
 	var want []channelgroups.Timetoken
 	for i := range 30 {
@@ -435,7 +425,7 @@ func (b *batchSizes) Append(ctx context.Context, msgs []archive.Message) error {
 // ArchiveBatch-message batches of 16 MiB held twice while written.
 func TestArchiverBatchBytes(t *testing.T) {
 	st := &batchSizes{Store: archive.NewMemory(nil)}
-	n, _ := node(t, bolttest(t), subscriber.Config{Shards: 1, Archive: st, ArchiveFlush: time.Hour})
+	n, _ := node(t, openBolt(t), subscriber.Config{Shards: 1, Archive: st, ArchiveFlush: time.Hour})
 	a, c := channelgroups.Account("acct"), channelgroups.Channel("c")
 	payload := json.RawMessage(`"` + strings.Repeat("x", 30<<10) + `"`)
 	const burst = 400 // 12 MiB: three batches' worth

@@ -125,52 +125,35 @@ func needValue(n *node, what string) error {
 	return nil
 }
 
-func (p *parser) parseOr() (*node, error) {
-	l, err := p.parseAnd()
-	if err != nil {
-		return nil, err
-	}
-	for p.tok.kind == tOr {
-		pos := p.tok.pos
-		if err := p.next(); err != nil {
-			return nil, err
-		}
-		r, err := p.parseAnd()
-		if err != nil {
-			return nil, err
-		}
-		if err := needBool(l, "||"); err != nil {
-			return nil, err
-		}
-		if err := needBool(r, "||"); err != nil {
-			return nil, err
-		}
-		l = &node{op: opOr, pos: pos, l: l, r: r}
-	}
-	return l, nil
-}
+func (p *parser) parseOr() (*node, error) { return p.logical(tOr, opOr, "||", p.parseAnd) }
 
-func (p *parser) parseAnd() (*node, error) {
-	l, err := p.parseNot()
+func (p *parser) parseAnd() (*node, error) { return p.logical(tAnd, opAnd, "&&", p.parseNot) }
+
+// logical parses operands joined by the token kind, left-associative, into
+// op nodes; sym names the operator in errors. Both operands must be
+// conditions (checked after both parsed, so an error inside the right one
+// is reported first).
+func (p *parser) logical(kind tokKind, op opcode, sym string, operand func() (*node, error)) (*node, error) {
+	l, err := operand()
 	if err != nil {
 		return nil, err
 	}
-	for p.tok.kind == tAnd {
+	for p.tok.kind == kind {
 		pos := p.tok.pos
 		if err := p.next(); err != nil {
 			return nil, err
 		}
-		r, err := p.parseNot()
+		r, err := operand()
 		if err != nil {
 			return nil, err
 		}
-		if err := needBool(l, "&&"); err != nil {
+		if err := needBool(l, sym); err != nil {
 			return nil, err
 		}
-		if err := needBool(r, "&&"); err != nil {
+		if err := needBool(r, sym); err != nil {
 			return nil, err
 		}
-		l = &node{op: opAnd, pos: pos, l: l, r: r}
+		l = &node{op: op, pos: pos, l: l, r: r}
 	}
 	return l, nil
 }
