@@ -788,6 +788,35 @@ type PollResult struct {
 	Gap bool
 }
 
+// deliveriesPool holds the arrays of answers' deliveries: under load most
+// polls answer at once with tens of messages, and growing a fresh slice for
+// each was most of the bytes the node allocated (so most of its GC work).
+var deliveriesPool sync.Pool // *[]Delivery
+
+// pooledDeliveries is the capacity the pool's arrays start with and the
+// largest it keeps: a full answer (MaxDeliveries) and then some.
+const pooledDeliveries = 128
+
+func getDeliveries() []Delivery {
+	if p, ok := deliveriesPool.Get().(*[]Delivery); ok {
+		return (*p)[:0]
+	}
+	return make([]Delivery, 0, pooledDeliveries)
+}
+
+// ReleaseDeliveries gives an answer's deliveries back for reuse, once the
+// answer is written: neither the slice nor its array may be used after.
+// Releasing is optional (an answer never released is garbage like any
+// other) but must happen at most once per answer.
+func ReleaseDeliveries(ds []Delivery) {
+	if c := cap(ds); c == 0 || c > 2*pooledDeliveries {
+		return
+	}
+	ds = ds[:cap(ds)]
+	clear(ds) // keep no message alive from the pool
+	deliveriesPool.Put(&ds)
+}
+
 // MaxDeliveries is the most messages one answer carries (PubNub SDKs report
 // an error at 100 or more).
 const MaxDeliveries = 99
@@ -999,6 +1028,7 @@ func (w *Parked) try() bool {
 		w.finish(res, nil)
 		return true
 	}
+	ReleaseDeliveries(ds) // all filtered out
 	if w.after.Less(cut) {
 		w.after = cut // nothing for us up to cut: later scans start there
 	}
@@ -1140,6 +1170,8 @@ func (h *hub) unregister(req PollRequest, w *Parked) {
 
 // collect returns the deliveries after `after` up to cut, in log order; ok
 // is false when the shard's state was dropped since the poll registered.
+// The slice comes from a pool (getDeliveries): whoever is done with an
+// answer may give it back with ReleaseDeliveries.
 func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channelgroups.Position) (_ []Delivery, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -1169,6 +1201,9 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 				continue
 			}
 			if g, ok := via(e); ok {
+				if out == nil {
+					out = getDeliveries()
+				}
 				out = append(out, Delivery{Msg: e.msg, Group: g, Wildcard: wild})
 			}
 		}

@@ -73,3 +73,41 @@ func TestLastOps(t *testing.T) {
 		t.Fatalf("lastOps = %v, want %v", got, want)
 	}
 }
+
+// TestReleasedDeliveriesAreReusedCleared: an answer's deliveries given back
+// are reused by a later answer, and the array keeps no message alive
+// meanwhile; arrays past twice the pooled size are not kept.
+func TestReleasedDeliveriesAreReusedCleared(t *testing.T) {
+	reused := 0
+	for range 100 {
+		ds := getDeliveries()
+		if len(ds) != 0 {
+			t.Fatalf("a pooled slice has %d deliveries, want 0", len(ds))
+		}
+		for range MaxDeliveries {
+			ds = append(ds, Delivery{Msg: &Message{}, Group: "g"})
+		}
+		first := &ds[:1][0]
+		ReleaseDeliveries(ds[:MaxDeliveries/2]) // as an answer cut short gives it back
+		again := getDeliveries()
+		if cap(again) > 0 && &again[:1][0] == first {
+			reused++
+			for i, d := range again[:cap(again)] {
+				if d.Msg != nil || d.Group != "" {
+					t.Fatalf("a reused array keeps delivery %d of its last answer: %+v", i, d)
+				}
+			}
+		}
+		ReleaseDeliveries(again)
+	}
+	if reused == 0 {
+		t.Fatal("released deliveries were never reused")
+	}
+	big := make([]Delivery, 0, 4*pooledDeliveries)
+	ReleaseDeliveries(big)
+	for range 10 {
+		if ds := getDeliveries(); cap(ds) > 2*pooledDeliveries {
+			t.Fatalf("the pool kept an array of %d deliveries", cap(ds))
+		}
+	}
+}

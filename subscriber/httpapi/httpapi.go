@@ -254,6 +254,11 @@ const serverName = "groupcast"
 // so parked long-polls do not hold it.
 const MaxRequestHeaderBytes = 128 << 10
 
+// answerWriteBuffer is the server's write buffer: a subscribe answer of a
+// few dozen messages fits, so it is one write(2), not a buffer's worth and
+// then the rest.
+const answerWriteBuffer = 32 << 10
+
 // NewServer returns a Server for the API with JSON error answers for
 // requests fasthttp itself rejects, under the default Limits
 // (DefaultLimits of the process's RLIMIT_NOFILE).
@@ -276,11 +281,14 @@ func NewLimitedServer(a *API, lim Limits) (*Server, error) {
 	a.server = &fasthttp.Server{
 		// fasthttp's own complaints (a body over the limit, a read
 		// timeout) go to the node's log, not to stderr unformatted.
-		Logger:                printfLogger{a.cfg.Logger},
-		Handler:               a.Handle,
-		ErrorHandler:          a.handleTransportError,
-		Name:                  serverName,
-		ReadBufferSize:        MaxRequestHeaderBytes,
+		Logger:         printfLogger{a.cfg.Logger},
+		Handler:        a.Handle,
+		ErrorHandler:   a.handleTransportError,
+		Name:           serverName,
+		ReadBufferSize: MaxRequestHeaderBytes,
+		// An answer of up to this much goes out in one write(2); fasthttp
+		// holds the buffer only while it writes (ReduceMemoryUsage).
+		WriteBufferSize:       answerWriteBuffer,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           2 * time.Minute,

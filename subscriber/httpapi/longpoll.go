@@ -156,6 +156,13 @@ func (p *pendingAnswer) finish() {
 	}
 }
 
+// releaseDeliveries gives the answer's deliveries back to the node's pool
+// once answerSubscribe has copied them into the response.
+func (p *pendingAnswer) releaseDeliveries() {
+	subscriber.ReleaseDeliveries(p.res.Deliveries)
+	p.res.Deliveries = nil
+}
+
 // ready returns whether the answer came before the handler returned.
 func (p *pendingAnswer) ready() bool {
 	p.mu.Lock()
@@ -351,6 +358,7 @@ func (p *pendingAnswer) writeAnswer(c net.Conn, now bool) (buf *[]byte, keep boo
 	h := &ctx.Response.Header
 	h.SetServer(serverName) // the Date line is fasthttp's, formatted once a second
 	a.answerSubscribe(ctx, p.acct, p.res, p.err)
+	p.releaseDeliveries()
 	a.observe("subscribe", ctx.Response.StatusCode(), p.start)
 	keep = p.keepAlive && !a.draining.Load()
 	if !keep {
@@ -500,6 +508,7 @@ func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, re
 	}
 	if p.ready() {
 		a.answerSubscribe(ctx, acct, p.res, p.err)
+		p.releaseDeliveries()
 		return
 	}
 	// If fasthttp fails the connection before it runs the hijack handler,
