@@ -24,3 +24,7 @@ func ReplicationWaits(n *Node) int64 { return n.repl.waited.Load() }
 
 // ArchiveBatchBytes is the byte bound of one archiver batch.
 const ArchiveBatchBytes = archiveBatchBytes
+
+// AnsweredAtOnce reports whether w was answered without registering for
+// wake-ups or starting its hold's timer.
+func AnsweredAtOnce(w *Parked) bool { return !w.registered && w.timer == nil }

@@ -886,6 +886,9 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 		}
 		views[i] = v
 	}
+	if req.Cursor != 0 && len(req.Groups) == 0 && len(req.Wildcards) == 0 && req.Filter == nil && n.answerAtOnce(w, gen) {
+		return w
+	}
 	if !n.register(req, views, w, gen) {
 		// The shard was given up (and maybe taken up again) meanwhile: the
 		// views and rings this poll would read are not the ones it checked.
@@ -919,6 +922,31 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 	}
 	w.check()
 	return w
+}
+
+// answerAtOnce answers a poll of plain channels whose messages are
+// already there, without registering it for wake-ups or starting its hold's
+// timer: under load most re-polls find messages waiting. It reports false,
+// having changed nothing, when there are none. (A poll through groups
+// registers first: its routes are tracked from its registration on.)
+func (n *Node) answerAtOnce(w *Parked, gen uint64) bool {
+	req := w.req
+	if !n.shards[w.shard].serving.Load() {
+		return false
+	}
+	cut := n.applied(w.shard)
+	ds, ok := n.hub.collect(req, w.shard, gen, PositionOf(req.Cursor), cut)
+	if !ok || len(ds) == 0 {
+		return false // collect takes a pooled slice only to append to it
+	}
+	if err := n.pres.seen(req.Account, presentOn(req, nil), req.UUID, req.Heartbeat); err != nil {
+		ReleaseDeliveries(ds)
+		w.finish(PollResult{}, err)
+		return true
+	}
+	w.gen = gen
+	w.answer(ds, cut)
+	return true
 }
 
 // Parked is a subscribe in progress. While it waits it is only this
@@ -1020,12 +1048,7 @@ func (w *Parked) try() bool {
 		})
 	}
 	if len(ds) > 0 {
-		res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
-		if len(ds) > MaxDeliveries {
-			res.Deliveries = ds[:MaxDeliveries]
-			res.Cursor = CursorOf(ds[MaxDeliveries-1].Msg.Pos)
-		}
-		w.finish(res, nil)
+		w.answer(ds, cut)
 		return true
 	}
 	ReleaseDeliveries(ds) // all filtered out
@@ -1037,6 +1060,17 @@ func (w *Parked) try() bool {
 		return true
 	}
 	return false
+}
+
+// answer answers the poll with ds, the deliveries up to cut: at most
+// MaxDeliveries of them, the cursor after the last one it carries.
+func (w *Parked) answer(ds []Delivery, cut channelgroups.Position) {
+	res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
+	if len(ds) > MaxDeliveries {
+		res.Deliveries = ds[:MaxDeliveries]
+		res.Cursor = CursorOf(ds[MaxDeliveries-1].Msg.Pos)
+	}
+	w.finish(res, nil)
 }
 
 func (w *Parked) finish(res PollResult, err error) {

@@ -189,3 +189,86 @@ func goroutineID() uint64 {
 	}
 	return id
 }
+
+// TestWaitingMessagesAnswerAtOnce: a poll of plain channels whose messages
+// are already there answers before StartPoll returns, without registering
+// for wake-ups or starting a timer, with what a parked poll would get, and
+// marks its user present; a poll through a group takes the registered path
+// and gets the same messages.
+func TestWaitingMessagesAnswerAtOnce(t *testing.T) {
+	h := newWakeHarness(t)
+	const a, g = channelgroups.Account("now"), channelgroups.Group("g")
+	ctx := t.Context()
+	if _, err := h.svc.Add(ctx, a, g, []channelgroups.Channel{"c"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	direct := subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"c"}, UUID: "u"}
+	hs, err := h.n.Poll(ctx, direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := h.n.Publish(ctx, &subscriber.Message{Account: a, Channel: "c", Payload: []byte(strconv.Itoa(i))}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	direct.Cursor = hs.Cursor
+	var want subscriber.PollResult
+	for deadline := time.Now().Add(10 * time.Second); len(want.Deliveries) < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 3 messages were not all applied within 10s: %d", len(want.Deliveries))
+		}
+		if want, err = h.n.Poll(ctx, direct); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payloads := func(res subscriber.PollResult) []string {
+		var out []string
+		for _, d := range res.Deliveries {
+			out = append(out, string(d.Msg.Payload))
+		}
+		return out
+	}
+	start := func(req subscriber.PollRequest) (*subscriber.Parked, subscriber.PollResult, bool) {
+		var got subscriber.PollResult
+		answered := false
+		w := h.n.StartPoll(ctx, req, func(res subscriber.PollResult, err error) {
+			if err != nil {
+				t.Errorf("poll: %v", err)
+			}
+			got, answered = res, true
+		})
+		return w, got, answered
+	}
+	direct.UUID = "v"
+	w, got, answered := start(direct)
+	if !answered {
+		t.Fatal("a poll with its messages waiting did not answer before StartPoll returned")
+	}
+	if !subscriber.AnsweredAtOnce(w) {
+		t.Fatal("a poll with its messages waiting registered for wake-ups or started a timer")
+	}
+	if !slices.Equal(payloads(got), payloads(want)) || got.Cursor != want.Cursor {
+		t.Fatalf("answered at once %v at %d, a poll that looked got %v at %d", payloads(got), got.Cursor, payloads(want), want.Cursor)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; { // the join is applied from the log
+		here, err := h.n.Occupancy(ctx, a, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(here, "v") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("here on c: %v, want v among them", here)
+		}
+		runtime.Gosched()
+	}
+	w, got, answered = start(subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, UUID: "w", Cursor: hs.Cursor})
+	if !answered || subscriber.AnsweredAtOnce(w) {
+		t.Fatalf("a group poll: answered %v, at once %v; want answered through the registered path", answered, subscriber.AnsweredAtOnce(w))
+	}
+	if !slices.Equal(payloads(got), payloads(want)) {
+		t.Fatalf("the group poll got %v, want %v", payloads(got), payloads(want))
+	}
+}
