@@ -177,6 +177,14 @@ func fanoutReport(b *strings.Builder, r *Results) {
 			}
 		}
 	}
+	if len(r.PeerAtHalf) > 0 {
+		fmt.Fprintf(b, "\n## latency at the same load\n\nEach Nchan configuration once more, on a fresh process, at the load of the half-the-max step of groupcast's typical run: the p99s compared at the same offered load.\n\n%s", stepHeader)
+		for _, f := range r.PeerAtHalf {
+			for _, s := range f.Steps {
+				b.WriteString(stepRow(f, s))
+			}
+		}
+	}
 	if len(r.Quiet) > 0 {
 		q := r.Quiet[0]
 		fmt.Fprintf(b, "\n## quiet channels\n\n%d subscribers, each on a channel of its own (%d channels), %.0f publishes/s spread over the channels in turn on the same open-loop timetable: most real traffic, where a poll rarely finds more than one message. One run per server configuration.\n\n%s", q.Subscribers, q.Channels, q.Steps[0].Offered, stepHeader)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -39,5 +40,32 @@ func TestSummaries(t *testing.T) {
 	p.Capped = true
 	if got := ratio(g, p); got != "≤ 0.33×" {
 		t.Errorf("ratio against a capped peer %q", got)
+	}
+}
+
+// TestHalfVsPeer: groupcast's p99 at half its maximum is compared with the
+// better Nchan configuration's at the same load, and the check fails when
+// groupcast's is higher or when no peer run at that load exists.
+func TestHalfVsPeer(t *testing.T) {
+	half := FanoutStep{Offered: 1000, PublishedPerSec: 1, KeptUp: true, Half: true, Latency: Latencies{Count: 100, P99: 30_000}}
+	peer := func(variant string, p99 float64) FanoutRun {
+		return FanoutRun{Target: "nchan", Variant: variant, Subscribers: 1000, Steps: []FanoutStep{{Offered: 1000, KeptUp: true, Latency: Latencies{Count: 100, P99: p99}}}}
+	}
+	r := &Results{}
+	if c := halfVsPeer(r, 1000, half, true); c.Met {
+		t.Fatalf("met with no peer run: %+v", c)
+	}
+	r.PeerAtHalf = []FanoutRun{peer("2 workers", 50_000), peer("1 worker", 40_000)}
+	r.PeerAtHalf[1].Subscribers = 10000 // another count: not compared
+	if c := halfVsPeer(r, 1000, half, true); !c.Met || !strings.Contains(c.Figure, "2 workers") {
+		t.Fatalf("30 ms vs. 50 ms: %+v", c)
+	}
+	r.PeerAtHalf = append(r.PeerAtHalf, peer("1 worker", 20_000))
+	c := halfVsPeer(r, 1000, half, true)
+	if c.Met || !strings.Contains(c.Figure, "1 worker") {
+		t.Fatalf("30 ms vs. the better peer's 20 ms: %+v", c)
+	}
+	if c := halfVsPeer(r, 1000, FanoutStep{}, false); c.Met {
+		t.Fatalf("met with no half step: %+v", c)
 	}
 }

@@ -183,6 +183,21 @@ func (s *suite) fanoutScenarios(ctx context.Context, p plan, res *Results, fail 
 				}
 			}
 		}
+		// The peer at groupcast's half-the-max load: p99s compared at the
+		// same offered load, not each at half its own maximum.
+		if load, ok := halfLoad(res.Fanout, n); ok {
+			for i, fc := range cases {
+				if fc.target == "groupcast" {
+					continue
+				}
+				name := fmt.Sprintf("peerhalf-%s-%d-%d", fc.target, i, n)
+				fail(fmt.Sprintf("%s (%s) n=%d at groupcast's half load", fc.target, fc.variant, n),
+					s.runCase(ctx, fc, name, FanoutConfig{Subscribers: n, Step: p.step, Loads: []float64{load}, AllLoads: true}, nil, &res.PeerAtHalf))
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+		}
 	}
 	// Quiet channels: a subscriber per channel, a fixed rate spread over
 	// them.
@@ -217,4 +232,15 @@ func (s *suite) fanoutScenarios(ctx context.Context, p plan, res *Results, fail 
 			s.runCase(ctx, fc, name, FanoutConfig{Subscribers: p.multiSubs, Step: p.step, Sweep: &sw}, wrap, &res.Multi))
 	}
 	return ctx.Err()
+}
+
+// halfLoad is the offered load of the half-the-max step of groupcast's
+// typical run with n subscribers.
+func halfLoad(runs []FanoutRun, n int) (float64, bool) {
+	g, ok := best(summaries(runs, n), "groupcast")
+	if !ok {
+		return 0, false
+	}
+	st, ok := g.Typical.HalfStep()
+	return st.Offered, ok
 }

@@ -152,3 +152,57 @@ func label(f FanoutRun) string {
 func sortXY(xys plotter.XYs) {
 	slices.SortFunc(xys, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
 }
+
+// WritePlots draws a soak's samples over time into dir: the node's memory
+// (soak-memory.png), its goroutines, descriptors and parked polls
+// (soak-goroutines.png), and publish→deliver latency (soak-latency.png).
+// It returns the file names it wrote.
+func (r SoakResult) WritePlots(dir string) ([]string, error) {
+	line := func(name string, y func(SoakSample) float64) series {
+		s := series{name: name}
+		for _, sm := range r.Samples {
+			s.xys = append(s.xys, plotter.XY{X: sm.At.Minutes(), Y: y(sm)})
+		}
+		return s
+	}
+	const mib = 1 << 20
+	plots := []struct {
+		file, title, ylabel string
+		lines               []series
+	}{
+		{"soak-memory.png", "soak: the node's memory", "MiB", []series{
+			line("RSS", func(s SoakSample) float64 { return s.RSS / mib }),
+			line("heap goal", func(s SoakSample) float64 { return s.HeapGoal / mib }),
+		}},
+		{"soak-goroutines.png", "soak: goroutines, descriptors, parked polls", "count", []series{
+			line("goroutines", func(s SoakSample) float64 { return s.Goroutines }),
+			line("open fds", func(s SoakSample) float64 { return s.FDs }),
+			line("parked polls", func(s SoakSample) float64 { return s.Parked }),
+		}},
+		{"soak-latency.png", "soak: publish → deliver, per sample interval", "ms", []series{
+			line("p50", func(s SoakSample) float64 { return s.P50 }),
+			line("p99", func(s SoakSample) float64 { return s.P99 }),
+		}},
+	}
+	var written []string
+	for _, pl := range plots {
+		p := plot.New()
+		p.Title.Text = pl.title
+		p.X.Label.Text, p.Y.Label.Text = "minutes since the start", pl.ylabel
+		p.Y.Min = 0
+		p.Legend.Left, p.Legend.Top = true, true
+		p.Add(plotter.NewGrid())
+		var args []any
+		for _, s := range pl.lines {
+			args = append(args, s.name, s.xys)
+		}
+		if err := plotutil.AddLinePoints(p, args...); err != nil {
+			return written, fmt.Errorf("plot %s: %w", pl.file, err)
+		}
+		if err := p.Save(8*vg.Inch, 4*vg.Inch, filepath.Join(dir, pl.file)); err != nil {
+			return written, fmt.Errorf("plot %s: %w", pl.file, err)
+		}
+		written = append(written, pl.file)
+	}
+	return written, nil
+}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Soak defaults: half the fan-out maximum. The benchmark's fanout kept up
@@ -63,6 +65,9 @@ type SoakSample struct {
 	Published  int64
 	Vanished   int64 // subscribers that went away, so far
 	Failures   int64 // polls and publishes that failed, so far
+	// P50 and P99 are the publish→deliver latencies (ms) of the messages
+	// delivered since the previous sample; zero when none were.
+	P50, P99 float64
 }
 
 // Trend is a line through one series over the last 2/3 of a soak: its
@@ -137,7 +142,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 	defer stop()
 	var wg sync.WaitGroup
 	s := &soaker{origin: cfg.Origin, host: hostOf(cfg.Origin), account: cfg.Account, channel: channel, lifetime: cfg.Lifetime,
-		delivered: &delivered, vanished: &vanished, failures: &failures}
+		delivered: &delivered, vanished: &vanished, failures: &failures, lat: newHistogram()}
 	for i := range cfg.Subscribers {
 		wg.Go(func() { s.subscriber(runCtx, i) })
 		if i%100 == 99 { // do not overflow the listen backlog
@@ -152,6 +157,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 	}
 	sample := func(at time.Duration) (SoakSample, error) {
 		sm := SoakSample{At: at, Delivered: delivered.Load(), Published: published.Load(), Vanished: vanished.Load(), Failures: failures.Load()}
+		sm.P50, sm.P99 = s.latencies()
 		var err error
 		for _, m := range []struct {
 			name string
@@ -209,20 +215,20 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakResult, error) {
 	return res, nil
 }
 
-const soakHeader = "time\tRSS MiB\theap goal MiB\tgoroutines\tfds\tparked\tdelivered/s\tpublished/s\tvanished\tfailures\t"
+const soakHeader = "time\tRSS MiB\theap goal MiB\tgoroutines\tfds\tparked\tdelivered/s\tpublished/s\tp50 ms\tp99 ms\tvanished\tfailures\t"
 
 func (s SoakSample) row(prev SoakSample) string {
 	secs := (s.At - prev.At).Seconds()
 	if secs <= 0 {
 		secs = 1
 	}
-	return fmt.Sprintf("%v\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%d\t%d\t", s.At, s.RSS/(1<<20), s.HeapGoal/(1<<20), s.Goroutines, s.FDs, s.Parked,
-		float64(s.Delivered-prev.Delivered)/secs, float64(s.Published-prev.Published)/secs, s.Vanished, s.Failures)
+	return fmt.Sprintf("%v\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.2f\t%.2f\t%d\t%d\t", s.At, s.RSS/(1<<20), s.HeapGoal/(1<<20), s.Goroutines, s.FDs, s.Parked,
+		float64(s.Delivered-prev.Delivered)/secs, float64(s.Published-prev.Published)/secs, s.P50, s.P99, s.Vanished, s.Failures)
 }
 
 // afterRow is the row of the reading after the clients left: no rates.
 func (s SoakSample) afterRow() string {
-	return fmt.Sprintf("%v\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t-\t-\t%d\t%d\t  (clients gone)", s.At, s.RSS/(1<<20), s.HeapGoal/(1<<20), s.Goroutines, s.FDs, s.Parked, s.Vanished, s.Failures)
+	return fmt.Sprintf("%v\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t-\t-\t-\t-\t%d\t%d\t  (clients gone)", s.At, s.RSS/(1<<20), s.HeapGoal/(1<<20), s.Goroutines, s.FDs, s.Parked, s.Vanished, s.Failures)
 }
 
 // Table writes the samples as a table, then the verdict.
@@ -343,6 +349,43 @@ type soaker struct {
 	origin, host, account, channel string
 	lifetime                       time.Duration
 	delivered, vanished, failures  *atomic.Int64
+
+	latMu sync.Mutex
+	lat   *hdrhistogram.Histogram // µs, since the last sample
+}
+
+// record adds the publish→deliver latency of every message of an answer:
+// each message's payload is the time (µs) it was due to be published.
+func (s *soaker) record(body []byte, now time.Time) {
+	at := now.UnixMicro()
+	s.latMu.Lock()
+	defer s.latMu.Unlock()
+	for rest := body; ; {
+		i := bytes.Index(rest, []byte(`,"d":`))
+		if i < 0 {
+			return
+		}
+		rest = rest[i+len(`,"d":`):]
+		j := 0
+		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+			j++
+		}
+		if due, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil && due > 0 {
+			_ = s.lat.RecordValue(max(at-due, 1))
+		}
+	}
+}
+
+// latencies returns the p50 and p99 (ms) recorded since the last call and
+// starts anew.
+func (s *soaker) latencies() (p50, p99 float64) {
+	s.latMu.Lock()
+	defer s.latMu.Unlock()
+	if s.lat.TotalCount() > 0 {
+		p50, p99 = float64(s.lat.ValueAtQuantile(50))/1000, float64(s.lat.ValueAtQuantile(99))/1000
+	}
+	s.lat.Reset()
+	return p50, p99
 }
 
 // How a subscriber goes away.
@@ -416,6 +459,7 @@ func (s *soaker) live(ctx context.Context, uuid string, end time.Time, way int) 
 		}
 		if cursor != "0" {
 			s.delivered.Add(int64(bytes.Count(body, []byte(`"p":{`))))
+			s.record(body, time.Now())
 		}
 		next, ok := cursorOf(body)
 		if !ok {

@@ -3,6 +3,8 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +88,48 @@ func TestTrends(t *testing.T) {
 	}
 	if short := (SoakResult{Samples: series(func(int) float64 { return 1 })[:3]}); len(trends(short.Samples)) != 0 || short.Flat() {
 		t.Errorf("3 samples: got a verdict, want none (2 in the last 2/3)")
+	}
+}
+
+// TestSoakRecordsLatency: each message of an answer counts once, its
+// latency from the due time it carries; an answer without messages counts
+// nothing, and each reading starts anew.
+func TestSoakRecordsLatency(t *testing.T) {
+	s := &soaker{lat: newHistogram()}
+	now := time.UnixMicro(10_000_000)
+	body := `{"t":{"t":"1","r":1},"m":[{"a":"1","f":0,"i":"x","p":{"t":"1","r":1},"k":"soak","c":"soak","d":9990000},` +
+		`{"a":"1","f":0,"i":"x","p":{"t":"2","r":1},"k":"soak","c":"soak","d":9900000}]}`
+	s.record([]byte(body), now)
+	s.record([]byte(`{"t":{"t":"3","r":1},"m":[]}`), now)
+	if n := s.lat.TotalCount(); n != 2 {
+		t.Fatalf("recorded %d latencies, want 2", n)
+	}
+	p50, p99 := s.latencies()
+	if p50 < 9.9 || p50 > 10.1 || p99 < 99 || p99 > 101 {
+		t.Fatalf("p50 %.2f ms, p99 %.2f ms; want 10 and 100", p50, p99)
+	}
+	if p50, p99 := s.latencies(); p50 != 0 || p99 != 0 {
+		t.Fatalf("after a reading: p50 %.2f, p99 %.2f; want 0, 0", p50, p99)
+	}
+}
+
+// TestSoakPlots: a soak's samples draw the three plots.
+func TestSoakPlots(t *testing.T) {
+	r := SoakResult{}
+	for i := range 4 {
+		r.Samples = append(r.Samples, SoakSample{At: time.Duration(i+1) * 10 * time.Second, RSS: float64(40+i) * (1 << 20), HeapGoal: 8 << 20, Goroutines: 30, FDs: 1010, Parked: 1000, P50: 1, P99: 3})
+	}
+	dir := t.TempDir()
+	files, err := r.WritePlots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 3 {
+		t.Fatalf("wrote %v, want 3 plots", files)
+	}
+	for _, f := range files {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Fatalf("%s: %v (%v)", f, st, err)
+		}
 	}
 }

@@ -78,9 +78,13 @@ type Results struct {
 	// Quiet is the quiet-channels scenario: a subscriber per channel,
 	// publishes spread over the channels; Multi subscribers of several
 	// channels at once (a channel group; Nchan's multi-channel subscribe).
-	Quiet  []FanoutRun  `json:",omitempty"`
-	Multi  []FanoutRun  `json:",omitempty"`
-	Decode []DecodeCost `json:",omitempty"`
+	Quiet []FanoutRun `json:",omitempty"`
+	Multi []FanoutRun `json:",omitempty"`
+	// PeerAtHalf is each Nchan configuration run once more at the load
+	// where groupcast's typical run measured its p99 (half its maximum),
+	// per subscriber count: the latency comparison at the same load.
+	PeerAtHalf []FanoutRun  `json:",omitempty"`
+	Decode     []DecodeCost `json:",omitempty"`
 	// Isolation says how the fan-out scenarios ran: pinning, paused servers.
 	Isolation []string       `json:",omitempty"`
 	Access    *AccessResult  `json:",omitempty"`
@@ -132,14 +136,14 @@ type clusterPlan struct {
 func planFor(quick bool) plan {
 	if quick {
 		return plan{propSamples: 200, baseSamples: 5, tokenSamples: 150, groupSubs: 5, groupFor: 3 * time.Second,
-			step: 2500 * time.Millisecond, ceilingFor: 2 * time.Second, subscribers: []int{1000}, loads: []float64{0.5, 1, 2},
+			step: 2500 * time.Millisecond, ceilingFor: 2 * time.Second, subscribers: []int{LatencySubscribers, 1000}, loads: []float64{0.5, 1, 2},
 			sweep: Sweep{Start: 0.5, Factor: 2, Max: 64, Precision: 0.15, Steps: 12}, repeats: 3,
 			quietSubs: 2000, quietRate: 200, multiSubs: 200, multiChannels: 10,
 			cluster: clusterPlan{accounts: 1000, nodes: []int{1, 2}, workers: 32, forwardSamples: 300, failoverSubs: 10, before: 2 * time.Second, after: 6 * time.Second},
 			geo:     geoPlan{edits: 100, messages: 100, quiet: 40, baseline: 3}}
 	}
 	return plan{propSamples: 1000, baseSamples: 30, tokenSamples: 1000, groupSubs: 20, groupFor: 10 * time.Second,
-		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4},
+		step: 10 * time.Second, ceilingFor: 10 * time.Second, subscribers: []int{LatencySubscribers, 1000, 10000}, loads: []float64{0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4},
 		sweep: Sweep{Start: 0.25, Factor: 2, Max: 64, Precision: 0.1, Steps: 14}, repeats: 3,
 		quietSubs: 10_000, quietRate: 1000, multiSubs: 1000, multiChannels: 10,
 		cluster: clusterPlan{accounts: 10_000, nodes: []int{1, 2, 3}, workers: 64, forwardSamples: 2000, failoverSubs: 30, before: 3 * time.Second, after: 10 * time.Second},

@@ -396,6 +396,7 @@ func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rate := fs.Float64("rate", bench.SoakRate, "publishes/s to the subscribers' channel")
 	every := fs.Duration("every", 10*time.Second, "how often the node's RSS, goroutines and fds are read")
 	life := fs.Duration("lifetime", 30*time.Second, "a subscriber's mean life before it vanishes")
+	plots := fs.String("plot", "", "write soak-memory.png, soak-goroutines.png and soak-latency.png (the samples over time) into this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -442,6 +443,16 @@ func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := res.Table(stdout); err != nil {
 		return err
+	}
+	if *plots != "" {
+		if err := os.MkdirAll(*plots, 0o755); err != nil {
+			return err
+		}
+		files, err := res.WritePlots(*plots)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "plots: %s in %s\n", strings.Join(files, ", "), *plots)
 	}
 	if !res.Flat() {
 		return errors.New("bench soak: not flat")
