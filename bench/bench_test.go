@@ -133,10 +133,10 @@ func TestReportSaysMisses(t *testing.T) {
 	r.Checks = checks(r)
 	want := map[string]bool{
 		"propagation p99 (overlay on)":                                                         true,
-		"propagation p99 vs. 1 s-refresh baseline":                                             true, // 1/495
-		"fanout n=1000: answers/s at the most deliveries/s kept up with vs. hello-world req/s": true, // 0.8×
-		"fanout n=1000: most delivered/s kept up with vs. Nchan's (better configuration)":      true, // 2× the 1-worker Nchan
-		"fanout n=1000: publish→deliver p99 at half the max rate":                              false,
+		"propagation p99 vs. 1 s-refresh baseline":                                             true,  // 1/495
+		"fanout n=1000: answers/s at the most deliveries/s kept up with vs. hello-world req/s": true,  // 0.8×
+		"fanout n=1000: most delivered/s kept up with vs. Nchan's (better configuration)":      true,  // 2× the 1-worker Nchan
+		"fanout n=1000: publish→deliver p99 at half the max rate vs. Nchan's at the same load": false, // no Nchan run at that load
 		"fanout n=1000: memory per parked subscriber":                                          false,
 		"groups: missed after adds / leaked after removes":                                     false,
 	}
@@ -149,6 +149,7 @@ func TestReportSaysMisses(t *testing.T) {
 		}
 	}
 	r.Quiet = []FanoutRun{{Target: "groupcast", Subscribers: 10, Channels: 10, Steps: []FanoutStep{{Offered: 10}}}}
+	r.PeerAtHalf = []FanoutRun{{Target: "nchan", Variant: "1 worker", Subscribers: 1000, Steps: []FanoutStep{{Offered: 20000, KeptUp: true, Latency: Latencies{Count: 10, P99: 20000}}}}}
 	r.Decode = []DecodeCost{{Format: "raw", Batch: 1}}
 	r.Isolation = []string{"pinned"}
 	rep := Report(r, []string{"throughput.png"})
