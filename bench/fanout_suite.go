@@ -222,7 +222,10 @@ func (s *suite) fanoutScenarios(ctx context.Context, p plan, res *Results, fail 
 			return t
 		}
 		name := fmt.Sprintf("multi-%s-%d", fc.target, i)
-		c := res.Ceiling[p.subscribers[0]]
+		c := res.Ceiling[p.multiSubs] // the ceiling at the scenario's client count, if measured
+		if c == 0 {
+			c = res.Ceiling[p.subscribers[0]]
+		}
 		if c == 0 {
 			c = 100_000
 		}
