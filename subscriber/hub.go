@@ -927,8 +927,11 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 // answerAtOnce answers a poll of plain channels whose messages are
 // already there, without registering it for wake-ups or starting its hold's
 // timer: under load most re-polls find messages waiting. It reports false,
-// having changed nothing, when there are none. (A poll through groups
-// registers first: its routes are tracked from its registration on.)
+// having changed nothing, when there are none. StartPoll sends only polls
+// of plain channels here: a poll through groups registers first (its
+// routes are tracked from its registration on), and wildcard and filtered
+// polls keep the one path they were proven on (TestWildcardExact, the
+// filter's cursor moving past what it drops).
 func (n *Node) answerAtOnce(w *Parked, gen uint64) bool {
 	req := w.req
 	if !n.shards[w.shard].serving.Load() {
