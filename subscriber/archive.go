@@ -54,6 +54,7 @@ type archiver struct {
 	// flushAt is when the pending messages must be stored at the latest.
 	flushAt        time.Time
 	lastCheckpoint time.Time
+	cursors        []Cursor // reused by every read
 }
 
 // actionOp is an action added (remove false) or removed.
@@ -73,6 +74,15 @@ const archiveBatchBytes = 4 << 20
 // archiveRead is the most log entries one read brings in: the rest of a
 // burst is read after the batch is stored, not held meanwhile.
 const archiveRead = 128
+
+// archiveLinger is how long the archiver waits, once a batch has begun,
+// before reading a log that gave it fewer than archiveRead entries: a
+// read returns as soon as one entry is there, so without it the archiver
+// would wake up for every message published (and take the node's CPU
+// from delivering them) only to add one message to a batch it stores
+// later anyway. What accumulates in the meantime is a few milliseconds of
+// the log, which keeps far more.
+const archiveLinger = 5 * time.Millisecond
 
 // full reports whether the pending batch is to be stored before more is
 // read: ArchiveBatch entries or archiveBatchBytes bytes.
@@ -147,7 +157,8 @@ func (ar *archiver) run(ctx context.Context) {
 			if ar.npending() > 0 {
 				block = max(time.Until(ar.flushAt), time.Millisecond)
 			}
-			entries, err := n.log.Read(ctx, ar.cursors(), min(n.cfg.ArchiveBatch, archiveRead), block)
+			ar.cursors = ar.appendCursors(ar.cursors[:0])
+			entries, err := n.log.Read(ctx, ar.cursors, min(n.cfg.ArchiveBatch, archiveRead), block)
 			if err != nil {
 				if ctx.Err() == nil {
 					fail("reading the shard logs", err)
@@ -155,6 +166,9 @@ func (ar *archiver) run(ctx context.Context) {
 				continue
 			}
 			ar.take(entries)
+			if len(entries) < archiveRead && ar.npending() > 0 && !ar.full() {
+				wait(ctx, min(archiveLinger, time.Until(ar.flushAt)))
+			}
 		}
 		if ar.full() || ar.npending() > 0 && !time.Now().Before(ar.flushAt) ||
 			ar.npending() == 0 && time.Since(ar.lastCheckpoint) >= checkpointEvery {
@@ -198,8 +212,7 @@ func (ar *archiver) follow(ctx context.Context) error {
 	return nil
 }
 
-func (ar *archiver) cursors() []Cursor {
-	out := make([]Cursor, 0, len(ar.cursor))
+func (ar *archiver) appendCursors(out []Cursor) []Cursor {
 	for shard, c := range ar.cursor {
 		out = append(out, Cursor{Shard: shard, After: c})
 	}

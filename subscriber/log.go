@@ -26,7 +26,8 @@ type Log interface {
 	// shards it owns), in log order within each shard, waiting up to block
 	// for the first one; none when block passes. If entries after a cursor
 	// were dropped unread, the shard's entries in the answer start with a
-	// gap entry (which does not count towards max).
+	// gap entry (which does not count towards max). Read does not keep
+	// cursors after it returns: its callers reuse the slice.
 	Read(ctx context.Context, cursors []Cursor, max int, block time.Duration) ([]LogEntry, error)
 	// Last returns the position of shard's newest entry; zero if empty.
 	Last(ctx context.Context, shard int) (channelgroups.Position, error)

@@ -593,9 +593,8 @@ func (n *Node) serve(ctx context.Context, i int) bool {
 	return false
 }
 
-// cursors returns where the node is in each shard it serves.
-func (n *Node) cursors() []Cursor {
-	var out []Cursor
+// appendCursors appends where the node is in each shard it serves to out.
+func (n *Node) appendCursors(out []Cursor) []Cursor {
 	for i, s := range n.shards {
 		if s.serving.Load() {
 			out = append(out, Cursor{Shard: i, After: n.applied(i)})
@@ -618,6 +617,7 @@ func (n *Node) consume(ctx context.Context) {
 			read.stop()
 		}
 	}()
+	var cursors []Cursor // reused: one read per message under load
 	for ctx.Err() == nil {
 		changed := n.own.Changed()
 		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
@@ -636,7 +636,7 @@ func (n *Node) consume(ctx context.Context) {
 			}
 		}
 		rctx := read.ctx
-		cursors := n.cursors()
+		cursors = n.appendCursors(cursors[:0])
 		if len(cursors) == 0 {
 			t := time.NewTimer(time.Second)
 			select {
