@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestDecoders checks that both formats' samples decode to the same
@@ -26,6 +27,44 @@ func TestDecoders(t *testing.T) {
 	}
 	if _, _, err := decodeSubscribe([]byte(`{"t":{"t":"1"},"m":[{"d":"text"}]}`)); err == nil {
 		t.Error("a message that is not an integer: no error")
+	}
+}
+
+// TestScanSubscribe: the fast path reads what a node writes (the benchmark's
+// samples, a group's and a wildcard's "b", meta with a "d" of its own,
+// escapes in other members) and leaves everything else to the fallback.
+func TestScanSubscribe(t *testing.T) {
+	for _, n := range append([]int{0}, decodeBatches...) {
+		body := sampleSubscribe(n)
+		got, tt, ok := scanSubscribe(body)
+		want, wantT, err := decodeSubscribeJSON(body)
+		if !ok || err != nil || fmt.Sprint(got) != fmt.Sprint(want) || tt != wantT {
+			t.Fatalf("sample of %d: fast %v %q %v, reference %v %q %v", n, got, tt, ok, want, wantT, err)
+		}
+	}
+	read := `{"t":{"t":"17","r":2},"m":[{"b":"g","a":"1","f":0,"i":"u\"1","p":{"t":"16","r":1},"k":"k","c":"c\\","u":{"d":"x","n":[1,{"d":2}]},"d":-7},` +
+		`{"e":1,"d":0,"x":[true,false,null,1.5e-3,"]}"]}]}`
+	if got, tt, ok := scanSubscribe([]byte(read)); !ok || fmt.Sprint(got) != "[-7 0]" || tt != "17" {
+		t.Errorf("%s: %v %q %v", read, got, tt, ok)
+	}
+	for _, s := range []string{
+		`{"t":{"t":"1","r":1},"m":[{"d":"text"}]}`, // not an integer
+		`{"t":{"t":"1","r":1},"m":[{"d":1.5}]}`,    // nor this
+		`{"t":{"t":"1","r":1},"m":[{"d":92233720368547758070}]}`,
+		`{"t":{"t":"1","r":1},"m":[{"c":"a"}]}`,     // no d
+		`{"t":{"t":"1","r":1},"m":[{"d":1,"d":2}]}`, // two
+		`{"t":{"t":"1","r":1},"m":[{"\u0064":1}]}`,  // an escaped key
+		`{"t":{"t":"1","r":1}, "m":[]}`,             // whitespace
+		`{"t":{"t":"1","r":1},"m":[]} `,
+		`{"t":{"t":"1","r":1},"m":[{"d":1}]`, // cut short
+		`{"t":{"t":"1","r":1},"m":[{"d":1},]}`,
+		`{"t":{"t":"1","r":1},"m":[{"d":01}]}`,
+		`{"t":{"t":"1","r":1},"m":[{"d":1,"x":tru}]}`,
+		`{"m":[],"t":{"t":"1","r":1}}`, // valid, laid out otherwise
+	} {
+		if got, tt, ok := scanSubscribe([]byte(s)); ok {
+			t.Errorf("%s: fast path read %v %q", s, got, tt)
+		}
 	}
 }
 
@@ -88,6 +127,9 @@ func FuzzDecodeSubscribe(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if duplicateKeys(body) {
 			return // which of two equal keys counts is not JSON's to say; a node never sends them
+		}
+		if !utf8.Valid(body) {
+			return // encoding/json reads a bad byte as U+FFFD, fastjson keeps it; a node writes UTF-8
 		}
 		want, wantT, wantErr := decodeSubscribeJSON(body)
 		got, gotT, err := decodeSubscribe(body)
