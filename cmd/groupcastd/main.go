@@ -41,6 +41,7 @@ import (
 	"github.com/groupcast/groupcast/channelgroups/bolt"
 	"github.com/groupcast/groupcast/channelgroups/cassandra"
 	"github.com/groupcast/groupcast/channelgroups/observe"
+	"github.com/groupcast/groupcast/internal/gcfloor"
 	"github.com/groupcast/groupcast/storagecache"
 	"github.com/groupcast/groupcast/subscriber"
 	membership "github.com/groupcast/groupcast/subscriber/cluster"
@@ -100,6 +101,8 @@ type options struct {
 	// the shard logs (redislog.Config.MaxLen, memlog.Config)
 	logMaxLen int
 	logBytes  int64
+
+	gcHeapFloor int64 // bytes; internal/gcfloor
 
 	// other regions' Redis, by region number (--remote-region)
 	remotes remoteRegions
@@ -184,6 +187,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.probeInterval, "gossip-probe-interval", 0, "how often a random member is probed for failure; 0 = memberlist's LAN default (1s; a dead node is noticed in about 5s)")
 	fs.DurationVar(&o.probeTimeout, "gossip-probe-timeout", 0, "how long a probe waits for its ack; 0 = memberlist's LAN default (500ms)")
 	fs.IntVar(&o.logMaxLen, "log-max-len", 100_000, "entries each shard's log keeps (with --redis, at least this many: streams are trimmed in whole nodes of up to 100); a node that falls further behind re-reads the shard's groups from storage")
+	fs.Int64Var(&o.gcHeapFloor, "gc-heap-floor", 64<<20, "smallest heap the garbage collector lets grow before it collects, in bytes: a small live heap is then collected a few times a second instead of every few tens of milliseconds (each collection delays what is queued on a busy core); heaps above it are collected as GOGC says, and GOMEMLIMIT still bounds them; 0 = GOGC alone")
 	fs.Int64Var(&o.logBytes, "log-bytes", 8<<20, "bytes the in-process log (without --redis) keeps, all shards together; past it the oldest entries go first (it only carries entries to this node's own consumer, so it needs to hold what the consumer may lag by)")
 	fs.Var(&o.remotes, "remote-region", "another region's Redis, as N=HOST:PORT (repeatable): this region's shard primaries copy that region's edits and messages into this region's logs; needs --redis")
 	fs.IntVar(&o.suspicionMult, "gossip-suspicion-mult", 0, "how many probe intervals (times log10 of the member count) a suspect has to refute it; 0 = memberlist's LAN default (4)")
@@ -254,6 +258,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if o.drain >= o.shutdownTimeout {
 		return o, fmt.Errorf("--drain (%v) must be shorter than --shutdown-timeout (%v)", o.drain, o.shutdownTimeout)
+	}
+	if o.gcHeapFloor < 0 {
+		return o, fmt.Errorf("--gc-heap-floor must be >= 0, got %d", o.gcHeapFloor)
 	}
 	if o.logMaxLen < 1 || o.logBytes < 1 {
 		return o, fmt.Errorf("--log-max-len and --log-bytes must be >= 1, got %d and %d", o.logMaxLen, o.logBytes)
@@ -461,6 +468,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("node", o.node, "region", o.region)
+	gcfloor.Set(uint64(o.gcHeapFloor)) // the process's: the last node started in one process sets it
 
 	// Closed in reverse order of construction, errors collected.
 	var closers []closer
