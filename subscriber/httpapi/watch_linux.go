@@ -6,8 +6,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +21,13 @@ import (
 // (EPOLLRDHUP, and the HUP and ERR epoll always reports), so it reads
 // nothing: bytes a client sends meanwhile (a pipelined request) stay in the
 // socket for the server. One goroutine waits on the set while anything is
-// watched, and returns once nothing has been for a second; each watch costs
+// watched, and returns once nothing has been for a second. It waits in the
+// runtime's poller (the set's descriptor is itself pollable), never in a
+// blocking epoll_wait: a goroutine in a blocking system call keeps its P
+// until the runtime's monitor takes it back, which can take 10-20 ms, and a
+// node with one P (GOMAXPROCS=1, a node given one core) stood still that
+// long every time the watcher began waiting (once a second, and at every
+// hang-up); TestWatcherWaitsInThePoller. Each watch costs
 // a map entry, two small closures and the kernel's entry (a few hundred
 // bytes in all), where a goroutine blocked in a 1-byte Read would cost a
 // stack of 2-8 KiB per parked poll and would consume the byte it reads.
@@ -38,9 +46,9 @@ type watchEntry struct {
 	gone func()
 }
 
-// idleWaitMillis is how long the goroutine waits with nothing watched
-// before it returns.
-const idleWaitMillis = 1000
+// idleWait is how long the goroutine waits with nothing watched before it
+// returns.
+const idleWait = time.Second
 
 // watch calls gone once, from the watcher's goroutine, if c's client hangs
 // up before unwatch is called. It returns nil, and watches nothing, when c
@@ -53,13 +61,13 @@ func (w *connWatcher) watch(c net.Conn, gone func()) (unwatch func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.running {
-		fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		set, raw, err := newEpollSet()
 		if err != nil {
 			w.log.Warn("cannot watch parked connections for hang-ups", "err", err)
 			return nil
 		}
-		w.epfd, w.running, w.byFD = fd, true, map[int32]watchEntry{}
-		go w.run(fd)
+		w.epfd, w.running, w.byFD = int(set.Fd()), true, map[int32]watchEntry{}
+		go w.run(set, raw)
 	}
 	w.seq++
 	seq := int32(w.seq)
@@ -96,12 +104,45 @@ func (w *connWatcher) unwatch(rc syscall.RawConn, fd, seq int32) {
 	_ = rc.Control(func(u uintptr) { _ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, int(u), nil) })
 }
 
-func (w *connWatcher) run(epfd int) {
+// newEpollSet returns a new epoll set, non-blocking and registered with the
+// runtime's poller, and its raw descriptor for waiting on it.
+func newEpollSet() (*os.File, syscall.RawConn, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, nil, err
+	}
+	set := os.NewFile(uintptr(fd), "connwatch-epoll") // non-blocking: the runtime polls it
+	raw, err := set.SyscallConn()
+	if err != nil {
+		_ = set.Close()
+		return nil, nil, err
+	}
+	return set, raw, nil
+}
+
+func (w *connWatcher) run(set *os.File, raw syscall.RawConn) {
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := unix.EpollWait(epfd, events, idleWaitMillis)
-		if errors.Is(err, unix.EINTR) {
-			continue
+		_ = set.SetReadDeadline(time.Now().Add(idleWait))
+		var n int
+		var waitErr error
+		// The set's descriptor is readable while it holds events: take them
+		// without blocking, or park in the runtime's poller until it is.
+		err := raw.Read(func(fd uintptr) bool {
+			for {
+				n, waitErr = unix.EpollWait(int(fd), events, 0)
+				if !errors.Is(waitErr, unix.EINTR) {
+					return n > 0 || waitErr != nil
+				}
+			}
+		})
+		idle := errors.Is(err, os.ErrDeadlineExceeded)
+		if err != nil && !idle {
+			waitErr = err
 		}
 		var gone []func()
 		w.mu.Lock()
@@ -114,14 +155,14 @@ func (w *connWatcher) run(epfd int) {
 		// Idle, or failed: a failed set is given up, and its watches with it
 		// (their polls still answer at their hold); the next watch starts
 		// a new one.
-		stop := err != nil || n == 0 && len(w.byFD) == 0
+		stop := waitErr != nil || idle && len(w.byFD) == 0
 		if stop {
 			w.running, w.byFD = false, nil
-			_ = unix.Close(epfd)
+			_ = set.Close()
 		}
 		w.mu.Unlock()
-		if err != nil {
-			w.log.Error("watching parked connections for hang-ups failed", "err", err)
+		if waitErr != nil {
+			w.log.Error("watching parked connections for hang-ups failed", "err", waitErr)
 		}
 		for _, f := range gone {
 			f()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,6 +93,38 @@ func TestWatcher(t *testing.T) {
 	case i := <-gone:
 		t.Fatalf("connection %d reported gone too", i)
 	default:
+	}
+}
+
+// TestWatcherWaitsInThePoller: while it waits, the watcher's goroutine is
+// parked in the runtime's poller ("IO wait"), not in a blocking system call
+// ("syscall"), which would keep its P: with one P the whole node stood
+// still until the runtime's monitor took it back.
+func TestWatcherWaitsInThePoller(t *testing.T) {
+	w := &connWatcher{log: slog.New(slog.DiscardHandler)}
+	servers, _ := tcpPairs(t, 1)
+	if unwatch := w.watch(servers[0], func() {}); unwatch == nil {
+		t.Fatal("a TCP connection is not watched")
+	} else {
+		defer unwatch()
+	}
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		state := ""
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "(*connWatcher).run(") {
+				state = g[strings.Index(g, "[")+1 : strings.Index(g, "]")]
+			}
+		}
+		switch {
+		case strings.HasPrefix(state, "IO wait"):
+			return
+		case strings.HasPrefix(state, "syscall"):
+			t.Fatalf("the watcher waits in a system call (%s), holding its P", state)
+		case time.Now().After(deadline):
+			t.Fatalf("the watcher's goroutine did not settle: state %q", state)
+		}
+		<-time.After(time.Millisecond) // polling with a deadline
 	}
 }
 
