@@ -12,10 +12,19 @@
 // GOMEMLIMIT still bounds the heap (the runtime collects at the limit
 // whatever the goal).
 //
-// It is the usual tuner: after each collection (a finalizer that re-arms
-// itself) it reads the live heap (runtime/metrics) and sets GOGC
-// (debug.SetGCPercent) to the percent that puts the goal at the floor, never
-// below the GOGC the process started with.
+// How: while the live heap is small (under a quarter of the floor) the
+// process runs with GOGC off and a memory limit at the floor, so the
+// runtime collects when the process's memory reaches the floor; once a
+// collection finds more than half the floor live it goes back to GOGC (and
+// to the memory limit the process started with), and back again below a
+// quarter. A finalizer that re-arms itself looks after each collection.
+// Tuning GOGC itself to put the goal at the floor (GOGC = floor/live) is
+// what tuners usually do, and it overshoots: the percent set for a small
+// live heap applies to the next collection's live heap too, and a node
+// whose live heap grew tenfold between two collections (a flood of large
+// publishes) would let its heap grow to ten times the floor before the
+// tuner caught up (the abuse suite saw 900 MiB). A memory limit cannot
+// overshoot: past it the runtime collects at once.
 package gcfloor
 
 import (
@@ -27,11 +36,12 @@ import (
 )
 
 var (
-	mu      sync.Mutex
-	floor   atomic.Uint64
-	base    int // GOGC as the process started (the GOGC variable, or 100)
-	current int // what the tuner set last
-	started bool
+	mu        sync.Mutex
+	floor     atomic.Uint64
+	base      int   // GOGC as the process started (the GOGC variable, or 100)
+	baseLimit int64 // the memory limit as the process started (GOMEMLIMIT, or none)
+	small     bool  // GOGC off, memory limit at the floor
+	started   bool
 
 	tunes atomic.Uint64 // collections the tuner ran after, for tests
 )
@@ -45,7 +55,7 @@ func Set(bytes uint64) {
 	if !started {
 		base = debug.SetGCPercent(100)
 		debug.SetGCPercent(base)
-		current = base
+		baseLimit = debug.SetMemoryLimit(-1) // a negative limit only reads it
 		if base < 0 {
 			return // GOGC=off
 		}
@@ -56,18 +66,17 @@ func Set(bytes uint64) {
 	tuneLocked()
 }
 
-// Percent is the GOGC that puts the heap goal, live*(1+GOGC/100), at floor
-// for a live heap of live bytes, and never below base.
-func Percent(floor, live uint64, base int) int {
-	live = max(live, 1)
-	if live >= floor {
-		return base
+// Small reports whether a live heap of live bytes is run with the floor
+// as the memory limit (GOGC off), given whether it was so far: under a
+// quarter of the floor it is, over half it is not, in between it stays.
+func Small(floor, live uint64, was bool) bool {
+	if floor == 0 {
+		return false
 	}
-	p := (floor - live) * 100 / live
-	if p > 1<<20 {
-		p = 1 << 20 // a near-empty heap: the floor is what counts, not the exact percent
+	if was {
+		return live <= floor/2
 	}
-	return max(int(p), base)
+	return live < floor/4
 }
 
 // sentinel is the object whose finalizer runs after each collection.
@@ -92,9 +101,18 @@ func tuneLocked() {
 	if liveSample[0].Value.Kind() != metrics.KindUint64 {
 		return // a runtime without the metric: leave GOGC be
 	}
-	p := Percent(floor.Load(), liveSample[0].Value.Uint64(), base)
-	if p != current {
-		debug.SetGCPercent(p)
-		current = p
+	f := floor.Load()
+	want := Small(f, liveSample[0].Value.Uint64(), small)
+	switch {
+	case want && !small:
+		// The limit first: GOGC off without it would let the heap grow.
+		debug.SetMemoryLimit(min(int64(f), baseLimit))
+		debug.SetGCPercent(-1)
+	case !want && small:
+		debug.SetGCPercent(base)
+		debug.SetMemoryLimit(baseLimit)
+	case want:
+		debug.SetMemoryLimit(min(int64(f), baseLimit)) // the floor may have changed
 	}
+	small = want
 }

@@ -8,56 +8,73 @@ import (
 	"time"
 )
 
-func TestPercent(t *testing.T) {
+func TestSmall(t *testing.T) {
+	const f = 64 << 20
 	for _, c := range []struct {
-		floor, live uint64
-		base, want  int
+		live uint64
+		was  bool
+		want bool
 	}{
-		{64 << 20, 8 << 20, 100, 700},  // goal 8 MiB * 8 = 64 MiB
-		{64 << 20, 32 << 20, 100, 100}, // GOGC's own goal (64 MiB) reaches the floor
-		{64 << 20, 40 << 20, 100, 100}, // and beyond it
-		{64 << 20, 128 << 20, 50, 50},  // a large heap: GOGC as set
-		{64 << 20, 16 << 20, 400, 400}, // GOGC above what the floor needs
-		{64 << 20, 0, 100, 1 << 20},    // nothing live: capped
-		{0, 8 << 20, 100, 100},         // no floor
+		{8 << 20, false, true},   // under a quarter: the floor is the limit
+		{20 << 20, false, false}, // between a quarter and a half: stays as it was
+		{20 << 20, true, true},
+		{40 << 20, true, false}, // over half: GOGC again
+		{200 << 20, false, false},
 	} {
-		if got := Percent(c.floor, c.live, c.base); got != c.want {
-			t.Errorf("Percent(%d, %d, %d) = %d, want %d", c.floor, c.live, c.base, got, c.want)
+		if got := Small(f, c.live, c.was); got != c.want {
+			t.Errorf("Small(64 MiB, %d MiB, %v) = %v, want %v", c.live>>20, c.was, got, c.want)
 		}
+	}
+	if Small(0, 1, false) || Small(0, 1, true) {
+		t.Error("no floor: never small")
 	}
 }
 
-// TestSetRaisesGOGC: with a floor far above the test's live heap, the
-// tuner raises GOGC (read back from runtime/metrics) after collections, and
-// with the floor removed it goes back to what the process started with.
-func TestSetRaisesGOGC(t *testing.T) {
-	gogc := func() int {
-		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-		metrics.Read(s)
-		return int(s[0].Value.Uint64())
-	}
+func readMetric(name string) metrics.Value {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value
+}
+
+// TestSetBoundsTheHeapByTheFloor: with a floor above the test's live heap
+// the process collects at the floor (GOGC off, memory limit = floor, read
+// back from runtime/metrics, where off reads as -1); once more than half the floor is live it is
+// back on GOGC with its own limit, so a heap that grows is never let grow
+// past a goal set for a small one; without a floor, as it started. The
+// tuner runs after every collection, not once.
+func TestSetBoundsTheHeapByTheFloor(t *testing.T) {
 	start := debug.SetGCPercent(100)
 	debug.SetGCPercent(start)
+	startLimit := debug.SetMemoryLimit(-1)
 	if start < 0 {
 		t.Skip("GOGC=off: nothing to tune") // not CI's setting; the test needs a collector that runs
 	}
-	waitFor := func(what string, ok func(int) bool) {
+	gogc := func() int64 { return int64(readMetric("/gc/gogc:percent").Uint64()) }
+	limit := func() int64 { return int64(readMetric("/gc/gomemlimit:bytes").Uint64()) }
+	waitFor := func(what string, ok func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			runtime.GC() // a collection runs the finalizer that tunes
-			if g := gogc(); ok(g) {
-				return
-			} else if time.Now().After(deadline) {
-				t.Fatalf("%s: GOGC %d", what, g)
+		for deadline := time.Now().Add(10 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: GOGC %d, memory limit %d", what, gogc(), limit())
 			}
-			time.Sleep(time.Millisecond) // the finalizer runs on its own goroutine
+			runtime.GC()                   // a collection runs the finalizer that tunes
+			<-time.After(time.Millisecond) // polling with a deadline: the finalizer runs on its own goroutine
 		}
 	}
-	Set(1 << 30)
-	waitFor("floor of 1 GiB", func(g int) bool { return g > 1000 })
-	// It runs after every collection, not once.
+	const floor = 256 << 20
+	Set(floor)
+	waitFor("a floor over the live heap", func() bool { return gogc() == -1 && limit() == floor })
 	from := tunes.Load()
-	waitFor("three collections tuned after", func(int) bool { return tunes.Load() >= from+3 })
+	waitFor("three collections tuned after", func() bool { return tunes.Load() >= from+3 })
+
+	keep := make([][]byte, 0, 160)
+	for range 160 { // 160 MiB live: over half the floor
+		keep = append(keep, make([]byte, 1<<20))
+	}
+	waitFor("a live heap over half the floor", func() bool { return gogc() == int64(start) && limit() == startLimit })
+	runtime.KeepAlive(keep)
+	keep = nil
+
 	Set(0)
-	waitFor("no floor", func(g int) bool { return g == start })
+	waitFor("no floor", func() bool { return gogc() == int64(start) && limit() == startLimit })
 }
