@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,12 +167,16 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 // older), so the wake-up after the advance must find it.
 func TestNoLostWakeUpAtTheSeam(t *testing.T) {
 	inserted, proceed := make(chan struct{}), make(chan struct{})
+	// Only the first insert after the test arms the seam is held: with a
+	// non-blocking send instead, a consumer quicker than the test (another
+	// core, -race) passed the seam before the test waited there, and the
+	// test waited forever (seen twice in CI).
+	var armed atomic.Bool
 	n, _ := nodetest.NodeWith(t, openBolt(t), subscriber.Config{PollHold: time.Minute}, func(n *subscriber.Node) {
 		subscriber.SetAfterInsert(n, func(channelgroups.Position) {
-			select {
-			case inserted <- struct{}{}:
+			if armed.CompareAndSwap(true, false) {
+				inserted <- struct{}{}
 				<-proceed
-			default: // only the message the test waits for is held
 			}
 		})
 	})
@@ -182,6 +187,7 @@ func TestNoLostWakeUpAtTheSeam(t *testing.T) {
 		t.Fatal(err)
 	}
 	published := make(chan error, 1)
+	armed.Store(true)
 	go func() {
 		_, err := n.Publish(t.Context(), &subscriber.Message{Account: "a", Channel: "x", Payload: []byte(`1`)}, nil)
 		published <- err
