@@ -61,12 +61,12 @@ func (w *connWatcher) watch(c net.Conn, gone func()) (unwatch func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.running {
-		set, raw, err := newEpollSet()
+		set, fd, raw, err := newEpollSet()
 		if err != nil {
 			w.log.Warn("cannot watch parked connections for hang-ups", "err", err)
 			return nil
 		}
-		w.epfd, w.running, w.byFD = int(set.Fd()), true, map[int32]watchEntry{}
+		w.epfd, w.running, w.byFD = fd, true, map[int32]watchEntry{}
 		go w.run(set, raw)
 	}
 	w.seq++
@@ -105,23 +105,25 @@ func (w *connWatcher) unwatch(rc syscall.RawConn, fd, seq int32) {
 }
 
 // newEpollSet returns a new epoll set, non-blocking and registered with the
-// runtime's poller, and its raw descriptor for waiting on it.
-func newEpollSet() (*os.File, syscall.RawConn, error) {
+// runtime's poller, its descriptor (for epoll_ctl; not through File.Fd,
+// which would put it back into blocking mode) and its raw connection for
+// waiting on it.
+func newEpollSet() (*os.File, int, syscall.RawConn, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		_ = unix.Close(fd)
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	set := os.NewFile(uintptr(fd), "connwatch-epoll") // non-blocking: the runtime polls it
 	raw, err := set.SyscallConn()
 	if err != nil {
 		_ = set.Close()
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
-	return set, raw, nil
+	return set, fd, raw, nil
 }
 
 func (w *connWatcher) run(set *os.File, raw syscall.RawConn) {
