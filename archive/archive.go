@@ -161,6 +161,17 @@ type Store interface {
 	SetCheckpoint(ctx context.Context, shard int, pos channelgroups.Position) error
 }
 
+// AppendThrougher is a Store that can store a batch and move shards'
+// checkpoints in one write: for the embedded store, one transaction and
+// its fsyncs instead of one per call. The archiver uses it when its store
+// has it.
+type AppendThrougher interface {
+	// AppendThrough is Append followed by SetCheckpoint for every shard of
+	// checkpoints, as one write: on error no checkpoint moved and nothing
+	// of the batch is stored.
+	AppendThrough(ctx context.Context, msgs []Message, checkpoints map[int]channelgroups.Position) error
+}
+
 // ErrInvalid is wrapped by the errors for input a store refuses.
 var ErrInvalid = errors.New("archive: invalid input")
 

@@ -297,48 +297,87 @@ func expiresAt(tt channelgroups.Timetoken, ttl, retention time.Duration) time.Ti
 // checkpointEvery).
 func (ar *archiver) flush(ctx context.Context) error {
 	stored := ar.npending() > 0
+	through, _ := ar.store.(archive.AppendThrougher)
 	for len(ar.pending) > 0 {
-		batch := ar.pending[:min(len(ar.pending), ar.n.cfg.ArchiveBatch)]
-		err := ar.store.Append(ctx, batch)
+		n := min(len(ar.pending), ar.n.cfg.ArchiveBatch)
+		batch := ar.pending[:n]
+		// The last batch carries the checkpoints when no action is stored
+		// after it: one write instead of two.
+		var moved map[int]channelgroups.Position
+		if through != nil && n == len(ar.pending) && len(ar.acts) == 0 {
+			moved = ar.moved()
+		}
+		err := ar.append(ctx, through, batch, moved)
 		if errors.Is(err, archive.ErrInvalid) {
 			batch = ar.dropInvalid(batch)
-			err = ar.store.Append(ctx, batch)
+			err = ar.append(ctx, through, batch, moved)
 		}
 		if err != nil {
 			return err
 		}
-		oldest := batch[0].Timetoken
-		for _, m := range batch {
-			oldest = min(oldest, m.Timetoken)
+		if len(batch) > 0 {
+			oldest := batch[0].Timetoken
+			for _, m := range batch {
+				oldest = min(oldest, m.Timetoken)
+			}
+			ar.m.archived.Add(float64(len(batch)))
+			ar.m.batches.Inc()
+			ar.m.lag.Observe(time.Since(time.UnixMilli(int64(PositionOf(oldest).Ms))).Seconds())
 		}
-		ar.m.archived.Add(float64(len(batch)))
-		ar.m.batches.Inc()
-		ar.m.lag.Observe(time.Since(time.UnixMilli(int64(PositionOf(oldest).Ms))).Seconds())
-		ar.pending = ar.pending[len(batch):]
-		for _, m := range batch {
+		for _, m := range ar.pending[:n] {
 			ar.pendingBytes -= len(m.Payload) + len(m.Meta)
+		}
+		ar.pending = ar.pending[n:]
+		for shard, c := range moved {
+			ar.checkpointed(shard, c)
 		}
 	}
 	ar.pending, ar.pendingBytes = nil, 0 // let the stored batch's array go
-	ar.pending = nil
 	if err := ar.storeActions(ctx); err != nil {
 		return err
 	}
 	if !stored && time.Since(ar.lastCheckpoint) < checkpointEvery {
 		return nil
 	}
+	for shard, c := range ar.moved() {
+		if err := ar.store.SetCheckpoint(ctx, shard, c); err != nil {
+			return err
+		}
+		ar.checkpointed(shard, c)
+	}
+	ar.lastCheckpoint = time.Now()
+	return nil
+}
+
+// append stores batch, and the checkpoints moved with it when the store
+// takes both in one write (through is not nil).
+func (ar *archiver) append(ctx context.Context, through archive.AppendThrougher, batch []archive.Message, moved map[int]channelgroups.Position) error {
+	if through != nil {
+		return through.AppendThrough(ctx, batch, moved)
+	}
+	return ar.store.Append(ctx, batch)
+}
+
+// moved returns the cursors of the shards whose checkpoint is behind them;
+// nil when none is.
+func (ar *archiver) moved() map[int]channelgroups.Position {
+	var m map[int]channelgroups.Position
 	for shard, c := range ar.cursor {
 		if c == ar.saved[shard] {
 			continue
 		}
-		if err := ar.store.SetCheckpoint(ctx, shard, c); err != nil {
-			return err
+		if m == nil {
+			m = map[int]channelgroups.Position{}
 		}
-		ar.saved[shard] = c
-		ar.n.noteArchived(shard, c)
+		m[shard] = c
 	}
-	ar.lastCheckpoint = time.Now()
-	return nil
+	return m
+}
+
+// checkpointed notes that shard's checkpoint is stored at c.
+func (ar *archiver) checkpointed(shard int, c channelgroups.Position) {
+	ar.saved[shard] = c
+	ar.n.noteArchived(shard, c)
 }
 
 // storeActions stores the pending action changes in log order, dropping

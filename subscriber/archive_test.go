@@ -142,6 +142,62 @@ func TestArchiverRetriesAndResumes(t *testing.T) {
 	}
 }
 
+// throughStore is an archive.Store with AppendThrough: Append then
+// SetCheckpoints under one lock, counting the calls of each kind.
+type throughStore struct {
+	archive.Store
+	mu                    sync.Mutex
+	throughs, checkpoints int
+}
+
+func (s *throughStore) AppendThrough(ctx context.Context, msgs []archive.Message, cps map[int]channelgroups.Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.throughs++
+	if err := s.Store.Append(ctx, msgs); err != nil {
+		return err
+	}
+	for shard, c := range cps {
+		if err := s.Store.SetCheckpoint(ctx, shard, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *throughStore) SetCheckpoint(ctx context.Context, shard int, pos channelgroups.Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkpoints++
+	return s.Store.SetCheckpoint(ctx, shard, pos)
+}
+
+// TestArchiverCheckpointsWithTheBatch: with a store that takes a batch and
+// the checkpoints in one write (archive.AppendThrougher), the archiver
+// moves the checkpoint with the batch, never in a write of its own.
+func TestArchiverCheckpointsWithTheBatch(t *testing.T) {
+	mem := archive.NewMemory(nil)
+	st := &throughStore{Store: mem}
+	n, _ := node(t, openBolt(t), subscriber.Config{Shards: 1, Archive: st})
+	a := channelgroups.Account("acct")
+	var last channelgroups.Timetoken
+	for i := range 20 {
+		last = put(t, n, &subscriber.Message{Account: a, Channel: "c", Payload: json.RawMessage(fmt.Sprint(i))})
+	}
+	eventually(t, "checkpoint at the last message", func() bool {
+		c, err := mem.Checkpoint(t.Context(), 0)
+		return err == nil && c == subscriber.PositionOf(last)
+	})
+	if got := len(stored(t, mem, a, "c")); got != 20 {
+		t.Fatalf("stored %d messages, want 20", got)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.throughs == 0 || st.checkpoints != 0 {
+		t.Fatalf("%d batches with their checkpoints, %d checkpoints written alone; want all with the batches", st.throughs, st.checkpoints)
+	}
+}
+
 // runNode runs a node over lg until stop (or the test's end).
 func runNode(t *testing.T, lg subscriber.Log, groups subscriber.Store, cfg subscriber.Config) (n *subscriber.Node, stop func()) {
 	t.Helper()

@@ -30,6 +30,10 @@ type Options struct {
 	Now func() time.Time
 	// ExpiryDeadline bounds the polling of real expiry; zero means 30s.
 	ExpiryDeadline time.Duration
+	// AppendThrough says the store implements archive.AppendThrougher, which
+	// the suite then checks; a store that implements it without saying so
+	// (or says so without implementing it) fails.
+	AppendThrough bool
 }
 
 // Run runs the suite. open may return a store shared between the suite's
@@ -65,6 +69,60 @@ func Run(t *testing.T, open func(t *testing.T) archive.Store, opt Options) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t), opt) })
 	}
+	t.Run("AppendThrough", func(t *testing.T) {
+		s := open(t)
+		at, ok := s.(archive.AppendThrougher)
+		if ok != opt.AppendThrough {
+			t.Fatalf("store implements archive.AppendThrougher: %v, Options.AppendThrough: %v", ok, opt.AppendThrough)
+		}
+		if ok {
+			testAppendThrough(t, s, at, opt)
+		}
+	})
+}
+
+// testAppendThrough: the batch and the checkpoints are stored together; a
+// batch the store refuses, or a bad shard, stores nothing and moves no
+// checkpoint.
+func testAppendThrough(t *testing.T, s archive.Store, at archive.AppendThrougher, opt Options) {
+	ctx := t.Context()
+	a := account(t)
+	sh := shardBase()
+	tts := series(base(opt), 4, time.Second)
+	p1 := channelgroups.Position{Ms: 1_700_000_000_000, Seq: 1}
+	p2 := channelgroups.Position{Ms: 1_700_000_000_002, Seq: 0}
+	if err := at.AppendThrough(ctx, []archive.Message{msg(a, "c", tts[0]), msg(a, "c", tts[1])}, map[int]channelgroups.Position{sh: p1, sh + 1: p2}); err != nil {
+		t.Fatalf("AppendThrough: %v", err)
+	}
+	check := func(want []channelgroups.Timetoken, cp0, cp1 channelgroups.Position) {
+		t.Helper()
+		got, _ := query(t, s, archive.Query{Account: a, Channel: "c", Max: 10})
+		if !slices.Equal(tokens(got), want) {
+			t.Fatalf("stored %v, want %v", tokens(got), want)
+		}
+		for shard, want := range map[int]channelgroups.Position{sh: cp0, sh + 1: cp1} {
+			if p, err := s.Checkpoint(ctx, shard); err != nil || p != want {
+				t.Fatalf("Checkpoint(%d) = %v, %v; want %v", shard, p, err, want)
+			}
+		}
+	}
+	check(tts[:2], p1, p2)
+
+	bad := msg(a, "c", tts[3])
+	bad.Payload = json.RawMessage(`{"a":`)
+	p3 := channelgroups.Position{Ms: 1_700_000_000_003, Seq: 0}
+	if err := at.AppendThrough(ctx, []archive.Message{msg(a, "c", tts[2]), bad}, map[int]channelgroups.Position{sh: p3}); !errors.Is(err, archive.ErrInvalid) {
+		t.Fatalf("AppendThrough with a message not JSON: %v, want ErrInvalid", err)
+	}
+	if err := at.AppendThrough(ctx, []archive.Message{msg(a, "c", tts[2])}, map[int]channelgroups.Position{sh: p3, -1: p3}); !errors.Is(err, archive.ErrInvalid) {
+		t.Fatalf("AppendThrough with shard -1: %v, want ErrInvalid", err)
+	}
+	check(tts[:2], p1, p2)
+
+	if err := at.AppendThrough(ctx, []archive.Message{msg(a, "c", tts[2])}, nil); err != nil {
+		t.Fatalf("AppendThrough without checkpoints: %v", err)
+	}
+	check(tts[:3], p1, p2)
 }
 
 var seq atomic.Int64

@@ -237,11 +237,22 @@ func sweepIndex(index *bbolt.Bucket, now int64, limit int, drop func(k []byte, e
 
 // Append implements archive.Store in one fsynced transaction.
 func (s *Store) Append(ctx context.Context, msgs []archive.Message) error {
+	return s.AppendThrough(ctx, msgs, nil)
+}
+
+// AppendThrough implements archive.AppendThrougher: the batch and the
+// checkpoints in one fsynced transaction.
+func (s *Store) AppendThrough(ctx context.Context, msgs []archive.Message, checkpoints map[int]channelgroups.Position) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	for _, m := range msgs {
 		if err := m.Validate(); err != nil {
+			return err
+		}
+	}
+	for shard := range checkpoints {
+		if err := archive.CheckShard(shard); err != nil {
 			return err
 		}
 	}
@@ -251,52 +262,66 @@ func (s *Store) Append(ctx context.Context, msgs []archive.Message) error {
 		if err != nil {
 			return err
 		}
-		deleted := map[string][][2]channelgroups.Timetoken{}
-		for _, m := range msgs {
-			exp := micros(m.Expires)
-			if expired(exp, now) {
-				continue
-			}
-			p := chanPrefix(m.Account, m.Channel)
-			ranges, seen := deleted[string(p)]
-			if !seen {
-				if ranges, err = deletedRanges(b, p); err != nil {
-					return err
-				}
-				deleted[string(p)] = ranges
-			}
-			if slices.ContainsFunc(ranges, func(r [2]channelgroups.Timetoken) bool { return r[0] <= m.Timetoken && m.Timetoken <= r[1] }) {
-				continue
-			}
-			k := ttKey(p, m.Timetoken)
-			if old := b.msgs.Get(k); old != nil {
-				oldExp, err := messageExpires(old)
-				if err != nil {
-					return err
-				}
-				if oldExp != 0 {
-					if err := b.expiry.Delete(expiryKey(oldExp, k)); err != nil {
-						return err
-					}
-				}
-			}
-			if err := b.msgs.Put(k, encodeMessage(m)); err != nil {
+		if err := appendMessages(b, msgs, now); err != nil {
+			return err
+		}
+		for shard, pos := range checkpoints {
+			if err := putCheckpoint(b, shard, pos); err != nil {
 				return err
 			}
-			if exp != 0 {
-				if err := b.expiry.Put(expiryKey(exp, k), nil); err != nil {
+		}
+		return nil
+	})
+}
+
+// appendMessages stores msgs (Append's rules) and sweeps what expired.
+func appendMessages(b archiveSet, msgs []archive.Message, now int64) error {
+	deleted := map[string][][2]channelgroups.Timetoken{}
+	for _, m := range msgs {
+		exp := micros(m.Expires)
+		if expired(exp, now) {
+			continue
+		}
+		p := chanPrefix(m.Account, m.Channel)
+		ranges, seen := deleted[string(p)]
+		if !seen {
+			var err error
+			if ranges, err = deletedRanges(b, p); err != nil {
+				return err
+			}
+			deleted[string(p)] = ranges
+		}
+		if slices.ContainsFunc(ranges, func(r [2]channelgroups.Timetoken) bool { return r[0] <= m.Timetoken && m.Timetoken <= r[1] }) {
+			continue
+		}
+		k := ttKey(p, m.Timetoken)
+		if old := b.msgs.Get(k); old != nil {
+			oldExp, err := messageExpires(old)
+			if err != nil {
+				return err
+			}
+			if oldExp != 0 {
+				if err := b.expiry.Delete(expiryKey(oldExp, k)); err != nil {
 					return err
 				}
 			}
 		}
-		return sweepIndex(b.expiry, now, len(msgs)+sweepBatch, func(k []byte, exp int64) error {
-			if v := b.msgs.Get(k); v != nil {
-				if e, err := messageExpires(v); err == nil && e == exp {
-					return b.msgs.Delete(k)
-				}
+		if err := b.msgs.Put(k, encodeMessage(m)); err != nil {
+			return err
+		}
+		if exp != 0 {
+			if err := b.expiry.Put(expiryKey(exp, k), nil); err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+	}
+	return sweepIndex(b.expiry, now, len(msgs)+sweepBatch, func(k []byte, exp int64) error {
+		if v := b.msgs.Get(k); v != nil {
+			if e, err := messageExpires(v); err == nil && e == exp {
+				return b.msgs.Delete(k)
+			}
+		}
+		return nil
 	})
 }
 
@@ -718,12 +743,17 @@ func (s *Store) SetCheckpoint(ctx context.Context, shard int, pos channelgroups.
 	if err := archive.CheckShard(shard); err != nil {
 		return err
 	}
-	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, pos.Ms), pos.Seq)
 	return s.update(func(tx *bbolt.Tx) error {
 		b, err := archiveBucketsOf(tx)
 		if err != nil {
 			return err
 		}
-		return b.checkpoints.Put(binary.BigEndian.AppendUint32(nil, uint32(shard)), v)
+		return putCheckpoint(b, shard, pos)
 	})
+}
+
+// putCheckpoint records pos as shard's checkpoint.
+func putCheckpoint(b archiveSet, shard int, pos channelgroups.Position) error {
+	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, pos.Ms), pos.Seq)
+	return b.checkpoints.Put(binary.BigEndian.AppendUint32(nil, uint32(shard)), v)
 }

@@ -13,7 +13,9 @@ import (
 
 func TestArchiveConformance(t *testing.T) {
 	clock := archivetest.NewClock(time.Now())
-	archivetest.Run(t, func(t *testing.T) archive.Store { return open(t, bolt.Config{Now: clock.Now}) }, clock.Options())
+	opt := clock.Options()
+	opt.AppendThrough = true
+	archivetest.Run(t, func(t *testing.T) archive.Store { return open(t, bolt.Config{Now: clock.Now}) }, opt)
 }
 
 // TestArchiveSurvivesReopen: messages, actions, deleted ranges and
