@@ -20,7 +20,8 @@ import (
 // of at most ArchiveBatch messages and archiveBatchBytes of payload,
 // written at the latest ArchiveFlush after the first of them was read, and the message actions added and removed
 // (kind "a", actions.go) with them, in log order. After each batch it records how far it got
-// (Store.SetCheckpoint); a node that becomes a shard's primary starts from
+// (Store.SetCheckpoint, or in the batch's own write when the store is an
+// archive.AppendThrougher); a node that becomes a shard's primary starts from
 // the shard's checkpoint. Whatever was stored between the last checkpoint
 // and a crash or a hand-over is stored again, which Append ignores.
 //
