@@ -302,6 +302,10 @@ func (ar *archiver) flush(ctx context.Context) error {
 	for len(ar.pending) > 0 {
 		n := min(len(ar.pending), ar.n.cfg.ArchiveBatch)
 		batch := ar.pending[:n]
+		size := 0
+		for _, m := range batch {
+			size += len(m.Payload) + len(m.Meta)
+		}
 		// The last batch carries the checkpoints when no action is stored
 		// after it: one write instead of two.
 		var moved map[int]channelgroups.Position
@@ -325,10 +329,7 @@ func (ar *archiver) flush(ctx context.Context) error {
 			ar.m.batches.Inc()
 			ar.m.lag.Observe(time.Since(time.UnixMilli(int64(PositionOf(oldest).Ms))).Seconds())
 		}
-		for _, m := range ar.pending[:n] {
-			ar.pendingBytes -= len(m.Payload) + len(m.Meta)
-		}
-		ar.pending = ar.pending[n:]
+		ar.pending, ar.pendingBytes = ar.pending[n:], ar.pendingBytes-size
 		for shard, c := range moved {
 			ar.checkpointed(shard, c)
 		}
