@@ -676,8 +676,13 @@ func (h *hub) trackEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *cha
 	changed := false
 	switch e.Op {
 	case channelgroups.OpAdd:
+		// The view may already be past the log here (storage is ahead of
+		// it: a remove stored but not yet appended, read by a refresh
+		// that ran before this add was applied): the add joins c when the
+		// log's own edits so far (recordEdit) say it won.
+		won := lastOps(h.edits[key])
 		for _, c := range e.Channels {
-			if _, ok := tg.channels[c]; !ok && shows(c) {
+			if _, ok := tg.channels[c]; !ok && (shows(c) || won[c]) {
 				h.joinLocked(key, tg, c)
 				changed = true
 			}
