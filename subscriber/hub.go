@@ -656,7 +656,9 @@ func lastOps(es []loggedEdit) map[channelgroups.Channel]bool {
 // the group is tracked: this is where channels leave (G3: a message before
 // the remove in the log was published while the channel was in the group).
 // v is the group's view after the edit (nil if none is built); a channel
-// the edit removes but the view still shows (a later add won) stays.
+// the edit removes but the view still shows (a later add won) stays, and
+// one it adds joins when the view shows it or the group's edits read from
+// the log so far say the add won (the view can be ahead of the log).
 // views.mu is held.
 func (h *hub) trackEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *channelgroups.View) {
 	h.trackPresenceTwinEdit(key, e, v)
