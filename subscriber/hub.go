@@ -682,9 +682,15 @@ func (h *hub) trackEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *cha
 		// it: a remove stored but not yet appended, read by a refresh
 		// that ran before this add was applied): the add joins c when the
 		// log's own edits so far (recordEdit) say it won.
-		won := lastOps(h.edits[key])
+		var won map[channelgroups.Channel]bool
+		addWon := func(c channelgroups.Channel) bool { // read only when the view does not show c
+			if won == nil {
+				won = lastOps(h.edits[key])
+			}
+			return won[c]
+		}
 		for _, c := range e.Channels {
-			if _, ok := tg.channels[c]; !ok && (shows(c) || won[c]) {
+			if _, ok := tg.channels[c]; !ok && (shows(c) || addWon(c)) {
 				h.joinLocked(key, tg, c)
 				changed = true
 			}
