@@ -12,6 +12,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -384,8 +385,8 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 		ctx.SetBodyString("{}")
 		return "options"
 	}
-	raw := string(ctx.URI().PathOriginal())
-	if i := strings.IndexByte(raw, '?'); i >= 0 {
+	raw := ctx.URI().PathOriginal()
+	if i := bytes.IndexByte(raw, '?'); i >= 0 {
 		raw = raw[:i]
 	}
 	if q := ctx.URI().QueryString(); !validEscapes(q) {
@@ -394,16 +395,10 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 		writeError(ctx, fasthttp.StatusBadRequest, "groupcast", "malformed query: a % not followed by two hex digits")
 		return "bad_query"
 	}
-	parts := strings.Split(strings.TrimPrefix(raw, "/"), "/")
-	for i, p := range parts {
-		s, err := url.PathUnescape(p)
-		if err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, "groupcast", "malformed path: "+err.Error())
-			return "bad_path"
-		}
-		parts[i] = s
+	parts, ep, ok := a.resolve(ctx, raw)
+	if !ok {
+		return "bad_path"
 	}
-	ep := a.endpoint(ctx, parts)
 	if ep.get && !ctx.IsGet() {
 		ctx.Response.Header.Set("Allow", "GET, OPTIONS")
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "groupcast", "method "+string(ctx.Method())+" not allowed")
@@ -417,6 +412,42 @@ func (a *API) route(ctx *fasthttp.RequestCtx) string {
 	}
 	ep.serve(ctx, parts)
 	return ep.name
+}
+
+// resolve decodes a request's path into its segments and the endpoint they
+// name; ok is false (and the client answered 400) for a malformed path.
+// A subscribe on a served connection (one handed back after a parked poll)
+// is remembered there: its client sends the same path again and again
+// with only the query's cursor changed, and the next one reuses the
+// segments and the endpoint instead of decoding and matching them again.
+// The segments are shared by those requests and never written to.
+func (a *API) resolve(ctx *fasthttp.RequestCtx, raw []byte) (parts []string, ep endpoint, ok bool) {
+	sc, _ := ctx.Conn().(*servedConn)
+	if sc != nil && sc.route != nil && string(raw) == sc.route.path {
+		return sc.route.parts, sc.route.ep, true
+	}
+	path := string(raw)
+	parts = strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i, p := range parts {
+		s, err := url.PathUnescape(p)
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "groupcast", "malformed path: "+err.Error())
+			return nil, endpoint{}, false
+		}
+		parts[i] = s
+	}
+	ep = a.endpoint(ctx, parts)
+	if sc != nil && ep.memo {
+		sc.route = &routeMemo{path: path, parts: parts, ep: ep}
+	}
+	return parts, ep, true
+}
+
+// routeMemo is a served connection's last subscribe path, resolved.
+type routeMemo struct {
+	path  string
+	parts []string
+	ep    endpoint
 }
 
 // endpoint is what a request path names.
@@ -439,9 +470,10 @@ type endpoint struct {
 	key, publishKey int
 	needs           func(*fasthttp.RequestCtx, []string) []access.Need
 	signed, issuing bool
-	// memo: the check may be remembered per connection (access.Memo): a
-	// subscribe, which its client sends again with only the cursor
-	// changed.
+	// memo: the check may be remembered per connection (access.Memo), and
+	// the path's resolution too (resolve): a subscribe, which its client
+	// sends again with only the cursor changed. Only an endpoint that its
+	// path alone names (not the method or the query) may set it.
 	memo bool
 }
 

@@ -5,6 +5,7 @@ package httpapi
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -164,3 +165,53 @@ type fakeHijacked struct {
 }
 
 func (c *fakeHijacked) UnsafeConn() net.Conn { return c.Conn }
+
+// TestResolveRemembersASubscribePath: on a served connection a subscribe's
+// path is decoded and matched once and reused while it stays the same; a
+// changed path (another channel), another endpoint and a malformed path are
+// each resolved afresh, and a connection that was never handed back
+// remembers nothing.
+func TestResolveRemembersASubscribePath(t *testing.T) {
+	a := &API{cfg: Config{Logger: slog.New(slog.DiscardHandler)}}
+	s, _ := tcpPair(t)
+	sc := &servedConn{Conn: s}
+	resolve := func(c net.Conn, uri string) (*fasthttp.RequestCtx, []string, endpoint, bool) {
+		t.Helper()
+		ctx := new(fasthttp.RequestCtx)
+		ctx.Init2(c, nil, false)
+		ctx.Request.SetRequestURI(uri)
+		raw := ctx.URI().PathOriginal()
+		if i := strings.IndexByte(string(raw), '?'); i >= 0 {
+			raw = raw[:i]
+		}
+		parts, ep, ok := a.resolve(ctx, raw)
+		return ctx, parts, ep, ok
+	}
+	_, first, ep, ok := resolve(sc, "/v2/subscribe/sub-c/ch%2Ca,b/0?tt=1&uuid=u")
+	if !ok || ep.name != "subscribe" || len(first) != 5 || first[3] != "ch,a,b" {
+		t.Fatalf("first subscribe: %q, %s, %v", first, ep.name, ok)
+	}
+	_, again, ep, ok := resolve(sc, "/v2/subscribe/sub-c/ch%2Ca,b/0?tt=2&uuid=u")
+	if !ok || ep.name != "subscribe" || &again[0] != &first[0] {
+		t.Fatalf("the same path again was resolved afresh (or not served): %q, %s, %v", again, ep.name, ok)
+	}
+	_, other, ep, ok := resolve(sc, "/v2/subscribe/sub-c/other/0?tt=3")
+	if !ok || ep.name != "subscribe" || other[3] != "other" {
+		t.Fatalf("another channel's path: %q, %s, %v", other, ep.name, ok)
+	}
+	if _, tp, ep, ok := resolve(sc, "/time/0"); !ok || ep.name != "time" || len(tp) != 2 {
+		t.Fatalf("time after a subscribe: %q, %s, %v", tp, ep.name, ok)
+	}
+	if _, again, _, _ := resolve(sc, "/v2/subscribe/sub-c/other/0?tt=4"); &again[0] != &other[0] {
+		t.Errorf("a request to another endpoint replaced the remembered subscribe")
+	}
+	if ctx, _, _, ok := resolve(sc, "/v2/subscribe/sub-c/%ZZ/0?tt=5"); ok || ctx.Response.StatusCode() != fasthttp.StatusBadRequest {
+		t.Fatalf("a malformed path: ok %v, status %d; want false, 400", ok, ctx.Response.StatusCode())
+	}
+	plain, _ := tcpPair(t)
+	_, p1, _, _ := resolve(plain, "/v2/subscribe/sub-c/ch/0?tt=1")
+	_, p2, _, _ := resolve(plain, "/v2/subscribe/sub-c/ch/0?tt=2")
+	if &p1[0] == &p2[0] {
+		t.Error("a connection never handed back remembered a path")
+	}
+}

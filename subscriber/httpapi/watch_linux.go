@@ -76,32 +76,34 @@ func (w *connWatcher) watch(c net.Conn, gone func()) (unwatch func()) {
 	err := rc.Control(func(u uintptr) {
 		fd = int32(u)
 		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: fd, Pad: seq}
-		addErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(u), &ev)
-		if errors.Is(addErr, unix.EEXIST) { // still in the set from an earlier park
-			addErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(u), &ev)
+		// Re-armed if still in the set from an earlier park (unwatch
+		// leaves it there), added if not: a new connection, one whose
+		// descriptor number an earlier one had (the kernel took that one
+		// out of the set when it closed), or a new set.
+		addErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(u), &ev)
+		if errors.Is(addErr, unix.ENOENT) {
+			addErr = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(u), &ev)
 		}
 	})
 	if err = errors.Join(err, addErr); err != nil {
 		return nil // closed already, most likely: the poll's answer finds out
 	}
 	w.byFD[fd] = watchEntry{seq: seq, gone: gone}
-	return func() { w.unwatch(rc, fd, seq) }
+	return func() { w.unwatch(fd, seq) }
 }
 
-// unwatch takes the connection out of the set; its gone is not called
-// afterwards.
-func (w *connWatcher) unwatch(rc syscall.RawConn, fd, seq int32) {
+// unwatch ends the watch; its gone is not called afterwards. The
+// connection stays in the set, armed: a connection parks again and again,
+// and re-arming it (watch) is one epoll_ctl where taking it out and adding
+// it back were two. A hang-up it reports while unwatched finds no watch of
+// its number (the event's seq) and is ignored; the set forgets the
+// connection when it closes.
+func (w *connWatcher) unwatch(fd, seq int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if e, ok := w.byFD[fd]; !ok || e.seq != seq {
-		return // it hung up; the watcher has it
+	if e, ok := w.byFD[fd]; ok && e.seq == seq {
+		delete(w.byFD, fd)
 	}
-	delete(w.byFD, fd)
-	epfd := w.epfd
-	// Through Control, so that the descriptor is still this connection's:
-	// if it closed, its number may be another connection's now (and the
-	// kernel took it out of the set when it closed).
-	_ = rc.Control(func(u uintptr) { _ = unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, int(u), nil) })
 }
 
 // newEpollSet returns a new epoll set, non-blocking and registered with the
@@ -150,7 +152,7 @@ func (w *connWatcher) run(set *os.File, raw syscall.RawConn) {
 		w.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {
 			if e, ok := w.byFD[ev.Fd]; ok && e.seq == ev.Pad {
-				delete(w.byFD, ev.Fd) // one-shot: the set holds it disabled until it closes
+				delete(w.byFD, ev.Fd) // one-shot: the set holds it disabled until re-armed or closed
 				gone = append(gone, e.gone)
 			}
 		}

@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -92,6 +93,52 @@ func TestWatcher(t *testing.T) {
 	select {
 	case i := <-gone:
 		t.Fatalf("connection %d reported gone too", i)
+	default:
+	}
+}
+
+// TestWatcherRearms: a connection parks again and again, and unwatch leaves
+// it in the set: watching it again re-arms it (its hang-up is then reported
+// to the new watch only), and a hang-up that came while it was unwatched is
+// reported to the next watch at once, not lost and not reported to the
+// watch that ended.
+func TestWatcherRearms(t *testing.T) {
+	w := &connWatcher{log: slog.New(slog.DiscardHandler)}
+	servers, clients := tcpPairs(t, 2)
+	gone := make(chan string, 4)
+	watch := func(i int, name string) func() {
+		t.Helper()
+		unwatch := w.watch(servers[i], func() { gone <- name })
+		if unwatch == nil {
+			t.Fatalf("%s: connection %d is not watched", name, i)
+		}
+		return unwatch
+	}
+	want := func(name string) {
+		t.Helper()
+		select {
+		case got := <-gone:
+			if got != name {
+				t.Fatalf("reported %s, want %s", got, name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the hang-up was not reported", name)
+		}
+	}
+	for park := range 3 { // watched again and again while the client stays
+		watch(0, fmt.Sprintf("park %d", park))()
+	}
+	defer watch(0, "last park")()
+	clients[0].Close()
+	want("last park")
+
+	watch(1, "ended")()
+	clients[1].Close() // while unwatched: its event finds no watch
+	watch(1, "next")
+	want("next")
+	select {
+	case got := <-gone:
+		t.Fatalf("%s reported too", got)
 	default:
 	}
 }
