@@ -196,3 +196,41 @@ func TestWildcardExact(t *testing.T) {
 		t.Fatalf("delivered %d of %d", len(seen), len(want))
 	}
 }
+
+// TestPollChannelsInLogOrder: a poll's deliveries from several channels
+// come in log order, each message once, also when a channel is named
+// twice; from one channel they come as its ring holds them.
+func TestPollChannelsInLogOrder(t *testing.T) {
+	n, _ := node(t, openBolt(t), subscriber.Config{PollHold: time.Minute})
+	const a = channelgroups.Account("acct")
+	req := subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"x", "y", "x"}}
+	hs, err := n.Poll(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Cursor = hs.Cursor
+	one := subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"x"}, Cursor: hs.Cursor}
+	var want, wantX []string
+	for i := range 6 {
+		c := channelgroups.Channel([]string{"x", "y"}[i%2])
+		body := fmt.Sprintf("%q", fmt.Sprintf("%s%d", c, i))
+		publishMsg(t, n, &subscriber.Message{Account: a, Channel: c, Payload: []byte(body)})
+		want = append(want, body)
+		if c == "x" {
+			wantX = append(wantX, body)
+		}
+	}
+	payloads := func(ds []subscriber.Delivery) []string {
+		var out []string
+		for _, d := range ds {
+			out = append(out, string(d.Msg.Payload))
+		}
+		return out
+	}
+	if got := payloads(collectUntil(t, n, req, len(want))); !slices.Equal(got, want) {
+		t.Errorf("x, y, x delivered %v, want %v", got, want)
+	}
+	if got := payloads(collectUntil(t, n, one, len(wantX))); !slices.Equal(got, wantX) {
+		t.Errorf("x delivered %v, want %v", got, wantX)
+	}
+}

@@ -1231,11 +1231,13 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 	oldest := uint64(h.n.now().Add(-h.n.cfg.RingAge).UnixMilli())
 	var out []Delivery
 	var wild channelgroups.Wildcard // the wildcard being scanned, if any
+	sources := 0                    // scans that found something
 	scan := func(c channelgroups.Channel, via func(ringEntry) (channelgroups.Group, bool)) {
 		r := h.rings[chanKey{Account: req.Account, Channel: c}]
 		if r == nil {
 			return
 		}
+		before := len(out)
 		i, _ := slices.BinarySearchFunc(r.entries, after, func(e ringEntry, p channelgroups.Position) int {
 			if p.Less(e.msg.Pos) {
 				return 1
@@ -1256,6 +1258,9 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 				}
 				out = append(out, Delivery{Msg: e.msg, Group: g, Wildcard: wild})
 			}
+		}
+		if len(out) > before {
+			sources++
 		}
 	}
 	for _, c := range req.Channels {
@@ -1331,7 +1336,11 @@ func (h *hub) collect(req PollRequest, shard int, gen uint64, after, cut channel
 	}
 	// In log order; a message reached through several routes (directly,
 	// through groups, through wildcards) is delivered once, through the
-	// first route scanned.
+	// first route scanned. What one scan found (one ring, in log order,
+	// each message once: a subscribe to one channel) is so already.
+	if sources <= 1 {
+		return out, true
+	}
 	slices.SortStableFunc(out, func(a, b Delivery) int {
 		if a.Msg.Pos == b.Msg.Pos {
 			return 0

@@ -42,3 +42,40 @@ func BenchmarkApplyMessage(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCollect gathers a poll's deliveries from the ring of its one
+// channel, 20 messages after its cursor (an answer under load), and from
+// two channels (log order is then sorted in).
+func BenchmarkCollect(b *testing.B) {
+	cfg := Config{}
+	if err := cfg.validate(); err != nil {
+		b.Fatal(err)
+	}
+	n := &Node{cfg: cfg, now: cfg.Now}
+	h, err := newHub(n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ms := uint64(n.now().UnixMilli())
+	for i := range 40 {
+		c := channelgroups.Channel([]string{"x", "y"}[i%2])
+		h.applyMessage(&Message{Account: "acct", Channel: c, Payload: []byte("1"), Pos: channelgroups.Position{Ms: ms, Seq: uint64(i + 1)}})
+	}
+	for _, bc := range []struct {
+		name     string
+		channels []channelgroups.Channel
+	}{{"one", []channelgroups.Channel{"x"}}, {"two", []channelgroups.Channel{"x", "y"}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := PollRequest{Account: "acct", Channels: bc.channels}
+			cut := channelgroups.Position{Ms: ms, Seq: 1 << 40}
+			b.ReportAllocs()
+			for b.Loop() {
+				ds, ok := h.collect(req, 0, h.gen[0].Load(), channelgroups.Position{}, cut)
+				if !ok || len(ds) < 20 {
+					b.Fatalf("collected %d, ok %v", len(ds), ok)
+				}
+				ReleaseDeliveries(ds)
+			}
+		})
+	}
+}
