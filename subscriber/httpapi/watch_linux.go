@@ -27,7 +27,9 @@ import (
 // until the runtime's monitor takes it back, which can take 10-20 ms, and a
 // node with one P (GOMAXPROCS=1, a node given one core) stood still that
 // long every time the watcher began waiting (once a second, and at every
-// hang-up); TestWatcherWaitsInThePoller. Each watch costs
+// hang-up); TestWatcherWaitsInThePoller. A connection stays in the set
+// between its parks, disarmed or armed, and the next watch re-arms it (one
+// epoll_ctl per park; see unwatch). Each watch costs
 // a map entry, two small closures and the kernel's entry (a few hundred
 // bytes in all), where a goroutine blocked in a 1-byte Read would cost a
 // stack of 2-8 KiB per parked poll and would consume the byte it reads.
