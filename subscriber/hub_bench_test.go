@@ -8,6 +8,19 @@ import (
 	"github.com/groupcast/groupcast/channelgroups"
 )
 
+// benchHub is a hub of a node that runs nothing else, configured by cfg.
+func benchHub(b *testing.B, cfg Config) *hub {
+	b.Helper()
+	if err := cfg.validate(); err != nil {
+		b.Fatal(err)
+	}
+	h, err := newHub(&Node{cfg: cfg, now: cfg.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
 // BenchmarkApplyMessage puts 1 KiB messages into the rings of 1,000
 // channels, as the log consumer does: the hot path of every publish. With
 // the default RingBytes they wrap by RingSize; with 1 MiB the byte cap
@@ -18,15 +31,7 @@ func BenchmarkApplyMessage(b *testing.B) {
 		bytes int64
 	}{{"wrap", 0}, {"evict", 1 << 20}} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := Config{RingBytes: bc.bytes}
-			if err := cfg.validate(); err != nil {
-				b.Fatal(err)
-			}
-			n := &Node{cfg: cfg, now: cfg.Now}
-			h, err := newHub(n)
-			if err != nil {
-				b.Fatal(err)
-			}
+			h := benchHub(b, Config{RingBytes: bc.bytes})
 			chs := make([]channelgroups.Channel, 1000)
 			for i := range chs {
 				chs[i] = channelgroups.Channel(fmt.Sprintf("channel-%03d", i))
@@ -47,16 +52,8 @@ func BenchmarkApplyMessage(b *testing.B) {
 // channel, 20 messages after its cursor (an answer under load), and from
 // two channels (log order is then sorted in).
 func BenchmarkCollect(b *testing.B) {
-	cfg := Config{}
-	if err := cfg.validate(); err != nil {
-		b.Fatal(err)
-	}
-	n := &Node{cfg: cfg, now: cfg.Now}
-	h, err := newHub(n)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ms := uint64(n.now().UnixMilli())
+	h := benchHub(b, Config{})
+	ms := uint64(h.n.now().UnixMilli())
 	for i := range 40 {
 		c := channelgroups.Channel([]string{"x", "y"}[i%2])
 		h.applyMessage(&Message{Account: "acct", Channel: c, Payload: []byte("1"), Pos: channelgroups.Position{Ms: ms, Seq: uint64(i + 1)}})

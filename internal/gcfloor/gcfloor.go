@@ -140,11 +140,8 @@ func tuneLocked() {
 // its answers for seconds after a quiet spell.
 func limitFor(floor uint64) int64 {
 	v := func(i int) uint64 { return samples[i].Value.Uint64() }
-	held := v(1) - v(2) // what the memory limit counts
+	held := v(1) - min(v(2), v(1)) // what the memory limit counts
 	heap := v(3) + v(4) + v(5)
-	beside := uint64(0)
-	if held > heap {
-		beside = held - heap
-	}
+	beside := held - min(heap, held)
 	return min(int64(floor+beside), baseLimit)
 }
