@@ -161,6 +161,56 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 	}
 }
 
+// TestG3StorageOnlyAccount: an account that does not use the overlay
+// reads its group views from storage, refreshed periodically, so its
+// published view lags an edit by up to a refresh period. Its G3 tracking
+// must not: a message published after a remove of c returned reaches no
+// subscriber of the group, and one published after an add returned does.
+func TestG3StorageOnlyAccount(t *testing.T) {
+	st := openBolt(t)
+	lg, err := memlog.New(memlog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := channelgroups.NewClock(nil, 0)
+	n := nodetest.RunOverlay(t, lg, st, clock, subscriber.Config{PollHold: time.Minute},
+		volatile.Config{Enabled: func(channelgroups.Account) bool { return false }}, nil)
+	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, g = channelgroups.Account("acct"), channelgroups.Group("g")
+	ctx := t.Context()
+	if _, err := svc.Add(ctx, a, g, []channelgroups.Channel{"c", "keep"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	req := subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}}
+	hs, err := n.Poll(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Remove(ctx, a, g, []channelgroups.Channel{"c"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Add(ctx, a, g, []channelgroups.Channel{"d"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct{ c, p string }{{"c", `"not owed"`}, {"d", `"owed"`}, {"keep", `"sentinel"`}} {
+		if _, err := n.Publish(ctx, &subscriber.Message{Account: a, Channel: channelgroups.Channel(m.c), Payload: []byte(m.p)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for req.Cursor = hs.Cursor; !slices.Contains(got, "keep@g"); {
+		res := wait(t, pollAsync(ctx, n, req))
+		got = append(got, channelsOf(res.Deliveries)...)
+		req.Cursor = res.Cursor
+	}
+	if want := []string{"d@g", "keep@g"}; !slices.Equal(got, want) {
+		t.Fatalf("the group's subscriber got %v, want %v: c was removed and d added before the publishes (G3)", got, want)
+	}
+}
+
 // TestNoLostWakeUpAtTheSeam holds the log consumer between a message's ring
 // insert and the advance of its shard's position, and registers a poll
 // right there: the poll's own check cannot see the message yet (its cut is

@@ -632,24 +632,54 @@ func firstAt(es []loggedEdit, p channelgroups.Position) int {
 // wins by last-writer-wins (see supersedes; a delete names every channel)
 // added it.
 func lastOps(es []loggedEdit) map[channelgroups.Channel]bool {
-	win := map[channelgroups.Channel]loggedEdit{}
-	var clears []loggedEdit
+	entries, cleared := logEntries(es)
+	out := make(map[channelgroups.Channel]bool, len(entries))
+	for _, e := range entries {
+		out[e.Channel] = e.State == channelgroups.Added && e.At > cleared
+	}
+	return out
+}
+
+// logEntries returns the edits' winning entry per channel they name, by
+// last-writer-wins (Entry.Supersedes, the rule storage applies), and the
+// timetoken of their latest delete: what a storage read would add to a
+// snapshot that predates them.
+func logEntries(es []loggedEdit) ([]channelgroups.Entry, channelgroups.Timetoken) {
+	win := map[channelgroups.Channel]channelgroups.Entry{}
+	var cleared channelgroups.Timetoken
 	for _, e := range es {
-		if e.op == channelgroups.OpClear {
-			clears = append(clears, e)
+		st := channelgroups.Added
+		switch e.op {
+		case channelgroups.OpClear:
+			cleared = max(cleared, e.at)
 			continue
+		case channelgroups.OpRemove:
+			st = channelgroups.Removed
 		}
 		for _, c := range e.channels {
-			if w, ok := win[c]; !ok || e.supersedes(w) {
-				win[c] = e
+			n := channelgroups.Entry{Channel: c, State: st, At: e.at}
+			if w, ok := win[c]; !ok || n.Supersedes(w) {
+				win[c] = n
 			}
 		}
 	}
-	out := map[channelgroups.Channel]bool{}
-	for c, w := range win {
-		out[c] = w.op == channelgroups.OpAdd && !slices.ContainsFunc(clears, func(cl loggedEdit) bool { return cl.supersedes(w) })
+	entries := make([]channelgroups.Entry, 0, len(win))
+	for _, e := range win {
+		entries = append(entries, e)
 	}
-	return out
+	return entries, cleared
+}
+
+// logView returns the group's view as snap (its storage snapshot, empty if
+// not cached) merged with the group's edits read from the log so far
+// (recordEdit), by last-writer-wins. It is the view after an edit of an
+// account that does not use the overlay: that account's published view
+// changes at the next storage read, but its G3 tracking follows the log.
+func (h *hub) logView(key channelgroups.GroupKey, snap *channelgroups.Snapshot) *channelgroups.View {
+	h.mu.Lock()
+	entries, cleared := logEntries(h.edits[key])
+	h.mu.Unlock()
+	return channelgroups.Merge(snap, entries, cleared)
 }
 
 // trackEdit applies an edit read from the log to its group's tracking, if

@@ -32,6 +32,16 @@ func (v *views) applyEdit(e channelgroups.Edit) {
 	var view *channelgroups.View
 	if overlaid {
 		view = v.buildLocked(key)
+	} else {
+		// A storage-only account's published view predates the edit
+		// until the next storage read: the tracking judges by the
+		// snapshot and the log's edits instead (G3: a remove that
+		// returned stops the channel's next message).
+		snap := &channelgroups.Snapshot{}
+		if g, ok := v.cache.Peek(key); ok && g.Snapshot != nil {
+			snap = g.Snapshot
+		}
+		view = v.n.hub.logView(key, snap)
 	}
 	if view == nil {
 		if g, ok := v.cache.Published(key); ok {
@@ -51,8 +61,9 @@ func (v *views) applyEdit(e channelgroups.Edit) {
 		// overlay entry is confirmed and dropped.
 		v.cache.Refresh(key, func(err error) { v.rebuild(key, err) })
 	}
-	// A storage-only account (overlay off) sees the change at the next
-	// periodic refresh, as a cache polling storage would.
+	// A storage-only account (overlay off) reads the change at the next
+	// periodic refresh, as a cache polling storage would; only its G3
+	// tracking has it at once (above).
 }
 
 // rebuild re-merges a group's view after its snapshot was refreshed.

@@ -45,12 +45,20 @@ func NodeWith(t testing.TB, store subscriber.Store, cfg subscriber.Config, befor
 // test ends.
 func Run(t testing.TB, log subscriber.Log, store subscriber.Store, clock *channelgroups.Clock, cfg subscriber.Config, before func(*subscriber.Node)) *subscriber.Node {
 	t.Helper()
+	return RunOverlay(t, log, store, clock, cfg, volatile.Config{}, before)
+}
+
+// RunOverlay is Run with the overlay's config (its OnEvict is the node's
+// storage cache's).
+func RunOverlay(t testing.TB, log subscriber.Log, store subscriber.Store, clock *channelgroups.Clock, cfg subscriber.Config, ovCfg volatile.Config, before func(*subscriber.Node)) *subscriber.Node {
+	t.Helper()
 	cache, err := storagecache.New(store, storagecache.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cache.Close)
-	ov, err := volatile.New(volatile.Config{OnEvict: cache.Invalidate})
+	ovCfg.OnEvict = cache.Invalidate
+	ov, err := volatile.New(ovCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
