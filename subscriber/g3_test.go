@@ -161,6 +161,84 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 	}
 }
 
+// TestG3StorageAheadOfLogReadd is TestG3StorageAheadOfLog the other way
+// round: c is removed (stored and in the log) and added again (stored, not
+// yet in the log), and a storage refresh reads the re-add, so the group's
+// view shows c again before the log does. A message to c published in
+// between sorts after the remove and before the re-add: the remove had
+// returned when it was published, so no subscriber of the group may get
+// it (G3); one published after the re-add is in the log reaches them.
+func TestG3StorageAheadOfLogReadd(t *testing.T) {
+	st := openBolt(t)
+	n, _ := node(t, st, subscriber.Config{PollHold: time.Minute})
+	clock := channelgroups.NewClock(nil, 0)
+	svc, err := channelgroups.NewService(st, clock, channelgroups.ServiceConfig{Announcer: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, g = channelgroups.Account("acct"), channelgroups.Group("g")
+	key := channelgroups.GroupKey{Account: a, Group: g}
+	if _, err := svc.Add(t.Context(), a, g, []channelgroups.Channel{"keep", "c"}, channelgroups.IfMatch{}); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor}
+	parked := pollAsync(t.Context(), n, req)
+
+	// Both edits are stored; only the remove is in the log yet.
+	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
+	remove := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
+	readd := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
+	for _, e := range []channelgroups.Edit{remove, readd} {
+		if err := st.Write(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pos, err := n.Announce(t.Context(), remove)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := &channelgroups.Token{Shard: shard, At: remove.At, Origin: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: pos}}}
+	if _, err := n.View(t.Context(), key, tok, subscriber.AtLeastAsFresh); err != nil {
+		t.Fatal(err)
+	}
+	// The refresh the remove started reads the stored re-add: the view
+	// shows c again.
+	eventually(t, "the view reflects the stored re-add", func() bool {
+		v, err := n.View(t.Context(), key, nil, subscriber.MinimizeLatency)
+		return err == nil && slices.Contains(v.Channels, "c")
+	})
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"not owed"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Announce(t.Context(), readd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for !slices.Contains(got, "keep@g") {
+		res := wait(t, parked)
+		got = append(got, channelsOf(res.Deliveries)...)
+		req.Cursor = res.Cursor
+		parked = pollAsync(t.Context(), n, req)
+	}
+	if want := []string{"keep@g"}; !slices.Equal(got, want) {
+		t.Fatalf("the group's subscriber got %v, want %v: a message published after c's remove returned, before its re-add, is not owed (G3)", got, want)
+	}
+	// After the re-add is in the log, a message on c reaches the group.
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"owed"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := channelsOf(wait(t, parked).Deliveries); !slices.Equal(got, []string{"c@g"}) {
+		t.Fatalf("after the re-add the group's subscriber got %v, want [c@g]", got)
+	}
+}
+
 // TestG3StorageOnlyAccount: an account that does not use the overlay
 // reads its group views from storage, refreshed periodically, so its
 // published view lags an edit by up to a refresh period. Its G3 tracking

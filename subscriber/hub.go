@@ -523,9 +523,19 @@ func (h *hub) track(key channelgroups.GroupKey, v *channelgroups.View) {
 	}
 	changed := false
 	now := h.n.now()
+	var logged map[channelgroups.Channel]bool
 	for _, c := range v.Channels {
 		delete(tg.leaving, c)
 		if _, ok := tg.channels[c]; !ok {
+			// Not when the log's own edits say c is out: the view is then
+			// ahead of the log (an add stored, not yet appended) or behind
+			// it, and c joins when the log's add comes (trackEdit).
+			if logged == nil {
+				logged = lastOps(h.edits[key])
+			}
+			if added, known := logged[c]; known && !added {
+				continue
+			}
 			h.joinLocked(key, tg, c)
 			changed = true
 		}
@@ -698,43 +708,49 @@ func (h *hub) trackEdit(key channelgroups.GroupKey, e channelgroups.Edit, v *cha
 		h.mu.Unlock()
 		return
 	}
-	shows := func(c channelgroups.Channel) bool {
-		if v == nil {
-			return e.Op == channelgroups.OpAdd
+	// Whether c is in the group after e: by the log's own edits so far
+	// (recordEdit; e is the last of them), which decide by last-writer-wins
+	// as storage does, not by the view, which may be past the log (storage
+	// is ahead of it: an edit is stored before it is appended, and a
+	// refresh reads it) in either direction. A remove stored but not yet
+	// appended must not make c leave before the log says so, nor an add
+	// stored but not yet appended make it join: a message in between went
+	// to c while the group held it, or did not (G3). Only a key whose edits
+	// the log does not record (a presence twin) goes by the view.
+	edits := h.edits[key]
+	var won map[channelgroups.Channel]bool
+	in := func(c channelgroups.Channel) bool {
+		if len(edits) == 0 {
+			if v == nil {
+				return e.Op == channelgroups.OpAdd
+			}
+			_, ok := slices.BinarySearch(v.Channels, c)
+			return ok
 		}
-		_, ok := slices.BinarySearch(v.Channels, c)
-		return ok
+		if won == nil {
+			won = lastOps(edits)
+		}
+		return won[c] // a channel no logged edit names after a clear is out
 	}
 	changed := false
 	switch e.Op {
 	case channelgroups.OpAdd:
-		// The view may already be past the log here (storage is ahead of
-		// it: a remove stored but not yet appended, read by a refresh
-		// that ran before this add was applied): the add joins c when the
-		// log's own edits so far (recordEdit) say it won.
-		var won map[channelgroups.Channel]bool
-		addWon := func(c channelgroups.Channel) bool { // read only when the view does not show c
-			if won == nil {
-				won = lastOps(h.edits[key])
-			}
-			return won[c]
-		}
 		for _, c := range e.Channels {
-			if _, ok := tg.channels[c]; !ok && (shows(c) || addWon(c)) {
+			if _, ok := tg.channels[c]; !ok && in(c) {
 				h.joinLocked(key, tg, c)
 				changed = true
 			}
 		}
 	case channelgroups.OpRemove:
 		for _, c := range e.Channels {
-			if _, ok := tg.channels[c]; ok && !shows(c) {
+			if _, ok := tg.channels[c]; ok && !in(c) {
 				h.leaveLocked(key, tg, c)
 				changed = true
 			}
 		}
 	case channelgroups.OpClear:
 		for c := range tg.channels {
-			if !shows(c) {
+			if !in(c) {
 				h.leaveLocked(key, tg, c)
 				changed = true
 			}
