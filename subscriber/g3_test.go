@@ -167,8 +167,18 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 // view shows c again before the log does. A message to c published in
 // between sorts after the remove and before the re-add: the remove had
 // returned when it was published, so no subscriber of the group may get
-// it (G3); one published after the re-add is in the log reaches them.
+// it (G3); one published after the re-add is in the log reaches them. The
+// group is tracked before the re-add is read, or only after (its first
+// subscriber comes while the view is ahead).
 func TestG3StorageAheadOfLogReadd(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tracked", true: "tracked late"}[late], func(t *testing.T) {
+			testG3Readd(t, late)
+		})
+	}
+}
+
+func testG3Readd(t *testing.T, late bool) {
 	st := openBolt(t)
 	n, _ := node(t, st, subscriber.Config{PollHold: time.Minute})
 	clock := channelgroups.NewClock(nil, 0)
@@ -181,12 +191,21 @@ func TestG3StorageAheadOfLogReadd(t *testing.T) {
 	if _, err := svc.Add(t.Context(), a, g, []channelgroups.Channel{"keep", "c"}, channelgroups.IfMatch{}); err != nil {
 		t.Fatal(err)
 	}
-	hs, err := n.Poll(t.Context(), subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}})
+	// The handshake of a group tracks it; one of a plain channel (the same
+	// account, so the same shard and cursor) does not.
+	hsReq := subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}}
+	if late {
+		hsReq = subscriber.PollRequest{Account: a, Channels: []channelgroups.Channel{"keep"}}
+	}
+	hs, err := n.Poll(t.Context(), hsReq)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor}
-	parked := pollAsync(t.Context(), n, req)
+	var parked <-chan pollOutcome
+	if !late {
+		parked = pollAsync(t.Context(), n, req)
+	}
 
 	// Both edits are stored; only the remove is in the log yet.
 	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
@@ -211,6 +230,10 @@ func TestG3StorageAheadOfLogReadd(t *testing.T) {
 		v, err := n.View(t.Context(), key, nil, subscriber.MinimizeLatency)
 		return err == nil && slices.Contains(v.Channels, "c")
 	})
+	if late {
+		parked = pollAsync(t.Context(), n, req)
+		eventually(t, "the group's poll parked", func() bool { return n.Parked() == 1 })
+	}
 	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"not owed"`)}, nil); err != nil {
 		t.Fatal(err)
 	}

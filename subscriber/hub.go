@@ -1211,14 +1211,19 @@ func (n *Node) register(req PollRequest, views []*channelgroups.View, w *Parked,
 			if pg, ok := n.views.cache.Published(key); ok && pg.View() != nil {
 				v = pg.View() // the newest build: later builds diff against it
 			}
+			// The log's own edits decide the channels they name (as in
+			// track): one the view shows but whose last edit in the log is
+			// a remove is out until the log's add; one whose last edit is
+			// an add is in even if the view (read from storage, which can
+			// be ahead of the log) lacks it, and leaves when the log's
+			// remove comes (or after leaveGrace).
+			logged := lastOps(h.edits[key])
 			for _, c := range v.Channels {
-				h.joinLocked(key, tg, c)
+				if in, known := logged[c]; !known || in {
+					h.joinLocked(key, tg, c)
+				}
 			}
-			// A channel whose last edit in the log is an add is in the
-			// group as far as the log goes, even if the view (read from
-			// storage, which can be ahead of the log) lacks it: it joins,
-			// and leaves when the log's remove comes (or after leaveGrace).
-			for c, in := range lastOps(h.edits[key]) {
+			for c, in := range logged {
 				if _, ok := tg.channels[c]; in && !ok {
 					h.joinLocked(key, tg, c)
 					if tg.leaving == nil {
