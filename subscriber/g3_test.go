@@ -79,6 +79,54 @@ func channelsOf(ds []subscriber.Delivery) []string {
 	return out
 }
 
+// storeAheadOfLog stores edits first and then second of c in group key,
+// appends only first to the log, and waits until the refresh that first
+// starts has read second from storage: the view is then ahead of the log,
+// showing c if second is an add. It returns second, for the caller to
+// append later.
+func storeAheadOfLog(t *testing.T, n *subscriber.Node, st *bolt.Store, clock *channelgroups.Clock, key channelgroups.GroupKey, first, second channelgroups.Op) channelgroups.Edit {
+	t.Helper()
+	shard := channelgroups.ShardOf(key.Account, channelgroups.DefaultShards)
+	edit := func(op channelgroups.Op) channelgroups.Edit {
+		return channelgroups.Edit{Account: key.Account, Group: key.Group, Shard: shard, Op: op, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
+	}
+	e1, e2 := edit(first), edit(second)
+	for _, e := range []channelgroups.Edit{e1, e2} {
+		if err := st.Write(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pos, err := n.Announce(t.Context(), e1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := &channelgroups.Token{Shard: shard, At: e1.At, Origin: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: pos}}}
+	if _, err := n.View(t.Context(), key, tok, subscriber.AtLeastAsFresh); err != nil {
+		t.Fatal(err)
+	}
+	shows := second == channelgroups.OpAdd
+	eventually(t, "the view reflects the stored second edit", func() bool {
+		v, err := n.View(t.Context(), key, nil, subscriber.MinimizeLatency)
+		return err == nil && slices.Contains(v.Channels, "c") == shows
+	})
+	return e2
+}
+
+// untilSentinel reads the answers of the group poll parked (made with req)
+// and its successors until one carries a message on channel "keep", and
+// returns what they delivered, the poll parked after them and its request.
+func untilSentinel(t *testing.T, n *subscriber.Node, req subscriber.PollRequest, parked <-chan pollOutcome) ([]string, subscriber.PollRequest, <-chan pollOutcome) {
+	t.Helper()
+	var got []string
+	for !slices.Contains(got, "keep@"+string(req.Groups[0])) {
+		res := wait(t, parked)
+		got = append(got, channelsOf(res.Deliveries)...)
+		req.Cursor = res.Cursor
+		parked = pollAsync(t.Context(), n, req)
+	}
+	return got, req, parked
+}
+
 // TestG3StorageAheadOfLog is the G3 race found with three nodes (add c →
 // publish to c → remove c at once; now and then one subscriber missed the
 // message): storage is ahead of the log, because an edit is stored before
@@ -105,30 +153,12 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parked := pollAsync(t.Context(), n, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor})
+	req := subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: hs.Cursor}
+	parked := pollAsync(t.Context(), n, req)
 
-	// Both edits are stored; only the add is in the log yet.
-	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
-	add := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
-	remove := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
-	for _, e := range []channelgroups.Edit{add, remove} {
-		if err := st.Write(t.Context(), e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pos, err := n.Announce(t.Context(), add)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := &channelgroups.Token{Shard: shard, At: add.At, Origin: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: pos}}}
-	if _, err := n.View(t.Context(), key, tok, subscriber.AtLeastAsFresh); err != nil {
-		t.Fatal(err)
-	}
-	// The refresh the add started reads the stored remove: the view drops c.
-	eventually(t, "the view reflects the stored remove", func() bool {
-		v, err := n.View(t.Context(), key, nil, subscriber.MinimizeLatency)
-		return err == nil && !slices.Contains(v.Channels, "c")
-	})
+	// Both edits are stored; only the add is in the log yet. The refresh
+	// the add started reads the stored remove: the view drops c.
+	remove := storeAheadOfLog(t, n, st, clock, key, channelgroups.OpAdd, channelgroups.OpRemove)
 	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"owed"`)}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -138,14 +168,7 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	cursor := hs.Cursor
-	for !slices.Contains(got, "keep@g") {
-		res := wait(t, parked)
-		got = append(got, channelsOf(res.Deliveries)...)
-		cursor = res.Cursor
-		parked = pollAsync(t.Context(), n, subscriber.PollRequest{Account: a, Groups: []channelgroups.Group{g}, Cursor: cursor})
-	}
+	got, _, parked := untilSentinel(t, n, req, parked)
 	if want := []string{"c@g", "keep@g"}; !slices.Equal(got, want) {
 		t.Fatalf("the group's subscriber got %v, want %v: a message published while c was in the group is owed (G3)", got, want)
 	}
@@ -207,29 +230,10 @@ func testG3Readd(t *testing.T, late bool) {
 		parked = pollAsync(t.Context(), n, req)
 	}
 
-	// Both edits are stored; only the remove is in the log yet.
-	shard := channelgroups.ShardOf(a, channelgroups.DefaultShards)
-	remove := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
-	readd := channelgroups.Edit{Account: a, Group: g, Shard: shard, Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"c"}, At: clock.Now()}
-	for _, e := range []channelgroups.Edit{remove, readd} {
-		if err := st.Write(t.Context(), e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pos, err := n.Announce(t.Context(), remove)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := &channelgroups.Token{Shard: shard, At: remove.At, Origin: 1, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: pos}}}
-	if _, err := n.View(t.Context(), key, tok, subscriber.AtLeastAsFresh); err != nil {
-		t.Fatal(err)
-	}
-	// The refresh the remove started reads the stored re-add: the view
-	// shows c again.
-	eventually(t, "the view reflects the stored re-add", func() bool {
-		v, err := n.View(t.Context(), key, nil, subscriber.MinimizeLatency)
-		return err == nil && slices.Contains(v.Channels, "c")
-	})
+	// Both edits are stored; only the remove is in the log yet. The
+	// refresh the remove started reads the stored re-add: the view shows c
+	// again.
+	readd := storeAheadOfLog(t, n, st, clock, key, channelgroups.OpRemove, channelgroups.OpAdd)
 	if late {
 		parked = pollAsync(t.Context(), n, req)
 		eventually(t, "the group's poll parked", func() bool { return n.Parked() == 1 })
@@ -243,13 +247,7 @@ func testG3Readd(t *testing.T, late bool) {
 	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for !slices.Contains(got, "keep@g") {
-		res := wait(t, parked)
-		got = append(got, channelsOf(res.Deliveries)...)
-		req.Cursor = res.Cursor
-		parked = pollAsync(t.Context(), n, req)
-	}
+	got, _, parked := untilSentinel(t, n, req, parked)
 	if want := []string{"keep@g"}; !slices.Equal(got, want) {
 		t.Fatalf("the group's subscriber got %v, want %v: a message published after c's remove returned, before its re-add, is not owed (G3)", got, want)
 	}

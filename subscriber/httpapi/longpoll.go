@@ -415,7 +415,7 @@ func (p *pendingAnswer) writeAnswer(c net.Conn, now bool) (buf *[]byte, keep boo
 type longPollState struct {
 	once sync.Once
 	idle chan func() // goroutines waiting for a connection to serve
-	bufs sync.Pool   // *[]byte for answers' bytes
+	bufs sync.Pool   // *[]byte for answers' bytes, and for every subscribe answer's body (answerSubscribe)
 
 	readBufs sync.Pool // *[]byte of readAhead bytes, for servedConn
 

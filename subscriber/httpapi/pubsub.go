@@ -10,7 +10,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -365,7 +364,7 @@ func (a *API) answerSubscribe(ctx *fasthttp.RequestCtx, acct channelgroups.Accou
 	// to the response piece by piece it grew fasthttp's body buffer
 	// several times per answer, 23% of the bytes a node allocated (so of
 	// its GC work) with 100 subscribers at 1.16 M deliveries/s.
-	bp := subscribeBodies.Get().(*[]byte)
+	bp := a.lp.getBuf()
 	b := append((*bp)[:0], `{"t":{"t":"`...)
 	b, _ = res.Cursor.AppendText(b)
 	b = append(b, `","r":`...)
@@ -392,14 +391,9 @@ func (a *API) answerSubscribe(ctx *fasthttp.RequestCtx, acct channelgroups.Accou
 	}
 	b = append(b, "]}"...)
 	ctx.Response.SetBody(b)
-	if cap(b) <= maxPooledAnswer {
-		*bp = b
-		subscribeBodies.Put(bp)
-	}
+	*bp = b
+	a.lp.putBuf(bp)
 }
-
-// subscribeBodies holds the buffers subscribe answers are built in.
-var subscribeBodies = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // encodeEnvelope is a message's envelope without the group.
 func (a *API) encodeEnvelope(m *subscriber.Message) []byte {
