@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/groupcast/groupcast/internal/nodetest"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/httpapi"
 )
@@ -23,7 +22,11 @@ import (
 // again, waiting for its next request (on Linux, in the re-poll queue).
 func handedBack(t *testing.T, base string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	var hs pollAnswer
+	var hs struct {
+		T struct {
+			T string `json:"t"`
+		} `json:"t"`
+	}
 	if err := getJSONURL(base+"/v2/subscribe/demo/back/0", &hs); err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +54,38 @@ func handedBack(t *testing.T, base string) (net.Conn, *bufio.Reader) {
 }
 
 // serveWith serves a node's API on TCP with the fasthttp server changed by
-// mod (nodetest.ServeWith).
-func serveWith(t *testing.T, mod func(*httpapi.Server)) (base string, stop func()) {
+// mod; stop shuts it down and reports how long that took.
+func serveWith(t *testing.T, mod func(*httpapi.Server)) (base string, stop func() time.Duration) {
 	t.Helper()
 	_, cfg := embeddedWith(t, prometheus.NewRegistry(), subscriber.Config{PollHold: time.Minute})
-	return nodetest.ServeWith(t, cfg, mod)
+	api, err := httpapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpapi.NewServer(api)
+	mod(srv)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	stopped := false
+	stop = func() time.Duration {
+		if stopped {
+			return 0
+		}
+		stopped = true
+		start := time.Now()
+		api.Drain(0)
+		if err := srv.Shutdown(); err != nil {
+			t.Error(err)
+		}
+		<-done
+		return time.Since(start)
+	}
+	t.Cleanup(func() { stop() })
+	return "http://" + ln.Addr().String(), stop
 }
 
 // TestHandedBackConnectionTimesOut: a connection handed back after a
@@ -81,13 +111,11 @@ func TestHandedBackConnectionTimesOut(t *testing.T) {
 func TestShutdownClosesHandedBackConnection(t *testing.T) {
 	base, stop := serveWith(t, func(*httpapi.Server) {})
 	conn, br := handedBack(t, base)
-	stopped := make(chan struct{})
-	go func() {
-		stop()
-		close(stopped)
-	}()
+	took := make(chan time.Duration, 1)
+	go func() { took <- stop() }()
 	select {
-	case <-stopped:
+	case d := <-took:
+		t.Logf("Shutdown took %v", d)
 	case <-time.After(15 * time.Second):
 		t.Fatal("Shutdown did not return with a handed-back connection waiting")
 	}
