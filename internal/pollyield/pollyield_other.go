@@ -1,7 +1,0 @@
-//go:build !linux
-
-package pollyield
-
-import "runtime"
-
-func yield() { runtime.Gosched() }
