@@ -127,6 +127,23 @@ func untilSentinel(t *testing.T, n *subscriber.Node, req subscriber.PollRequest,
 	return got, req, parked
 }
 
+// aroundEdit publishes payload on channel "c", announces edit, publishes
+// the sentinel on "keep", and returns what the group poll parked (made
+// with req) and its successors delivered up to the sentinel (untilSentinel).
+func aroundEdit(t *testing.T, n *subscriber.Node, payload string, edit channelgroups.Edit, req subscriber.PollRequest, parked <-chan pollOutcome) ([]string, subscriber.PollRequest, <-chan pollOutcome) {
+	t.Helper()
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: req.Account, Channel: "c", Payload: []byte(`"` + payload + `"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Announce(t.Context(), edit); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: req.Account, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return untilSentinel(t, n, req, parked)
+}
+
 // TestG3StorageAheadOfLog is the G3 race found with three nodes (add c →
 // publish to c → remove c at once; now and then one subscriber missed the
 // message): storage is ahead of the log, because an edit is stored before
@@ -159,16 +176,7 @@ func TestG3StorageAheadOfLog(t *testing.T) {
 	// Both edits are stored; only the add is in the log yet. The refresh
 	// the add started reads the stored remove: the view drops c.
 	remove := storeAheadOfLog(t, n, st, clock, key, channelgroups.OpAdd, channelgroups.OpRemove)
-	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"owed"`)}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Announce(t.Context(), remove); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
-		t.Fatal(err)
-	}
-	got, _, parked := untilSentinel(t, n, req, parked)
+	got, _, parked := aroundEdit(t, n, "owed", remove, req, parked)
 	if want := []string{"c@g", "keep@g"}; !slices.Equal(got, want) {
 		t.Fatalf("the group's subscriber got %v, want %v: a message published while c was in the group is owed (G3)", got, want)
 	}
@@ -238,16 +246,7 @@ func testG3Readd(t *testing.T, late bool) {
 		parked = pollAsync(t.Context(), n, req)
 		eventually(t, "the group's poll parked", func() bool { return n.Parked() == 1 })
 	}
-	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "c", Payload: []byte(`"not owed"`)}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Announce(t.Context(), readd); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Publish(t.Context(), &subscriber.Message{Account: a, Channel: "keep", Payload: []byte(`"sentinel"`)}, nil); err != nil {
-		t.Fatal(err)
-	}
-	got, _, parked := untilSentinel(t, n, req, parked)
+	got, _, parked := aroundEdit(t, n, "not owed", readd, req, parked)
 	if want := []string{"keep@g"}; !slices.Equal(got, want) {
 		t.Fatalf("the group's subscriber got %v, want %v: a message published after c's remove returned, before its re-add, is not owed (G3)", got, want)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -125,6 +126,15 @@ func embedded(t testing.TB, reg *prometheus.Registry, cfg subscriber.Config, arc
 // base URL.
 func Serve(t testing.TB, cfg httpapi.Config) string {
 	t.Helper()
+	base, _ := ServeWith(t, cfg, nil)
+	return base
+}
+
+// ServeWith is Serve with the server changed by mod (if not nil) before it
+// serves; stop drains the API and shuts the server down, once, whether the
+// test calls it or it ends.
+func ServeWith(t testing.TB, cfg httpapi.Config, mod func(*httpapi.Server)) (base string, stop func()) {
+	t.Helper()
 	api, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -134,14 +144,21 @@ func Serve(t testing.TB, cfg httpapi.Config) string {
 		t.Fatal(err)
 	}
 	srv := httpapi.NewServer(api)
+	if mod != nil {
+		mod(srv)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		api.Drain(0) // parked polls answer, or Shutdown would wait for them
-		if err := srv.Shutdown(); err != nil {
-			t.Error(err)
-		}
-		<-done
-	})
-	return "http://" + ln.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			api.Drain(0) // parked polls answer, or Shutdown would wait for them
+			if err := srv.Shutdown(); err != nil {
+				t.Error(err)
+			}
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return "http://" + ln.Addr().String(), stop
 }

@@ -183,12 +183,19 @@ func (p *pendingAnswer) ready() bool {
 // into a pooled buffer taken only once bytes are there (rawReader), and
 // hands fasthttp the rest from it: one read per request, and no buffer held
 // while the connection waits.
+//
+// A read that finds nothing waits in the API's repollQueue (on Linux): the
+// client's next request is a re-poll, and requests on other connections
+// come first (repoll_linux.go).
 type servedConn struct {
 	net.Conn
 	lp      *longPollState
 	pending []byte  // read ahead, not yet handed to the server
 	buf     *[]byte // pending's pooled array
 	raw     *rawReader
+	// readDeadline is the last one the server set, for a wait in the
+	// queue; only the goroutine serving the connection touches it.
+	readDeadline time.Time
 	// memo is the access check the connection's last subscribe passed,
 	// kept across the times it parks (pendingAnswer.memo).
 	memo *access.Memo
@@ -215,9 +222,6 @@ func (c *servedConn) Read(p []byte) (int, error) {
 	if len(p) >= readAhead || c.lp == nil {
 		return c.Conn.Read(p)
 	}
-	if c.raw == nil {
-		c.raw = newRawReader(c.Conn, c.lp.getReadBuf, c.lp.putReadBuf)
-	}
 	buf, n, err := c.raw.readSome()
 	if buf == nil {
 		if err == nil { // no descriptor to read from: plain reads
@@ -234,8 +238,36 @@ func (c *servedConn) Read(p []byte) (int, error) {
 	return k, err
 }
 
+// newServedConn wraps c, handed back after a long-poll, for the server.
+func (s *longPollState) newServedConn(c net.Conn, memo *access.Memo, route *routeMemo) *servedConn {
+	sc := &servedConn{Conn: c, lp: s, memo: memo, route: route}
+	sc.raw = newRawReader(c, s.getReadBuf, s.putReadBuf, &s.repoll, &sc.readDeadline)
+	return sc
+}
+
 // buffered reports whether bytes read ahead wait for the server.
 func (c *servedConn) buffered() bool { return len(c.pending) > 0 }
+
+// SetReadDeadline sets the connection's, and the one a wait in the queue
+// keeps to.
+func (c *servedConn) SetReadDeadline(t time.Time) error {
+	c.readDeadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *servedConn) SetDeadline(t time.Time) error {
+	c.readDeadline = t
+	return c.Conn.SetDeadline(t)
+}
+
+// Close closes the connection, ending its wait in the queue if it waits
+// there (the server closes idle connections when it shuts down).
+func (c *servedConn) Close() error {
+	if c.raw != nil {
+		c.raw.cancel()
+	}
+	return c.Conn.Close()
+}
 
 // unwrapHijacked returns the connection under fasthttp's hijack wrapper
 // (and under an earlier servedConn), so that a connection that parks again
@@ -419,6 +451,8 @@ type longPollState struct {
 
 	readBufs sync.Pool // *[]byte of readAhead bytes, for servedConn
 
+	repoll repollQueue // where handed-back connections wait for their next request
+
 	obsMu sync.RWMutex
 	obs   map[observeKey]observers
 }
@@ -491,7 +525,7 @@ func (a *API) serveConn(c net.Conn, memo *access.Memo, route *routeMemo) {
 			_ = c.Close()
 		}
 	}()
-	_ = a.server.ServeConn(&servedConn{Conn: c, lp: &a.lp, memo: memo, route: route})
+	_ = a.server.ServeConn(a.lp.newServedConn(c, memo, route))
 }
 
 // servePoll starts the poll and answers it at once, or parks it on the

@@ -87,7 +87,7 @@ func TestServedConnReadsARequestOnce(t *testing.T) {
 	}
 	var lp longPollState
 	done := make(chan error, 1)
-	go func() { done <- srv.ServeConn(&servedConn{Conn: cc, lp: &lp}) }()
+	go func() { done <- srv.ServeConn(lp.newServedConn(cc, nil, nil)) }()
 	for _, want := range []seen{{"/a", 0, 1}, {"/b", 0, 1}} {
 		select {
 		case got := <-seenc:
@@ -124,7 +124,7 @@ func TestServedConnKeepsReadAheadBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lp longPollState
-	sc := &servedConn{Conn: s, lp: &lp}
+	sc := lp.newServedConn(s, nil, nil)
 	b := make([]byte, 1)
 	if n, err := sc.Read(b); n != 1 || err != nil || b[0] != 'a' {
 		t.Fatalf("first read: %d %q %v", n, b[:n], err)

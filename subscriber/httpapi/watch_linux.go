@@ -130,26 +130,38 @@ func newEpollSet() (*os.File, int, syscall.RawConn, error) {
 	return set, fd, raw, nil
 }
 
+// takeEvents takes up to len(events) events from the epoll set behind raw
+// without blocking, or parks in the runtime's poller until the set is
+// readable (its descriptor is while it holds events) or its read deadline
+// passes (idle). With pollerFirst it parks first even if the set holds
+// events, unless the poller reported it since the last take: whatever the
+// poller found readable meanwhile is queued to run first.
+func takeEvents(raw syscall.RawConn, events []unix.EpollEvent, pollerFirst bool) (n int, idle bool, err error) {
+	var waitErr error
+	rerr := raw.Read(func(fd uintptr) bool {
+		if pollerFirst {
+			pollerFirst = false
+			return false
+		}
+		for {
+			n, waitErr = unix.EpollWait(int(fd), events, 0)
+			if !errors.Is(waitErr, unix.EINTR) {
+				return n > 0 || waitErr != nil
+			}
+		}
+	})
+	idle = errors.Is(rerr, os.ErrDeadlineExceeded)
+	if rerr != nil && !idle {
+		waitErr = rerr
+	}
+	return n, idle, waitErr
+}
+
 func (w *connWatcher) run(set *os.File, raw syscall.RawConn) {
 	events := make([]unix.EpollEvent, 256)
 	for {
 		_ = set.SetReadDeadline(time.Now().Add(idleWait))
-		var n int
-		var waitErr error
-		// The set's descriptor is readable while it holds events: take them
-		// without blocking, or park in the runtime's poller until it is.
-		err := raw.Read(func(fd uintptr) bool {
-			for {
-				n, waitErr = unix.EpollWait(int(fd), events, 0)
-				if !errors.Is(waitErr, unix.EINTR) {
-					return n > 0 || waitErr != nil
-				}
-			}
-		})
-		idle := errors.Is(err, os.ErrDeadlineExceeded)
-		if err != nil && !idle {
-			waitErr = err
-		}
+		n, idle, waitErr := takeEvents(raw, events, false)
 		var gone []func()
 		w.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"time"
 )
 
 // writeNow writes as much of b to c as its socket takes without waiting
@@ -39,7 +40,8 @@ func writeNow(c net.Conn, b []byte) int {
 }
 
 // rawReader reads a connection through its descriptor; made once per
-// servedConn, so that a read allocates nothing.
+// servedConn, so that a read allocates nothing. With a repollQueue, a read
+// that finds nothing waits in the queue, not in the runtime's poller.
 type rawReader struct {
 	rc      syscall.RawConn
 	get     func() *[]byte
@@ -48,12 +50,30 @@ type rawReader struct {
 	buf     *[]byte // the last read's
 	n       int
 	readErr error
+
+	queue      *repollQueue
+	fd         int           // the descriptor, for the queue (and its cancel)
+	ready      chan struct{} // the queue's signal that the wait is over
+	deadline   *time.Time    // the connection's read deadline (servedConn)
+	queueing   bool          // a read finding nothing is to wait in the queue
+	wouldBlock bool          // it found nothing
 }
 
-func newRawReader(c net.Conn, get func() *[]byte, put func(*[]byte)) *rawReader {
-	r := &rawReader{rc: rawConnOf(c), get: get, put: put}
+func newRawReader(c net.Conn, get func() *[]byte, put func(*[]byte), queue *repollQueue, deadline *time.Time) *rawReader {
+	r := &rawReader{rc: rawConnOf(c), get: get, put: put, deadline: deadline, fd: -1}
 	r.fn = r.read
+	if queue != nil && r.rc != nil && r.rc.Control(func(fd uintptr) { r.fd = int(fd) }) == nil {
+		r.queue, r.ready = queue, make(chan struct{}, 1)
+	}
 	return r
+}
+
+// cancel ends the reader's wait in the queue, if it waits there: the
+// connection is being closed.
+func (r *rawReader) cancel() {
+	if r.queue != nil {
+		r.queue.cancel(r.fd, r.ready)
+	}
 }
 
 // read is the RawConn.Read callback: one read(2) into a buffer taken for
@@ -70,6 +90,10 @@ func (r *rawReader) read(fd uintptr) bool {
 	}
 	if errors.Is(err, syscall.EAGAIN) {
 		r.put(b)
+		if r.queueing {
+			r.wouldBlock = true
+			return true // to wait in the queue (readSome)
+		}
 		return false // nothing yet: wait until the socket is readable
 	}
 	if n <= 0 {
@@ -95,7 +119,21 @@ func (r *rawReader) readSome() (buf *[]byte, n int, err error) {
 		return nil, 0, nil
 	}
 	r.buf, r.n, r.readErr = nil, 0, nil
-	if err := r.rc.Read(r.fn); err != nil {
+	r.queueing, r.wouldBlock = r.queue != nil, false
+	err = r.rc.Read(r.fn)
+	if err == nil && r.wouldBlock {
+		// Nothing yet: wait in the queue, then read, or wait in the
+		// runtime's poller if the queue gave up (a deadline passed, the
+		// connection closed, or it could not queue it).
+		r.queueing, r.wouldBlock = false, false
+		var deadline time.Time
+		if r.deadline != nil {
+			deadline = *r.deadline
+		}
+		r.queue.wait(r.rc, r.fd, r.ready, deadline)
+		err = r.rc.Read(r.fn)
+	}
+	if err != nil {
 		if r.buf != nil { // cannot happen: the callback reported done
 			r.put(r.buf)
 		}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package pollyield
+
+import "runtime"
+
+func yield() { runtime.Gosched() }

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package httpapi
+
+import (
+	"syscall"
+	"time"
+)
+
+// repollQueue queues nothing off Linux: a connection handed back after a
+// long-poll waits for its next request in the runtime's poller, like any
+// other.
+type repollQueue struct{}
+
+func (*repollQueue) wait(syscall.RawConn, int, chan struct{}, time.Time) bool { return false }
+
+func (*repollQueue) cancel(int, chan struct{}) {}
