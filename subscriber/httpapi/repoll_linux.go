@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/groupcast/groupcast/internal/pollyield"
 )
 
 // repollQueue is where a connection handed back after a long-poll waits
-// for the client's next request: a subscriber's re-poll. It is the
-// connection's own epoll(7) set, one goroutine hands out the connections
-// that became readable, at most repollBatch at a time, and before each
-// batch the runtime's network poller takes a turn. Requests on
+// for the client's next request: a subscriber's re-poll. It is an
+// epoll(7) set of its own; one goroutine hands out the connections that
+// became readable, at most repollBatch at a time, and before each batch
+// the runtime's network poller takes a turn (pollyield.Yield). Requests on
 // other connections (publishes, edits, history: anything a client sent
 // without having parked there) are read by the runtime's poller as before,
 // so they no longer queue behind thousands of re-polls.
@@ -43,11 +45,13 @@ import (
 // deadline and tells a closed connection.
 type repollQueue struct {
 	batch int // repollBatch if 0 (tests set it)
+	// afterRound, if set, runs after each round that did not stop the
+	// goroutine, with nothing locked (tests set it).
+	afterRound func()
 
 	mu      sync.Mutex
 	running bool
 	epfd    int
-	kick    int // an eventfd in the set: makes the set readable again after a full batch
 	seq     uint32
 	byFD    map[int32]repollWaiter
 }
@@ -71,10 +75,9 @@ const repollBatch = 256
 const repollSweep = time.Second
 
 // wait blocks until rc is readable, its deadline passed, or it was
-// cancelled (cancel), and reports whether it waited; when it cannot queue
-// the connection (the set failed, or the descriptor is closed) it returns
-// false at once.
-func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, deadline time.Time) bool {
+// cancelled (cancel); when it cannot queue the connection (the set failed,
+// or the descriptor is closed) it returns at once.
+func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, deadline time.Time) {
 	select {
 	case <-ready: // a signal left over from a wait that ended otherwise
 	default:
@@ -83,7 +86,7 @@ func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, dead
 	if !q.running {
 		if err := q.startLocked(); err != nil {
 			q.mu.Unlock()
-			return false
+			return
 		}
 	}
 	q.seq++
@@ -107,10 +110,9 @@ func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, dead
 	})
 	if err != nil || ctlErr != nil {
 		q.forget(fd, w.seq)
-		return false
+		return
 	}
 	<-ready
-	return true
 }
 
 // cancel ends a wait on fd made with ready, if there is one.
@@ -138,46 +140,33 @@ func signal(ready chan struct{}) {
 	}
 }
 
-var eventfdOne = []byte{1, 0, 0, 0, 0, 0, 0, 0}
-
 // startLocked makes the set and starts its goroutine; mu is held.
 func (q *repollQueue) startLocked() error {
 	set, epfd, raw, err := newEpollSet()
 	if err != nil {
 		return err
 	}
-	kick, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		_ = set.Close()
-		return err
-	}
-	// Edge-triggered: every write to it is an event.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(kick)}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, kick, &ev); err != nil {
-		_ = unix.Close(kick)
-		_ = set.Close()
-		return err
-	}
-	q.epfd, q.kick, q.running, q.byFD = epfd, kick, true, map[int32]repollWaiter{}
-	go q.run(set, raw, kick)
+	q.epfd, q.running, q.byFD = epfd, true, map[int32]repollWaiter{}
+	go q.run(set, raw)
 	return nil
 }
 
-func (q *repollQueue) run(set *os.File, raw syscall.RawConn, kick int) {
+func (q *repollQueue) run(set *os.File, raw syscall.RawConn) {
 	events := make([]unix.EpollEvent, cmp.Or(q.batch, repollBatch))
 	var ready []chan struct{}
 	lastSweep := time.Now()
 	for {
-		_ = set.SetReadDeadline(time.Now().Add(repollSweep))
 		// The runtime's poller first, even if the set holds events already:
 		// requests on other connections that became readable meanwhile are
 		// queued before this round's re-polls.
-		n, idle, waitErr := takeEvents(raw, events, true)
+		pollyield.Yield()
+		_ = set.SetReadDeadline(time.Now().Add(repollSweep))
+		n, idle, waitErr := takeEvents(raw, events)
 		now := time.Now()
 		ready = ready[:0]
 		q.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {
-			if w, ok := q.byFD[ev.Fd]; ok && w.seq == ev.Pad && ev.Fd != int32(kick) {
+			if w, ok := q.byFD[ev.Fd]; ok && w.seq == ev.Pad {
 				delete(q.byFD, ev.Fd)
 				ready = append(ready, w.ready)
 			}
@@ -200,20 +189,17 @@ func (q *repollQueue) run(set *os.File, raw syscall.RawConn, kick int) {
 			}
 			q.running, q.byFD = false, nil
 		}
+		afterRound := q.afterRound
 		q.mu.Unlock()
 		for _, r := range ready {
 			signal(r)
 		}
 		if stop {
-			_ = unix.Close(kick)
 			_ = set.Close()
 			return
 		}
-		if n == len(events) {
-			// More may be waiting in the set, which reports itself to the
-			// runtime's poller only when something new comes: this is
-			// something new.
-			_, _ = unix.Write(kick, eventfdOne)
+		if afterRound != nil {
+			afterRound()
 		}
 	}
 }

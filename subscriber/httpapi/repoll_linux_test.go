@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/groupcast/groupcast/internal/pollyield"
 )
 
 func testReadBufs() (func() *[]byte, func(*[]byte)) {
@@ -152,5 +154,57 @@ func TestRepollQueueNewRequestsFirst(t *testing.T) {
 		t.Fatalf("the request on the other connection was read %dth of %d, after %d queued re-polls readable before it; want it within the queue's first rounds (%d each)", at+1, n+1, at, batch)
 	} else {
 		t.Logf("read %dth of %d", at+1, n+1)
+	}
+}
+
+// TestRepollQueueEventBetweenRounds: a connection that becomes readable
+// while the goroutine hands out a round, and whose readiness the runtime's
+// poller reports before the next round begins, is handed out in that
+// round. A round that parked in the poller before looking at the set
+// waited for a later event that never came (the set's descriptor is
+// edge-triggered there, and RawConn.Read forgets a readiness reported
+// before the call): a re-poll sat unread, and its client timed out.
+func TestRepollQueueEventBetweenRounds(t *testing.T) {
+	servers, clients := tcpPairs(t, 2)
+	var once sync.Once
+	q := &repollQueue{}
+	q.afterRound = func() {
+		once.Do(func() {
+			if _, err := clients[1].Write([]byte("B")); err != nil {
+				t.Error(err)
+			}
+			pollyield.Yield() // the poller reports the set readable while no round waits
+		})
+	}
+	get, put := testReadBufs()
+	done := make(chan string, 2)
+	for _, s := range servers {
+		r := newRawReader(s, get, put, q, nil)
+		go func() {
+			buf, n, err := r.readSome()
+			if err != nil {
+				t.Error(err)
+			}
+			if buf != nil {
+				done <- string((*buf)[:n])
+			}
+		}()
+	}
+	untilWaiting(t, q, 2)
+	if _, err := clients[0].Write([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	var got []string
+	for len(got) < 2 {
+		select {
+		case s := <-done:
+			got = append(got, s)
+		case <-timeout:
+			t.Fatalf("read %q in 10 s, want A and B; %d connections still wait in the queue", got, q.waiting())
+		}
+	}
+	if slices.Sort(got); !slices.Equal(got, []string{"A", "B"}) {
+		t.Fatalf("read %q, want A and B", got)
 	}
 }

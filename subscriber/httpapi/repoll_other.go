@@ -12,6 +12,6 @@ import (
 // other.
 type repollQueue struct{}
 
-func (*repollQueue) wait(syscall.RawConn, int, chan struct{}, time.Time) bool { return false }
+func (*repollQueue) wait(syscall.RawConn, int, chan struct{}, time.Time) {}
 
 func (*repollQueue) cancel(int, chan struct{}) {}

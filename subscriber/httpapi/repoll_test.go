@@ -18,10 +18,12 @@ import (
 	"github.com/groupcast/groupcast/subscriber/httpapi"
 )
 
-// handedBack parks a poll on a new connection to base, publishes to
-// answer it and reads the answer: the connection is then the server's
-// again, waiting for its next request (on Linux, in the re-poll queue).
-func handedBack(t *testing.T, base string) (net.Conn, *bufio.Reader) {
+// handedBack parks a poll on a new connection to base (served for node),
+// publishes to answer it and reads the answer: the connection is then the
+// server's again, waiting for its next request (on Linux, in the re-poll
+// queue). It publishes only once the poll is parked: a poll answered at
+// once stays with the server's own loop, which is never handed back.
+func handedBack(t *testing.T, node *subscriber.Node, base string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	var hs pollAnswer
 	if err := getJSONURL(base+"/v2/subscribe/demo/back/0", &hs); err != nil {
@@ -35,6 +37,7 @@ func handedBack(t *testing.T, base string) (net.Conn, *bufio.Reader) {
 	if _, err := fmt.Fprintf(conn, "GET /v2/subscribe/demo/back/0?tt=%s HTTP/1.1\r\nHost: x\r\n\r\n", hs.T.T); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the poll is parked", func() bool { return node.Parked() == 1 })
 	resp, err := http.Get(base + "/publish/demo/demo/0/back/0/%22m%22")
 	if err != nil {
 		t.Fatal(err)
@@ -52,10 +55,11 @@ func handedBack(t *testing.T, base string) (net.Conn, *bufio.Reader) {
 
 // serveWith serves a node's API on TCP with the fasthttp server changed by
 // mod (nodetest.ServeWith).
-func serveWith(t *testing.T, mod func(*httpapi.Server)) (base string, stop func()) {
+func serveWith(t *testing.T, mod func(*httpapi.Server)) (node *subscriber.Node, base string, stop func()) {
 	t.Helper()
 	_, cfg := embeddedWith(t, prometheus.NewRegistry(), subscriber.Config{PollHold: time.Minute})
-	return nodetest.ServeWith(t, cfg, mod)
+	base, stop = nodetest.ServeWith(t, cfg, mod)
+	return cfg.Pubsub.(*subscriber.Node), base, stop
 }
 
 // TestHandedBackConnectionTimesOut: a connection handed back after a
@@ -64,8 +68,8 @@ func serveWith(t *testing.T, mod func(*httpapi.Server)) (base string, stop func(
 // given): a wait in the re-poll queue keeps the deadline the server set,
 // up to a second late.
 func TestHandedBackConnectionTimesOut(t *testing.T) {
-	base, _ := serveWith(t, func(s *httpapi.Server) { s.ReadTimeout = 300 * time.Millisecond })
-	conn, br := handedBack(t, base)
+	node, base, _ := serveWith(t, func(s *httpapi.Server) { s.ReadTimeout = 300 * time.Millisecond })
+	conn, br := handedBack(t, node, base)
 	if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +83,8 @@ func TestHandedBackConnectionTimesOut(t *testing.T) {
 // handed-back connection waits for its next request: closing it ends its
 // wait (servedConn.Close).
 func TestShutdownClosesHandedBackConnection(t *testing.T) {
-	base, stop := serveWith(t, func(*httpapi.Server) {})
-	conn, br := handedBack(t, base)
+	node, base, stop := serveWith(t, func(*httpapi.Server) {})
+	conn, br := handedBack(t, node, base)
 	stopped := make(chan struct{})
 	go func() {
 		stop()

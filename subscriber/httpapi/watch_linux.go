@@ -133,16 +133,15 @@ func newEpollSet() (*os.File, int, syscall.RawConn, error) {
 // takeEvents takes up to len(events) events from the epoll set behind raw
 // without blocking, or parks in the runtime's poller until the set is
 // readable (its descriptor is while it holds events) or its read deadline
-// passes (idle). With pollerFirst it parks first even if the set holds
-// events, unless the poller reported it since the last take: whatever the
-// poller found readable meanwhile is queued to run first.
-func takeEvents(raw syscall.RawConn, events []unix.EpollEvent, pollerFirst bool) (n int, idle bool, err error) {
+// passes (idle).
+//
+// It always looks at the set before it parks: RawConn.Read forgets a
+// readiness the poller reported before the call, and the set's descriptor
+// is edge-triggered there, so parking first would wait for an event that
+// came before the call until another one comes.
+func takeEvents(raw syscall.RawConn, events []unix.EpollEvent) (n int, idle bool, err error) {
 	var waitErr error
 	rerr := raw.Read(func(fd uintptr) bool {
-		if pollerFirst {
-			pollerFirst = false
-			return false
-		}
 		for {
 			n, waitErr = unix.EpollWait(int(fd), events, 0)
 			if !errors.Is(waitErr, unix.EINTR) {
@@ -161,7 +160,7 @@ func (w *connWatcher) run(set *os.File, raw syscall.RawConn) {
 	events := make([]unix.EpollEvent, 256)
 	for {
 		_ = set.SetReadDeadline(time.Now().Add(idleWait))
-		n, idle, waitErr := takeEvents(raw, events, false)
+		n, idle, waitErr := takeEvents(raw, events)
 		var gone []func()
 		w.mu.Lock()
 		for _, ev := range events[:max(n, 0)] {
