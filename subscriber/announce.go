@@ -32,6 +32,13 @@ type announceShard struct {
 	cleanThrough channelgroups.Timetoken
 	cleanLast    channelgroups.Position
 	cleanTried   time.Time
+
+	// appendedMu guards appended, the newest position this node appended
+	// to the shard's log (appendRecord): a history read waits until it is
+	// applied, so a publish's acknowledgement is in the history that
+	// follows it (Node.awaitOwnAppends).
+	appendedMu sync.Mutex
+	appended   channelgroups.Position
 }
 
 func newAnnouncer(n *Node, store Store) *announcer {
@@ -87,7 +94,21 @@ func (a *announcer) appendRecord(ctx context.Context, shard int, rec []byte) (ch
 	if err != nil {
 		return channelgroups.Position{}, fmt.Errorf("%w: %w", ErrLogUnavailable, err)
 	}
+	s.appendedMu.Lock()
+	if s.appended.Less(pos) {
+		s.appended = pos
+	}
+	s.appendedMu.Unlock()
 	return pos, nil
+}
+
+// appendedThrough is the newest position this node appended to shard's
+// log (zero if none).
+func (a *announcer) appendedThrough(shard int) channelgroups.Position {
+	s := a.shards[shard]
+	s.appendedMu.Lock()
+	defer s.appendedMu.Unlock()
+	return s.appended
 }
 
 // takeOver is called when this node becomes a shard's primary: if the

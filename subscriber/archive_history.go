@@ -37,6 +37,7 @@ func (n *Node) HistoryPage(ctx context.Context, q archive.Query) ([]*Message, bo
 		return nil, false, nil
 	}
 	key := chanKey{Account: q.Account, Channel: q.Channel}
+	n.awaitOwnAppends(ctx, channelgroups.ShardOf(q.Account, len(n.shards)))
 	// The rings first, then the store once it holds everything the rings
 	// had dropped when they were read (a ring drops by count and bytes too,
 	// and a burst can push messages out before the archiver stored them):
@@ -71,6 +72,16 @@ func (n *Node) HistoryPage(ctx context.Context, q archive.Query) ([]*Message, bo
 		}
 	}
 	return out, more, nil
+}
+
+// awaitOwnAppends waits, never longer than FreshWait, until this node has
+// applied everything it appended to shard's log: a message (or deletion)
+// acknowledged by this node is then in the rings a history read looks at,
+// though the node's consumer applies it a moment after the append. A
+// shard's publishes are appended by its primary, which serves its history
+// too, so this holds in a cluster as well.
+func (n *Node) awaitOwnAppends(ctx context.Context, shard int) {
+	n.awaitApplied(ctx, shard, n.ann.appendedThrough(shard))
 }
 
 // archiveWait bounds how long a history read waits for the archive to
@@ -145,6 +156,7 @@ func (n *Node) MessageCount(ctx context.Context, a channelgroups.Account, c chan
 		return 0, ErrNotServing
 	}
 	key := chanKey{Account: a, Channel: c}
+	n.awaitOwnAppends(ctx, channelgroups.ShardOf(a, len(n.shards)))
 	ring, dropped := n.ringHistory(key, after+1, archive.MaxTimetoken)
 	st := n.cfg.Archive
 	if st == nil {

@@ -507,3 +507,45 @@ func TestArchiverBatchBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryFollowsOwnPublish: a history read on the node that
+// acknowledged a publish has the message, though the node's consumer had
+// not applied it yet when the read came (it is held before the apply
+// here). Without the wait the read answered at once without it (the
+// Python SDK's "publish, then fetch" saw an empty history now and then).
+func TestHistoryFollowsOwnPublish(t *testing.T) {
+	var armed atomic.Bool
+	release := make(chan struct{})
+	var once sync.Once
+	releaseApplies := func() { once.Do(func() { armed.Store(false); close(release) }) }
+	n, _ := nodetest.NodeWith(t, openBolt(t), subscriber.Config{Shards: 1, FreshWait: time.Minute}, func(n *subscriber.Node) {
+		subscriber.SetBeforeApply(n, func(channelgroups.Position) {
+			if armed.Load() {
+				<-release
+			}
+		})
+	})
+	t.Cleanup(releaseApplies) // registered after the node's: runs before its stop
+	a, c := channelgroups.Account("acct"), channelgroups.Channel("c")
+	armed.Store(true)
+	tt := put(t, n, &subscriber.Message{Account: a, Channel: c, Payload: json.RawMessage(`"m"`)})
+	type result struct {
+		ms  []*subscriber.Message
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ms, err := n.History(context.Background(), a, c, 0, 0, 10)
+		done <- result{ms, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("history answered while the acknowledged publish was not applied: %d messages, %v", len(r.ms), r.err)
+	case <-time.After(200 * time.Millisecond): // a read that does not wait answers well within this
+	}
+	releaseApplies()
+	r := <-done
+	if r.err != nil || len(r.ms) != 1 || r.ms[0].Timetoken() != tt {
+		t.Fatalf("history after the apply: %d messages, %v; want the one published (%d)", len(r.ms), r.err, tt)
+	}
+}

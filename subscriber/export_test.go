@@ -6,6 +6,10 @@ import "github.com/groupcast/groupcast/channelgroups"
 // advance of its shard's applied position. Set it before the node runs.
 func SetAfterInsert(n *Node, f func(channelgroups.Position)) { n.hub.afterInsert = f }
 
+// SetBeforeApply installs the seam before a log entry is applied. Set it
+// before the node runs.
+func SetBeforeApply(n *Node, f func(channelgroups.Position)) { n.hub.beforeApply = f }
+
 // DropCached drops a group's cached snapshot and published view, as an
 // eviction does: the next read loads it from storage.
 func DropCached(n *Node, key channelgroups.GroupKey) {

@@ -80,6 +80,8 @@ type hub struct {
 	// the advance of its shard's applied position: the seam where a poll
 	// registering must not miss the wake-up.
 	afterInsert func(channelgroups.Position)
+	// beforeApply, if set (tests), runs before a log entry is applied.
+	beforeApply func(channelgroups.Position)
 }
 
 // hubMetrics are the rings' metrics; the counters are resolved once (the

@@ -680,6 +680,9 @@ func wait(ctx context.Context, d time.Duration) {
 // before anyone can learn the position is applied), then the position, then
 // the wake-up of the polls a message concerns.
 func (n *Node) apply(le LogEntry) {
+	if n.hub.beforeApply != nil {
+		n.hub.beforeApply(le.Pos)
+	}
 	d, err := decodeRecord(le.Data, le.Shard)
 	var wake *wakeup
 	switch {
