@@ -178,8 +178,10 @@ func fanoutReport(b *strings.Builder, r *Results) {
 		}
 	}
 	if len(r.PeerAtHalf) > 0 {
-		fmt.Fprintf(b, "\n## latency at the same load\n\nEach Nchan configuration once more, on a fresh process, at the load of the half-the-max step of groupcast's typical run: the p99s compared at the same offered load.\n\n%s", stepHeader)
-		for _, f := range r.PeerAtHalf {
+		fmt.Fprintf(b, "\n## latency at the same load\n\nEvery configuration again, each run on a fresh process, at the load of the half-the-max step of groupcast's typical run, in alternating rounds (each Nchan configuration; then groupcast and each Nchan configuration, as many rounds as the sweeps repeat). The typical run's half step is groupcast's first sample. The p99s are compared at the same offered load, median against median.\n\n%s", stepHeader)
+		same := slices.Concat(r.HalfAgain, r.PeerAtHalf)
+		slices.SortStableFunc(same, func(a, b FanoutRun) int { return a.Subscribers - b.Subscribers })
+		for _, f := range same {
 			for _, s := range f.Steps {
 				b.WriteString(stepRow(f, s))
 			}

@@ -80,10 +80,14 @@ type Results struct {
 	// channels at once (a channel group; Nchan's multi-channel subscribe).
 	Quiet []FanoutRun `json:",omitempty"`
 	Multi []FanoutRun `json:",omitempty"`
-	// PeerAtHalf is each Nchan configuration run once more at the load
-	// where groupcast's typical run measured its p99 (half its maximum),
-	// per subscriber count: the latency comparison at the same load.
+	// PeerAtHalf is each Nchan configuration run again at the load where
+	// groupcast's typical run measured its p99 (half its maximum), per
+	// subscriber count, as many times as the sweeps repeat; HalfAgain is
+	// groupcast run again at that load, one time fewer (the typical run's
+	// half step is its first sample): the latency comparison at the same
+	// load, median against median.
 	PeerAtHalf []FanoutRun  `json:",omitempty"`
+	HalfAgain  []FanoutRun  `json:",omitempty"`
 	Decode     []DecodeCost `json:",omitempty"`
 	// Isolation says how the fan-out scenarios ran: pinning, paused servers.
 	Isolation []string       `json:",omitempty"`

@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -27,14 +28,21 @@ func (q *repollQueue) waiting() int {
 	return len(q.byFD)
 }
 
+// until polls cond, yielding between looks, until it holds; after 10 s it
+// fails t with what.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
+
 // untilWaiting polls until n connections wait in q, or fails t.
 func untilWaiting(t *testing.T, q *repollQueue, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); q.waiting() != n; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections wait in the queue, want %d", q.waiting(), n)
-		}
-	}
+	until(t, fmt.Sprintf("%d connections wait in the queue", n), func() bool { return q.waiting() == n })
 }
 
 // TestRepollQueue: a wait ends when the connection is readable (and the
@@ -85,17 +93,11 @@ func TestRepollQueue(t *testing.T) {
 	if r := <-done; r.i != 2 || r.err == nil {
 		t.Fatalf("after cancel and close: %+v, want reader 2 with an error", r)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+	until(t, "the queue's goroutine stops with nothing queued", func() bool {
 		q.mu.Lock()
-		running := q.running
-		q.mu.Unlock()
-		if !running {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the queue's goroutine still runs with nothing queued")
-		}
-	}
+		defer q.mu.Unlock()
+		return !q.running
+	})
 }
 
 // TestRepollQueueNewRequestsFirst is what the queue is for: with one P,

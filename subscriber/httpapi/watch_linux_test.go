@@ -77,19 +77,11 @@ func TestWatcher(t *testing.T) {
 	if _, err := io.ReadFull(servers[1], buf); err != nil || string(buf) != "GET / HTTP/1.1\r\n\r\n" {
 		t.Fatalf("bytes sent while watched: %q, %v", buf, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	until(t, "the watcher's goroutine stops with nothing watched", func() bool {
 		w.mu.Lock()
-		running := w.running
-		w.mu.Unlock()
-		if !running {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the watcher's goroutine still runs with nothing watched")
-		}
-		<-time.After(50 * time.Millisecond) // polling with a deadline
-	}
+		defer w.mu.Unlock()
+		return !w.running
+	})
 	select {
 	case i := <-gone:
 		t.Fatalf("connection %d reported gone too", i)
