@@ -3,6 +3,7 @@ package channelgroups
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -38,18 +39,25 @@ var ErrInvalidTimetoken = errors.New("channelgroups: invalid timetoken")
 
 // ParseTimetoken reads a decimal timetoken of at most 19 digits ("0" is valid:
 // the start of time, as in a subscribe handshake).
-func ParseTimetoken(s string) (Timetoken, error) {
-	if s == "" || len(s) > 19 {
-		return 0, fmt.Errorf("%q: want 1 to 19 digits: %w", s, ErrInvalidTimetoken)
+func ParseTimetoken(s string) (Timetoken, error) { return parseTimetoken(s) }
+
+// ParseTimetokenBytes is ParseTimetoken of b, without copying b to a
+// string unless it is refused (a subscribe's tt, read from the request).
+func ParseTimetokenBytes(b []byte) (Timetoken, error) { return parseTimetoken(b) }
+
+func parseTimetoken[T string | []byte](s T) (Timetoken, error) {
+	if len(s) == 0 || len(s) > 19 {
+		return 0, fmt.Errorf("%q: want 1 to 19 digits: %w", string(s), ErrInvalidTimetoken)
 	}
+	var v uint64
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
-			return 0, fmt.Errorf("%q: want only digits: %w", s, ErrInvalidTimetoken)
+			return 0, fmt.Errorf("%q: want only digits: %w", string(s), ErrInvalidTimetoken)
 		}
+		v = v*10 + uint64(s[i]-'0') // 19 digits fit in a uint64
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q: out of range: %w", s, ErrInvalidTimetoken)
+	if v > math.MaxInt64 {
+		return 0, fmt.Errorf("%q: out of range: %w", string(s), ErrInvalidTimetoken)
 	}
 	return Timetoken(v), nil
 }

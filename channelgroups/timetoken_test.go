@@ -160,6 +160,9 @@ func FuzzParseTimetoken(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		tt, err := channelgroups.ParseTimetoken(s)
+		if bt, berr := channelgroups.ParseTimetokenBytes([]byte(s)); bt != tt || (berr == nil) != (err == nil) {
+			t.Fatalf("bytes of %q: %v, %v; the string: %v, %v", s, bt, berr, tt, err)
+		}
 		if err != nil {
 			if !errors.Is(err, channelgroups.ErrInvalidTimetoken) {
 				t.Fatalf("error %v does not wrap ErrInvalidTimetoken", err)

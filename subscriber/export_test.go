@@ -30,5 +30,5 @@ func ReplicationWaits(n *Node) int64 { return n.repl.waited.Load() }
 const ArchiveBatchBytes = archiveBatchBytes
 
 // AnsweredAtOnce reports whether w was answered without registering for
-// wake-ups or starting its hold's timer.
-func AnsweredAtOnce(w *Parked) bool { return !w.registered && w.timer == nil }
+// wake-ups or starting its hold's timer: StartPoll returned no Parked.
+func AnsweredAtOnce(w *Parked) bool { return w == nil }

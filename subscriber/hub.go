@@ -913,8 +913,8 @@ func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	case o := <-ch:
 		return o.res, o.err
 	case <-ctx.Done():
-		w.expire()
-		<-ch // the poll is unregistered once it has answered
+		w.Cancel() // nil if it was answered at once: ch has the answer
+		<-ch       // the poll is unregistered once it has answered
 		return PollResult{}, ctx.Err()
 	}
 }
@@ -930,26 +930,28 @@ func (n *Node) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 // given, and the client comes back to the shard's new owners). ctx bounds
 // the expansion of the groups. A uuid longer than MaxUUIDBytes is refused
 // (ErrUUIDTooLong), and so is a subscribe whose presence records this node
-// cannot keep (ErrPresenceFull). The returned Parked can end the poll early.
+// cannot keep (ErrPresenceFull). The returned Parked can end the poll early;
+// it is nil when a poll of plain channels found its messages already there
+// and was answered without ever being registered (most re-polls under load:
+// nothing is allocated for them), and Cancel on nil does nothing.
 func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollResult, error)) *Parked {
 	shard := channelgroups.ShardOf(req.Account, len(n.shards))
-	w := &Parked{n: n, req: req, shard: shard, done: done}
-	w.state.Store(stateChecking) // the caller's own check below comes first
-	if req.Token != nil && req.Token.Shard != shard {
-		w.finish(PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken))
+	fail := func(res PollResult, err error) *Parked {
+		w := &Parked{n: n, req: req, shard: shard, done: done}
+		w.finish(res, err)
 		return w
 	}
+	if req.Token != nil && req.Token.Shard != shard {
+		return fail(PollResult{}, fmt.Errorf("token is for another shard: %w", channelgroups.ErrInvalidToken))
+	}
 	if err := checkUUID(req.UUID); err != nil {
-		w.finish(PollResult{}, err)
-		return w
+		return fail(PollResult{}, err)
 	}
 	if !n.serve(ctx, shard) {
 		if req.Cursor == 0 {
-			w.finish(PollResult{}, ErrNotServing)
-		} else {
-			w.finish(PollResult{Cursor: req.Cursor}, nil)
+			return fail(PollResult{}, ErrNotServing)
 		}
-		return w
+		return fail(PollResult{Cursor: req.Cursor}, nil)
 	}
 	gen := n.hub.generation(shard)
 	views := make([]*channelgroups.View, len(req.Groups))
@@ -959,14 +961,15 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 			err = fmt.Errorf("group %q: %w", g, ErrEmptyGroup)
 		}
 		if err != nil {
-			w.finish(PollResult{}, err)
-			return w
+			return fail(PollResult{}, err)
 		}
 		views[i] = v
 	}
-	if req.Cursor != 0 && len(req.Groups) == 0 && len(req.Wildcards) == 0 && req.Filter == nil && n.answerAtOnce(w, gen) {
-		return w
+	if req.Cursor != 0 && len(req.Groups) == 0 && len(req.Wildcards) == 0 && req.Filter == nil && n.answerAtOnce(req, shard, gen, done) {
+		return nil
 	}
+	w := &Parked{n: n, req: req, shard: shard, done: done}
+	w.state.Store(stateChecking) // the caller's own check below comes first
 	if !n.register(req, views, w, gen) {
 		// The shard was given up (and maybe taken up again) meanwhile: the
 		// views and rings this poll would read are not the ones it checked.
@@ -1003,30 +1006,30 @@ func (n *Node) StartPoll(ctx context.Context, req PollRequest, done func(PollRes
 }
 
 // answerAtOnce answers a poll of plain channels whose messages are
-// already there, without registering it for wake-ups or starting its hold's
-// timer: under load most re-polls find messages waiting. It reports false,
-// having changed nothing, when there are none. StartPoll sends only polls
-// of plain channels here: a poll through groups registers first (its
-// routes are tracked from its registration on), and wildcard and filtered
-// polls keep the one path they were proven on (TestWildcardExact, the
-// filter's cursor moving past what it drops).
-func (n *Node) answerAtOnce(w *Parked, gen uint64) bool {
-	req := w.req
-	if !n.shards[w.shard].serving.Load() {
+// already there, without a Parked, registering it for wake-ups or starting
+// its hold's timer: under load most re-polls find messages waiting. It
+// reports false, having changed nothing, when there are none. StartPoll
+// sends only polls of plain channels here: a poll through groups registers
+// first (its routes are tracked from its registration on), and wildcard and
+// filtered polls keep the one path they were proven on (TestWildcardExact,
+// the filter's cursor moving past what it drops).
+func (n *Node) answerAtOnce(req PollRequest, shard int, gen uint64, done func(PollResult, error)) bool {
+	if !n.shards[shard].serving.Load() {
 		return false
 	}
-	cut := n.applied(w.shard)
-	ds, ok := n.hub.collect(req, w.shard, gen, PositionOf(req.Cursor), cut)
+	cut := n.applied(shard)
+	ds, ok := n.hub.collect(req, shard, gen, PositionOf(req.Cursor), cut)
 	if !ok || len(ds) == 0 {
 		return false // collect takes a pooled slice only to append to it
 	}
 	if err := n.pres.seen(req.Account, presentOn(req, nil), req.UUID, req.Heartbeat); err != nil {
 		ReleaseDeliveries(ds)
-		w.finish(PollResult{}, err)
+		done(PollResult{}, err)
 		return true
 	}
-	w.gen = gen
-	w.answer(ds, cut)
+	res := resultOf(ds, cut)
+	res.Gap = n.acrossGap(shard, req.Cursor, res.Cursor)
+	done(res, nil)
 	return true
 }
 
@@ -1088,7 +1091,11 @@ func (w *Parked) claim() bool {
 // Cancel ends the poll early, as if its hold had passed: it answers with
 // what it has (usually nothing) soon, on another goroutine, through the done
 // func StartPoll was given. Cancelling an answered poll does nothing.
-func (w *Parked) Cancel() { w.expire() }
+func (w *Parked) Cancel() {
+	if w != nil {
+		w.expire()
+	}
+}
 
 // expire makes the poll answer with what it has (nothing) at its next check.
 func (w *Parked) expire() {
@@ -1146,12 +1153,18 @@ func (w *Parked) try() bool {
 // answer answers the poll with ds, the deliveries up to cut: at most
 // MaxDeliveries of them, the cursor after the last one it carries.
 func (w *Parked) answer(ds []Delivery, cut channelgroups.Position) {
+	w.finish(resultOf(ds, cut), nil)
+}
+
+// resultOf is the answer carrying ds, collected up to cut: at most
+// MaxDeliveries of them, the cursor after the last one carried.
+func resultOf(ds []Delivery, cut channelgroups.Position) PollResult {
 	res := PollResult{Cursor: CursorOf(cut), Deliveries: ds}
 	if len(ds) > MaxDeliveries {
 		res.Deliveries = ds[:MaxDeliveries]
 		res.Cursor = CursorOf(ds[MaxDeliveries-1].Msg.Pos)
 	}
-	w.finish(res, nil)
+	return res
 }
 
 func (w *Parked) finish(res PollResult, err error) {

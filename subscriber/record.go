@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -252,10 +253,18 @@ type decoded struct {
 	originPos channelgroups.Position
 }
 
+// records holds the records decodeRecord decodes into: json.Unmarshal
+// would take a new one off the heap for every log entry the node applies.
+var records = sync.Pool{New: func() any { return new(record) }}
+
 // decodeRecord returns the edit, message or presence event a log entry holds.
 func decodeRecord(b []byte, shard int) (decoded, error) {
-	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
+	r := records.Get().(*record)
+	defer func() {
+		*r = record{} // what r held stays with what was decoded from it
+		records.Put(r)
+	}()
+	if err := json.Unmarshal(b, r); err != nil {
 		return decoded{}, fmt.Errorf("subscriber: bad log record: %w", err)
 	}
 	d := decoded{origin: r.Origin}

@@ -64,6 +64,8 @@ type pendingAnswer struct {
 	unwatch  func()       // stops watching conn for a hang-up
 	gone     bool         // the client hung up before the answer
 	finished bool
+	// deliverFn is deliver, bound once: what StartPoll is given.
+	deliverFn func(subscriber.PollResult, error)
 }
 
 func (p *pendingAnswer) deliver(res subscriber.PollResult, err error) {
@@ -448,6 +450,8 @@ type longPollState struct {
 	once sync.Once
 	idle chan func() // goroutines waiting for a connection to serve
 	bufs sync.Pool   // *[]byte for answers' bytes, and for every subscribe answer's body (answerSubscribe)
+	// answers holds the pendingAnswers of polls answered at once.
+	answers sync.Pool
 
 	readBufs sync.Pool // *[]byte of readAhead bytes, for servedConn
 
@@ -459,6 +463,26 @@ type longPollState struct {
 
 // maxPooledAnswer is the largest answer buffer kept for reuse.
 const maxPooledAnswer = 64 << 10
+
+// getAnswer returns a pendingAnswer to fill: a new one, or one a poll
+// answered at once gave back (putAnswer). Under load most re-polls are
+// answered at once, and this is what each of them would allocate.
+func (s *longPollState) getAnswer() *pendingAnswer {
+	if p, ok := s.answers.Get().(*pendingAnswer); ok {
+		return p
+	}
+	p := &pendingAnswer{}
+	p.deliverFn = p.deliver
+	return p
+}
+
+// putAnswer gives back p, whose poll was answered before StartPoll
+// returned and never registered: nothing else holds it.
+func (s *longPollState) putAnswer(p *pendingAnswer) {
+	deliver := p.deliverFn
+	*p = pendingAnswer{deliverFn: deliver}
+	s.answers.Put(p)
+}
 
 func (s *longPollState) getBuf() *[]byte {
 	if b, ok := s.bufs.Get().(*[]byte); ok {
@@ -532,8 +556,9 @@ func (a *API) serveConn(c net.Conn, memo *access.Memo, route *routeMemo) {
 // hijacked connection. A subscribe past the Server's limits is refused
 // (guard.admitPoll).
 func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, req subscriber.PollRequest) {
-	p := &pendingAnswer{api: a, acct: acct, start: time.Now(), keepAlive: !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11(),
-		channels: req.Channels, uuid: req.UUID}
+	p := a.lp.getAnswer()
+	p.api, p.acct, p.start, p.keepAlive = a, acct, time.Now(), !ctx.Request.Header.ConnectionClose() && ctx.Request.Header.IsHTTP11()
+	p.channels, p.uuid = req.Channels, req.UUID
 	if a.cfg.Access != nil {
 		p.memo = memoOf(ctx)
 	}
@@ -557,13 +582,16 @@ func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, re
 	// Counted before the poll starts, so that a Drain that releases it
 	// between here and the hijack still waits for its answer.
 	a.handedOff.Add(1)
-	parked := false
+	parked, reuse := false, false
 	defer func() {
 		if !parked {
 			p.finish() // answered at once, or StartPoll panicked (Handle recovers)
 		}
+		if reuse {
+			a.lp.putAnswer(p)
+		}
 	}()
-	w := a.cfg.Pubsub.StartPoll(context.Background(), req, p.deliver)
+	w := a.cfg.Pubsub.StartPoll(context.Background(), req, p.deliverFn)
 	p.mu.Lock()
 	p.parked = w
 	p.mu.Unlock()
@@ -573,6 +601,9 @@ func (a *API) servePoll(ctx *fasthttp.RequestCtx, acct channelgroups.Account, re
 	if p.ready() {
 		a.answerSubscribe(ctx, acct, p.res, p.err)
 		p.releaseDeliveries()
+		// Answered before StartPoll returned, never registered (no
+		// Parked): nothing but this handler saw p.
+		reuse = w == nil
 		return
 	}
 	// If fasthttp fails the connection before it runs the hijack handler,

@@ -67,7 +67,7 @@ const RegionSwitchRewind = channelgroups.Timetoken(30 * 10_000_000) // 30 s
 // ahead of this node's clock names a message that cannot exist yet: the
 // poll would park and answer the same cursor forever, so it is refused.
 func (a *API) cursorArg(v []byte) (channelgroups.Timetoken, error) {
-	tt, err := channelgroups.ParseTimetoken(string(v))
+	tt, err := channelgroups.ParseTimetokenBytes(v)
 	if err != nil {
 		return 0, err
 	}

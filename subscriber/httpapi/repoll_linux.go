@@ -77,7 +77,7 @@ const repollSweep = time.Second
 // wait blocks until rc is readable, its deadline passed, or it was
 // cancelled (cancel); when it cannot queue the connection (the set failed,
 // or the descriptor is closed) it returns at once.
-func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, deadline time.Time) {
+func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, deadline time.Time, arm *repollArm) {
 	select {
 	case <-ready: // a signal left over from a wait that ended otherwise
 	default:
@@ -97,22 +97,38 @@ func (q *repollQueue) wait(rc syscall.RawConn, fd int, ready chan struct{}, dead
 	// epoll_ctl outside the lock: the entry is there before any event can
 	// name it. Under Control, so that the descriptor cannot be closed (and
 	// its number taken by another connection) meanwhile.
-	var ctlErr error
-	err := rc.Control(func(u uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(u), Pad: w.seq}
-		// Re-armed if still in the set from an earlier wait, added if
-		// not (a new connection, a new set, or one whose number a closed
-		// connection had: the kernel took that one out when it closed).
-		ctlErr = unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, int(u), &ev)
-		if errors.Is(ctlErr, unix.ENOENT) {
-			ctlErr = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, int(u), &ev)
-		}
-	})
-	if err != nil || ctlErr != nil {
+	if arm.fn == nil {
+		arm.fn = arm.arm
+	}
+	arm.epfd, arm.seq, arm.err = epfd, w.seq, nil
+	err := rc.Control(arm.fn)
+	if err != nil || arm.err != nil {
 		q.forget(fd, w.seq)
 		return
 	}
 	<-ready
+}
+
+// repollArm puts a connection in the queue's set for a wait. A
+// connection's reader keeps one, its fn bound once, so that a wait
+// allocates nothing.
+type repollArm struct {
+	epfd int
+	seq  int32
+	ev   unix.EpollEvent
+	err  error
+	fn   func(fd uintptr)
+}
+
+func (a *repollArm) arm(fd uintptr) {
+	a.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd), Pad: a.seq}
+	// Re-armed if still in the set from an earlier wait, added if not (a
+	// new connection, a new set, or one whose number a closed connection
+	// had: the kernel took that one out when it closed).
+	a.err = unix.EpollCtl(a.epfd, unix.EPOLL_CTL_MOD, int(fd), &a.ev)
+	if errors.Is(a.err, unix.ENOENT) {
+		a.err = unix.EpollCtl(a.epfd, unix.EPOLL_CTL_ADD, int(fd), &a.ev)
+	}
 }
 
 // cancel ends a wait on fd made with ready, if there is one.

@@ -12,6 +12,10 @@ import (
 // other.
 type repollQueue struct{}
 
-func (*repollQueue) wait(syscall.RawConn, int, chan struct{}, time.Time) {}
+func (*repollQueue) wait(syscall.RawConn, int, chan struct{}, time.Time, *repollArm) {}
+
+// repollArm is what a wait in the queue needs of a connection: nothing
+// off Linux.
+type repollArm struct{}
 
 func (*repollQueue) cancel(int, chan struct{}) {}

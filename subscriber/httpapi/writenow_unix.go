@@ -55,6 +55,7 @@ type rawReader struct {
 	fd         int           // the descriptor, for the queue (and its cancel)
 	ready      chan struct{} // the queue's signal that the wait is over
 	deadline   *time.Time    // the connection's read deadline (servedConn)
+	arm        repollArm     // what the queue's waits need, kept between them
 	queueing   bool          // a read finding nothing is to wait in the queue
 	wouldBlock bool          // it found nothing
 }
@@ -130,7 +131,7 @@ func (r *rawReader) readSome() (buf *[]byte, n int, err error) {
 		if r.deadline != nil {
 			deadline = *r.deadline
 		}
-		r.queue.wait(r.rc, r.fd, r.ready, deadline)
+		r.queue.wait(r.rc, r.fd, r.ready, deadline, &r.arm)
 		err = r.rc.Read(r.fn)
 	}
 	if err != nil {
