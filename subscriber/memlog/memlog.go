@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -106,7 +105,7 @@ func (l *Log) appendLocked(shard int, rec []byte) channelgroups.Position {
 	}
 	s.last = p
 	l.seq++
-	s.push(item{e: subscriber.LogEntry{Shard: shard, Pos: p, Data: slices.Clone(rec)}, seq: l.seq})
+	s.push(p, l.seq, rec)
 	l.bytes += int64(len(rec)) + EntryOverhead
 	l.count++
 	if s.heapIdx < 0 {
@@ -126,7 +125,7 @@ func (l *Log) appendLocked(shard int, rec []byte) channelgroups.Position {
 // drop drops shard s's oldest entry; mu is held.
 func (l *Log) drop(s *shardLog) {
 	it := s.pop()
-	l.bytes -= int64(len(it.e.Data)) + EntryOverhead
+	l.bytes -= int64(it.n) + EntryOverhead
 	l.count--
 	if s.n == 0 {
 		heap.Remove(&l.byAge, s.heapIdx)
@@ -142,8 +141,12 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 			return nil, errShard
 		}
 	}
-	timer := time.NewTimer(block)
-	defer timer.Stop()
+	var timer *time.Timer // made only when the read has to wait
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		l.mu.Lock()
 		var (
@@ -157,6 +160,9 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 		l.mu.Unlock()
 		if len(out) > 0 {
 			return out, nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(block)
 		}
 		select {
 		case <-changed:
@@ -199,21 +205,41 @@ func (l *Log) Bytes() int64 {
 // chunkLen is how many entries one chunk of a shard holds.
 const chunkLen = 256
 
+// item is one entry of a chunk: its record is data[off:off+n] of the
+// chunk. It holds no pointer, so the garbage collector does not look into
+// the items, nor follow one pointer per record: at 10,000 publishes a
+// second the log holds some 40,000 entries, which it otherwise marks on
+// every collection.
 type item struct {
-	e   subscriber.LogEntry
-	seq uint64 // the order of appends across shards: oldest-first eviction
+	pos    channelgroups.Position
+	seq    uint64 // the order of appends across shards: oldest-first eviction
+	off, n uint32
+}
+
+// chunk is chunkLen entries of a shard and their records, back to back in
+// data. Records are only ever appended to data: a reader holds a slice of
+// it (capped at its record) after the lock is released, and when data has
+// to grow the records are copied to a new array while the readers keep
+// the old one.
+type chunk struct {
+	data  []byte // first: the collector scans a chunk no further than its last pointer
+	items [chunkLen]item
 }
 
 // shardLog is one shard's entries, oldest first, in chunks of chunkLen: an
 // append writes into the last chunk and a drop advances head in the first,
 // releasing it once used up, so neither moves the other entries.
 type shardLog struct {
-	chunks  [][]item
+	chunks  []*chunk
 	head    int // index of the oldest entry in chunks[0]
 	n       int // entries kept
 	last    channelgroups.Position
 	dropped channelgroups.Position // the newest position dropped; zero if none
 	heapIdx int                    // in Log.byAge; -1 while empty
+	// dataHint is the size the records of the last chunk filled came to:
+	// the next chunk's data is made that large (and a little more) at
+	// once, not grown by doubling.
+	dataHint int
 	// replicated maps a region to the origin position of the newest entry
 	// of its log copied into this shard (AppendReplica); nil until then.
 	replicated map[int]channelgroups.Position
@@ -221,22 +247,38 @@ type shardLog struct {
 
 func (s *shardLog) at(i int) *item {
 	j := s.head + i
-	return &s.chunks[j/chunkLen][j%chunkLen]
+	return &s.chunks[j/chunkLen].items[j%chunkLen]
 }
 
-func (s *shardLog) push(it item) {
+// entry is the i-th entry kept, as a reader gets it.
+func (s *shardLog) entry(shard, i int) subscriber.LogEntry {
+	j := s.head + i
+	c := s.chunks[j/chunkLen]
+	it := &c.items[j%chunkLen]
+	end := it.off + it.n
+	return subscriber.LogEntry{Shard: shard, Pos: it.pos, Data: c.data[it.off:end:end]}
+}
+
+// minChunkData is the least data a new chunk is made with.
+const minChunkData = 4 << 10
+
+func (s *shardLog) push(pos channelgroups.Position, seq uint64, rec []byte) {
 	j := s.head + s.n
 	if j/chunkLen == len(s.chunks) {
-		s.chunks = append(s.chunks, make([]item, chunkLen))
+		if k := len(s.chunks); k > 0 {
+			s.dataHint = len(s.chunks[k-1].data)
+		}
+		s.chunks = append(s.chunks, &chunk{data: make([]byte, 0, max(minChunkData, s.dataHint+s.dataHint/8))})
 	}
-	s.chunks[j/chunkLen][j%chunkLen] = it
+	c := s.chunks[j/chunkLen]
+	c.items[j%chunkLen] = item{pos: pos, seq: seq, off: uint32(len(c.data)), n: uint32(len(rec))}
+	c.data = append(c.data, rec...)
 	s.n++
 }
 
 func (s *shardLog) pop() item {
-	it := s.chunks[0][s.head]
-	s.chunks[0][s.head] = item{}
-	s.dropped = it.e.Pos
+	it := s.chunks[0].items[s.head]
+	s.dropped = it.pos
 	s.head++
 	s.n--
 	if s.head == chunkLen || s.n == 0 {
@@ -260,8 +302,8 @@ func (s *shardLog) after(out []subscriber.LogEntry, recs, shard int, p channelgr
 	if p.Less(s.dropped) {
 		out = append(out, subscriber.LogEntry{Shard: shard, Pos: s.dropped, Gap: true})
 	}
-	for i := sort.Search(s.n, func(i int) bool { return p.Less(s.at(i).e.Pos) }); i < s.n && recs < max; i++ {
-		out = append(out, s.at(i).e)
+	for i := sort.Search(s.n, func(i int) bool { return p.Less(s.at(i).pos) }); i < s.n && recs < max; i++ {
+		out = append(out, s.entry(shard, i))
 		recs++
 	}
 	return out, recs

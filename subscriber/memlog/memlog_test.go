@@ -153,3 +153,50 @@ func BenchmarkAppendFullBytes(b *testing.B) {
 		}
 	}
 }
+
+// TestRecordsStayPut: a record read keeps its bytes while later appends
+// fill (and grow) the storage it was read from, over several chunks, and
+// a reader appending to what it got does not write over the next record.
+// The appended record's own buffer is not kept either.
+func TestRecordsStayPut(t *testing.T) {
+	l, err := memlog.New(memlog.Config{Shards: 1, MaxLen: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 1+i%700) } // sizes vary, so a chunk's storage grows
+	var held []subscriber.LogEntry
+	buf := make([]byte, 0, 1024)
+	after := channelgroups.Position{}
+	for i := range 2000 {
+		buf = append(buf[:0], rec(i)...)
+		if _, err := l.Append(t.Context(), 0, buf); err != nil {
+			t.Fatal(err)
+		}
+		clear(buf) // the caller reuses its buffer: the log has its own copy
+		if i == 0 {
+			continue
+		}
+		// Record i-1 is read once record i is behind it.
+		es, err := l.Read(t.Context(), []subscriber.Cursor{{Shard: 0, After: after}}, 1, time.Second)
+		if err != nil || len(es) != 1 {
+			t.Fatalf("read of record %d: %d entries, %v", i-1, len(es), err)
+		}
+		after = es[0].Pos
+		_ = append(es[0].Data, 0xff, 0xff) // a careless reader
+		held = append(held, es[0])
+	}
+	for i, e := range held {
+		if !bytes.Equal(e.Data, rec(i)) {
+			t.Fatalf("record %d read back as %d bytes starting %v, want %d bytes of %d", i, len(e.Data), e.Data[:min(4, len(e.Data))], len(rec(i)), byte(i))
+		}
+	}
+	es, err := l.Range(t.Context(), 0, channelgroups.Position{}, 3000)
+	if err != nil || len(es) != 2000 {
+		t.Fatalf("Range: %d entries, %v; want 2000", len(es), err)
+	}
+	for i, e := range es {
+		if !bytes.Equal(e.Data, rec(i)) {
+			t.Fatalf("record %d in the log is %d bytes, want %d bytes of %d", i, len(e.Data), len(rec(i)), byte(i))
+		}
+	}
+}
