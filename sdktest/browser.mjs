@@ -90,16 +90,34 @@ async function main() {
   });
   if (!token) return;
 
-  const browser = await puppeteer.launch({
+  const launch = () => puppeteer.launch({
     executablePath: cfg.chromium ?? '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--headless=new', '--disable-gpu', '--disable-dev-shm-usage'],
   });
+  let browser = await launch();
+  // visitRelaunching is visit, with Chromium started again and the visit made
+  // again once if the browser went away under it ("Connection closed."
+  // after a second, on a busy machine): that is puppeteer losing its
+  // browser, not an answer from the node. A visit is safe to repeat (the
+  // add is idempotent, the page looks for its own message). A second loss,
+  // or any other error, fails the check.
+  const visitRelaunching = async (origin, token, add) => {
+    try {
+      return await visit(browser, origin, token, add);
+    } catch (e) {
+      if (browser.connected && !/Connection closed|Target closed|Session closed/i.test(e?.message ?? '')) throw e;
+      console.log(`browser: chromium went away during the visit of ${origin} (${e?.message ?? e}); starting it again`);
+      await browser.close().catch(() => {});
+      browser = await launch();
+      return await visit(browser, origin, token, add);
+    }
+  };
   try {
     console.log(`browser: ${await browser.version()}`);
     let seen;
     await check(`from the configured origin ${cfg.allowed}: subscribes to the group, receives its publish, edits the group`, async () => {
-      seen = await visit(browser, cfg.allowed, token, addAllowed);
+      seen = await visitRelaunching(cfg.allowed, token, addAllowed);
       const r = seen.result;
       assert(!r.fatal, `the page failed: ${r.fatal} (console ${show(seen.consoleLines)})`);
       assert(r.connected, `not connected: statuses ${show(r.statuses)} errors ${show(r.errors)} console ${show(seen.consoleLines)}`);
@@ -116,7 +134,7 @@ async function main() {
 
     seen = undefined;
     await check(`from an origin not configured ${cfg.denied}: CORS stops subscribe, publish, the edit and fetch`, async () => {
-      seen = await visit(browser, cfg.denied, token, addDenied);
+      seen = await visitRelaunching(cfg.denied, token, addDenied);
       const r = seen.result;
       assert(!r.fatal, `the page failed: ${r.fatal}`);
       assert(!r.connected && !r.received && r.messages.length === 0, `the page connected or received: ${show(r)}`);
