@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -82,14 +83,45 @@ type redisServer struct {
 	cmd  *exec.Cmd
 }
 
+// freePort returns a port of 127.0.0.1 free for TCP and UDP (memberlist
+// binds both) for a process the test starts to bind. It is taken below the
+// kernel's ephemeral range: a port from that range (what a listener on :0
+// gets), released for the process to bind, can meanwhile become the source
+// port of any outgoing connection — to Cassandra, to Redis — and the node
+// then exits with "address already in use" (TestClusterHistory in CI,
+// 2026-12-01). Another test choosing the same port at the same moment is
+// left to chance: one in some 20,000.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo := 32768 // Linux's default start of net.ipv4.ip_local_port_range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	const from = 10000
+	if lo <= from+1000 {
+		lo = 65536 // an unusual range: any port above from, bind-checked
+	}
+	for range 1000 {
+		port := from + rand.IntN(lo-from)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return port
+	}
+	t.Fatal("no free port for TCP and UDP on 127.0.0.1 in 1000 tries")
+	return 0
 }
 
 func newRedis(t *testing.T) *redisServer {
