@@ -248,7 +248,9 @@ func TestWaitingMessagesAnswerAtOnce(t *testing.T) {
 	if !subscriber.AnsweredAtOnce(w) {
 		t.Fatal("a poll with its messages waiting registered for wake-ups or started a timer")
 	}
-	if !slices.Equal(payloads(got), payloads(want)) || got.Cursor != want.Cursor {
+	// The cursor is the shard's applied position: a presence event applied
+	// between the two polls (u's join) moves it on, never back.
+	if !slices.Equal(payloads(got), payloads(want)) || got.Cursor < want.Cursor {
 		t.Fatalf("answered at once %v at %d, a poll that looked got %v at %d", payloads(got), got.Cursor, payloads(want), want.Cursor)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; { // the join is applied from the log
