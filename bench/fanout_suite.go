@@ -71,12 +71,18 @@ func (s *suite) isolate(res *Results) (undo func() error, err error) {
 // startGroupcast starts one groupcastd on its embedded default (bbolt
 // store, in-process log), as Nchan runs on one nginx without Redis.
 func (s *suite) startGroupcast(ctx context.Context, name string) (*Proc, *Groupcast, error) {
+	return s.startGroupcastBin(ctx, name, s.cfg.Groupcastd)
+}
+
+// startGroupcastBin is startGroupcast with the binary given and extra
+// flags after the suite's own.
+func (s *suite) startGroupcastBin(ctx context.Context, name, groupcastd string, extra ...string) (*Proc, *Groupcast, error) {
 	const listen = "127.0.0.1:18090"
 	// --cassandra= and --redis= empty: the node reads GROUPCAST_CASSANDRA
 	// and GROUPCAST_REDIS from the environment (which make bench sets for
 	// the other scenarios) unless its flags say otherwise.
-	bin, args := pinned(s.serverCPU(), s.cfg.Groupcastd, "--cassandra=", "--redis=",
-		"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, name), "--log-level", "warn")
+	bin, args := pinned(s.serverCPU(), groupcastd, append([]string{"--cassandra=", "--redis=",
+		"--listen", listen, "--admin-listen", adminAddr(listen), "--data", filepath.Join(s.work, name), "--log-level", "warn"}, extra...)...)
 	node, err := StartProc(ctx, s.work, name, "http://"+listen, "/readyz", bin, args...)
 	if err != nil {
 		return nil, nil, err

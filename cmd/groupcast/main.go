@@ -26,6 +26,11 @@
 //	bench access|history --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] [--out DIR]
 //	                                 the fanout with Access Manager off and on, alternating, on a node of
 //	                                 its own (--access keysets): latency and deliveries/s side by side
+//	bench at --groupcastd PATH[,PATH...] --loads X[,Y...] [--subscribers N] [--channels C] [--rounds R]
+//	         [--step D] [--nchan-module M] [--args "FLAGS"] [--no-pin]
+//	                                 every configuration (each binary, Nchan's two) at fixed loads, in
+//	                                 alternating rounds, pinned as make bench pins the fan-out: the
+//	                                 same-load latency comparison on demand, p99 medians per configuration
 //	bench report DIR                 draw a run's report.md and plots again from its results.json
 package main
 
@@ -37,6 +42,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -44,6 +50,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -290,6 +298,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "suite" {
 		return benchSuite(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "at" {
+		return benchAt(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && args[0] == "soak" {
 		return benchSoak(ctx, args[1:], stdout, stderr)
 	}
@@ -308,7 +319,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.HelloServer(ln)
 	}
 	if len(args) == 0 || args[0] != "propagation" {
-		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access|history --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
+		return errors.New("usage: groupcast bench propagation --a URL --b URL [--samples N] | bench fanout --origin URL [--subscribers N] [--duration D] | bench at --groupcastd PATH[,PATH...] --loads X[,Y...] [--subscribers N] | bench soak (--url URL | --groupcastd PATH) [--duration D] | bench access|history --groupcastd PATH [--quick] [--rounds N] [--pause-infra] [--no-pin] | bench suite [--quick] --groupcastd PATH --cassandra H --redis A [--nchan-module M] [--out DIR]")
 	}
 	fs := flag.NewFlagSet("groupcast bench propagation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -383,6 +394,77 @@ func benchFanout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			s.Offered, s.PublishedPerSec, s.DeliveredPerSec, s.DeliveredPerSec/ceiling, s.Lost, s.KeptUp, s.Half, s.Latency)
 	}
 	return nil
+}
+
+// benchAt runs bench.At and prints every step of every run, then the
+// median p99 of each configuration at each load.
+func benchAt(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("groupcast bench at", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	gcds := fs.String("groupcastd", "", "groupcastd binaries to compare, comma-separated (each on its embedded default)")
+	extra := fs.String("args", "", "extra flags for every groupcastd, space-separated (e.g. \"--history=false\")")
+	nchan := fs.String("nchan-module", "", "Nchan's nginx module (scripts/nchan module): adds Nchan's two configurations")
+	subs := fs.Int("subscribers", 100, "parked long-poll subscribers")
+	channels := fs.Int("channels", 1, "channels the subscribers are spread over, publishes in turn")
+	loadList := fs.String("loads", "", "offered deliveries/s of each run's steps, comma-separated (required)")
+	rounds := fs.Int("rounds", 2, "runs of each configuration, in alternating rounds")
+	step := fs.Duration("step", 10*time.Second, "length of each step")
+	noPin := fs.Bool("no-pin", false, "run unpinned (default: servers on CPU 0, this process on CPU 1)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var loads []float64
+	for part := range strings.SplitSeq(*loadList, ",") {
+		f, err := strconv.ParseFloat(strings.TrimSpace(part), 64)
+		if err != nil || f <= 0 || math.IsInf(f, 0) {
+			return fmt.Errorf("bench at: --loads: %q is not a positive number of deliveries/s", part)
+		}
+		loads = append(loads, f)
+	}
+	var bins []string
+	if *gcds != "" {
+		bins = strings.Split(*gcds, ",")
+	}
+	switch {
+	case len(bins) == 0 && *nchan == "":
+		return errors.New("bench at: --groupcastd or --nchan-module is required")
+	case *subs < 1 || *channels < 1 || *rounds < 1 || *step <= 0:
+		return errors.New("bench at: --subscribers, --channels, --rounds and --step must be positive")
+	}
+	runs, err := bench.At(ctx, bench.AtConfig{Groupcastd: bins, Args: strings.Fields(*extra), NchanModule: *nchan,
+		Subscribers: *subs, Channels: *channels, Loads: loads, Step: *step, Rounds: *rounds, NoPin: *noPin, Log: stderr})
+	ms := func(us float64) string { return strconv.FormatFloat(us/1e3, 'f', 2, 64) + "ms" }
+	p99s := map[string]map[float64][]float64{}
+	var order []string
+	for _, r := range runs {
+		for _, s := range r.Steps {
+			fmt.Fprintf(stdout, "%s round=%d n=%d offered=%.0f delivered=%.0f answers=%.0f batch=%.1f server_cpu=%.2f client_cpu=%.2f lost=%d late=%d skipped=%d p50=%s p90=%s p99=%s max=%s\n",
+				r.Config, r.Round, r.Subscribers, s.Offered, s.DeliveredPerSec, s.AnswersPerSec, s.Batch, s.ServerCPU, s.ClientCPU, s.Lost,
+				s.Slots.Late, s.Slots.Skipped, ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max))
+			if p99s[r.Config] == nil {
+				p99s[r.Config] = map[float64][]float64{}
+				order = append(order, r.Config)
+			}
+			p99s[r.Config][s.Offered] = append(p99s[r.Config][s.Offered], s.Latency.P99)
+		}
+	}
+	for _, c := range order {
+		for _, l := range loads {
+			if xs := p99s[c][l]; len(xs) > 0 {
+				slices.Sort(xs)
+				var all []string
+				for _, x := range xs {
+					all = append(all, ms(x))
+				}
+				med := xs[len(xs)/2]
+				if len(xs)%2 == 0 {
+					med = (xs[len(xs)/2-1] + med) / 2
+				}
+				fmt.Fprintf(stdout, "median p99 %s at %.0f/s: %s of %d (%s)\n", c, l, ms(med), len(xs), strings.Join(all, " "))
+			}
+		}
+	}
+	return err
 }
 
 func benchSoak(ctx context.Context, args []string, stdout, stderr io.Writer) error {

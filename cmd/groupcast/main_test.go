@@ -152,3 +152,27 @@ func TestClusterCommand(t *testing.T) {
 		t.Fatalf("cluster on a single node: %v, want a 404 error", err)
 	}
 }
+
+// TestBenchAtRefusesBadArguments: bench at says what is wrong before it
+// starts anything.
+func TestBenchAtRefusesBadArguments(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "at", "--groupcastd", "/bin/true"}, `--loads: "" is not a positive number`},
+		{[]string{"bench", "at", "--groupcastd", "/bin/true", "--loads", "1000,x"}, `--loads: "x" is not a positive number`},
+		{[]string{"bench", "at", "--groupcastd", "/bin/true", "--loads", "-5"}, `--loads: "-5" is not a positive number`},
+		{[]string{"bench", "at", "--loads", "1000"}, "--groupcastd or --nchan-module is required"},
+		{[]string{"bench", "at", "--groupcastd", "/bin/true", "--loads", "1000", "--rounds", "0"}, "must be positive"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), c.args, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err %v, want one saying %q", c.args, err, c.want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("%v printed %q before refusing", c.args, out.String())
+		}
+	}
+}
