@@ -202,3 +202,16 @@ func duplicateKeys(body []byte) bool {
 		}
 	}
 }
+
+// TestParseIntAgreesWithStrconv: the scanner's integer reader gives what
+// strconv.ParseInt gives, on each side of its 18-digit fast path.
+func TestParseIntAgreesWithStrconv(t *testing.T) {
+	for _, s := range []string{"0", "-0", "7", "-7", "123456789012345678", "-123456789012345678", "999999999999999999",
+		"1234567890123456789", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "1.5", "1e3", "-", "", "12a"} {
+		want, err := strconv.ParseInt(s, 10, 64)
+		got, ok := parseInt([]byte(s))
+		if ok != (err == nil) || ok && got != want {
+			t.Errorf("parseInt(%q) = %d, %v; strconv says %d, %v", s, got, ok, want, err)
+		}
+	}
+}

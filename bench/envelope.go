@@ -102,8 +102,8 @@ func scanMessage(body []byte, i int) (d int64, next int, ok bool) {
 			if e < 0 {
 				return 0, 0, false
 			}
-			v, err := strconv.ParseInt(string(body[i:e]), 10, 64)
-			if err != nil {
+			v, ok := parseInt(body[i:e])
+			if !ok {
 				return 0, 0, false // a fraction, an exponent, out of range: not this benchmark's message
 			}
 			d, seen, i = v, true, e
@@ -215,4 +215,30 @@ func skipString(body []byte, i int) int {
 		}
 	}
 	return -1
+}
+
+// parseInt is strconv.ParseInt(string(b), 10, 64) for what skipNumber
+// accepted: an integer of up to 18 digits is summed here, anything else
+// (a fraction, an exponent, 19 digits and more) goes to strconv.
+func parseInt(b []byte) (int64, bool) {
+	digits := b
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 {
+		v, err := strconv.ParseInt(string(b), 10, 64)
+		return v, err == nil
+	}
+	var v int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			v, err := strconv.ParseInt(string(b), 10, 64)
+			return v, err == nil
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if len(digits) < len(b) {
+		v = -v
+	}
+	return v, true
 }

@@ -448,6 +448,8 @@ func benchAt(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			p99s[r.Config][s.Offered] = append(p99s[r.Config][s.Offered], s.Latency.P99)
 		}
 	}
+	slices.Sort(loads)
+	loads = slices.Compact(loads) // a load given twice is one row: its steps are pooled
 	for _, c := range order {
 		for _, l := range loads {
 			if xs := p99s[c][l]; len(xs) > 0 {
