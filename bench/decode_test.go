@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -212,6 +213,24 @@ func TestParseIntAgreesWithStrconv(t *testing.T) {
 		got, ok := parseInt([]byte(s))
 		if ok != (err == nil) || ok && got != want {
 			t.Errorf("parseInt(%q) = %d, %v; strconv says %d, %v", s, got, ok, want, err)
+		}
+	}
+}
+
+// TestSkipStringFindsEveryEnd: the 8-bytes-at-a-time skip finds the closing
+// quote, and steps over an escaped one, wherever they fall in the words it
+// reads.
+func TestSkipStringFindsEveryEnd(t *testing.T) {
+	for n := range 24 {
+		for _, inner := range []string{strings.Repeat("x", n), strings.Repeat("x", n) + `\"y`, `\\` + strings.Repeat("x", n), strings.Repeat("x", n) + `\\`} {
+			s := `"` + inner + `"` + `,"more":"z"}`
+			want := len(inner) + 2
+			if got := skipString([]byte(s), 0); got != want {
+				t.Errorf("skipString(%q) = %d, want %d", s, got, want)
+			}
+			if got := skipString([]byte(`"`+inner), 0); got != -1 {
+				t.Errorf("skipString of the unterminated %q = %d, want -1", `"`+inner, got)
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"encoding/binary"
 	"strconv"
 )
 
@@ -204,9 +205,19 @@ func skipValue(body []byte, i int) int {
 	}
 }
 
-// skipString returns where the JSON string starting at body[i] ends.
+// skipString returns where the JSON string starting at body[i] ends. It
+// looks at 8 bytes at a time for a quote or a backslash (the strings of an
+// envelope are 1 to 25 bytes: IndexByte's call costs more than it saves),
+// then byte by byte from the first it finds.
 func skipString(body []byte, i int) int {
-	for i++; i < len(body); i++ {
+	i++
+	for ; i+8 <= len(body); i += 8 {
+		w := binary.LittleEndian.Uint64(body[i:])
+		if hasByte(w, '"') || hasByte(w, '\\') {
+			break
+		}
+	}
+	for ; i < len(body); i++ {
 		switch body[i] {
 		case '"':
 			return i + 1
@@ -215,6 +226,14 @@ func skipString(body []byte, i int) int {
 		}
 	}
 	return -1
+}
+
+// hasByte reports whether any byte of w is b (the "has zero byte" test on
+// w with b's bytes cleared).
+func hasByte(w uint64, b byte) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	x := w ^ (lo * uint64(b))
+	return (x-lo)&^x&hi != 0
 }
 
 // parseInt is strconv.ParseInt(string(b), 10, 64) for what skipNumber
