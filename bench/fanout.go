@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,8 +172,28 @@ type FanoutStep struct {
 	// Duplicates are messages a subscriber got again: not deliveries.
 	Duplicates int64 `json:",omitempty"`
 	Latency    Latencies
-	KeptUp     bool
-	Half       bool // the step at half the highest load kept up with
+	// SubscriberMeans is the spread of the subscribers' own mean latency
+	// (µs): whether the tail falls on some subscribers again and again
+	// (a wide spread: an unfair order) or on every one now and then.
+	SubscriberMeans Spread `json:",omitzero"`
+	KeptUp          bool
+	Half            bool // the step at half the highest load kept up with
+}
+
+// Spread is the lowest, the 10th, 50th and 90th percentiles and the
+// highest of a set of values.
+type Spread struct {
+	Min, P10, P50, P90, Max float64
+}
+
+// spreadOf is the Spread of xs, which it sorts; zero if empty.
+func spreadOf(xs []float64) Spread {
+	if len(xs) == 0 {
+		return Spread{}
+	}
+	slices.Sort(xs)
+	at := func(q float64) float64 { return xs[min(len(xs)-1, int(q*float64(len(xs))))] }
+	return Spread{Min: xs[0], P10: at(0.1), P50: at(0.5), P90: at(0.9), Max: xs[len(xs)-1]}
 }
 
 // MemoryPoint is the target's memory with Parked long-polls parked, and
@@ -253,11 +274,26 @@ type stepRecorder struct {
 	mu         sync.Mutex
 	hist       *hdrhistogram.Histogram
 	seen       [][]uint64 // per subscriber, a bit per slot
+	// subSum and subN are, per subscriber, the latencies (µs) of its
+	// deliveries added up, and how many.
+	subSum, subN []int64
 	inWindow   int64      // deliveries that arrived before to
 	answers    int64      // answers that brought them
 	drained    int64      // deliveries that arrived at or after to
 	duplicates int64
 	count      atomic.Int64
+}
+
+// subscriberMeans is the spread of the subscribers' mean latencies; mu is
+// held.
+func (r *stepRecorder) subscriberMeans() Spread {
+	var means []float64
+	for i, n := range r.subN {
+		if n > 0 {
+			means = append(means, float64(r.subSum[i])/float64(n))
+		}
+	}
+	return spreadOf(means)
 }
 
 // record counts an answer of msgs that subscriber sub got at now (µs).
@@ -283,6 +319,11 @@ func (r *stepRecorder) record(now int64, sub int, msgs []int64) {
 			r.seen[sub][k/64] |= 1 << (k % 64)
 		}
 		_ = r.hist.RecordValue(max(1, now-m))
+		for len(r.subN) <= sub {
+			r.subSum, r.subN = append(r.subSum, 0), append(r.subN, 0)
+		}
+		r.subSum[sub] += max(1, now-m)
+		r.subN[sub]++
 		n++
 	}
 	if n == 0 {
@@ -640,7 +681,7 @@ func fanoutStep(ctx context.Context, t Target, pc *fasthttp.HostClient, prefix s
 		PublishedPerSec: float64(pool.published.Load()) / secs, Slots: counts,
 		DeliveredPerSec: float64(rec.inWindow) / secs, Drained: rec.drained, Duplicates: rec.duplicates,
 		AnswersPerSec: float64(rec.answers) / secs, ServerCPU: (cpu1 - cpu0).Seconds(), ClientCPU: (self1 - self0).Seconds(),
-		Latency: summarise(rec.hist, 0),
+		Latency: summarise(rec.hist, 0), SubscriberMeans: rec.subscriberMeans(),
 	}
 	if rec.answers > 0 {
 		st.Batch = float64(rec.inWindow) / float64(rec.answers)

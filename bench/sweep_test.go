@@ -149,6 +149,24 @@ func TestStepRecorder(t *testing.T) {
 	}
 }
 
+// TestSubscriberMeans: each subscriber's mean latency over its deliveries
+// (duplicates not counted), spread over the subscribers that got any.
+func TestSubscriberMeans(t *testing.T) {
+	r := &stepRecorder{from: 1000, to: 1_001_000, rate: 1000, slots: 1000, hist: newHistogram()}
+	r.record(1100, 0, []int64{1000})       // 100 µs
+	r.record(2300, 0, []int64{2000})       // 300 µs: subscriber 0's mean 200
+	r.record(2400, 0, []int64{2000})       // a duplicate: not a delivery
+	r.record(9000, 3, []int64{3000, 5000}) // 6000 and 4000 µs: subscriber 3's mean 5000
+	got := r.subscriberMeans()
+	want := Spread{Min: 200, P10: 200, P50: 5000, P90: 5000, Max: 5000}
+	if got != want {
+		t.Fatalf("subscriber means %+v, want %+v (subscribers 1 and 2 got nothing and do not count)", got, want)
+	}
+	if (&stepRecorder{}).subscriberMeans() != (Spread{}) {
+		t.Fatal("a step with no deliveries has a spread")
+	}
+}
+
 func TestKeptUp(t *testing.T) {
 	ok := Latencies{Count: 10, P99: 1000}
 	for _, tc := range []struct {

@@ -438,9 +438,11 @@ func benchAt(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var order []string
 	for _, r := range runs {
 		for _, s := range r.Steps {
-			fmt.Fprintf(stdout, "%s round=%d n=%d offered=%.0f delivered=%.0f answers=%.0f batch=%.1f server_cpu=%.2f client_cpu=%.2f lost=%d late=%d skipped=%d p50=%s p90=%s p99=%s max=%s\n",
+			m := s.SubscriberMeans
+			fmt.Fprintf(stdout, "%s round=%d n=%d offered=%.0f delivered=%.0f answers=%.0f batch=%.1f server_cpu=%.2f client_cpu=%.2f lost=%d late=%d skipped=%d p50=%s p90=%s p99=%s max=%s subscriber_means=%s/%s/%s/%s/%s\n",
 				r.Config, r.Round, r.Subscribers, s.Offered, s.DeliveredPerSec, s.AnswersPerSec, s.Batch, s.ServerCPU, s.ClientCPU, s.Lost,
-				s.Slots.Late, s.Slots.Skipped, ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max))
+				s.Slots.Late, s.Slots.Skipped, ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max),
+				ms(m.Min), ms(m.P10), ms(m.P50), ms(m.P90), ms(m.Max))
 			if p99s[r.Config] == nil {
 				p99s[r.Config] = map[float64][]float64{}
 				order = append(order, r.Config)
