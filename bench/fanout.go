@@ -268,20 +268,20 @@ func (r FanoutRun) HalfStep() (FanoutStep, bool) {
 // in [from, to) µs, which is also the step's window. A message a
 // subscriber already had counts as a duplicate, not as a delivery.
 type stepRecorder struct {
-	from, to   int64
-	rate       float64 // publishes/s: message m is slot (m-from)·rate/1e6
-	slots      int
-	mu         sync.Mutex
-	hist       *hdrhistogram.Histogram
-	seen       [][]uint64 // per subscriber, a bit per slot
+	from, to int64
+	rate     float64 // publishes/s: message m is slot (m-from)·rate/1e6
+	slots    int
+	mu       sync.Mutex
+	hist     *hdrhistogram.Histogram
+	seen     [][]uint64 // per subscriber, a bit per slot
 	// subSum and subN are, per subscriber, the latencies (µs) of its
 	// deliveries added up, and how many.
 	subSum, subN []int64
-	inWindow   int64      // deliveries that arrived before to
-	answers    int64      // answers that brought them
-	drained    int64      // deliveries that arrived at or after to
-	duplicates int64
-	count      atomic.Int64
+	inWindow     int64 // deliveries that arrived before to
+	answers      int64 // answers that brought them
+	drained      int64 // deliveries that arrived at or after to
+	duplicates   int64
+	count        atomic.Int64
 }
 
 // subscriberMeans is the spread of the subscribers' mean latencies; mu is
