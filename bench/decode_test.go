@@ -207,12 +207,22 @@ func duplicateKeys(body []byte) bool {
 // TestParseIntAgreesWithStrconv: the scanner's integer reader gives what
 // strconv.ParseInt gives, on each side of its 18-digit fast path.
 func TestParseIntAgreesWithStrconv(t *testing.T) {
-	for _, s := range []string{"0", "-0", "7", "-7", "123456789012345678", "-123456789012345678", "999999999999999999",
+	for _, s := range []string{"0", "-0", "7", "-7", "12345678", "-87654321", "1733238400000042", "-1733238400000042", "90000000000000001", "123456789012345678", "-123456789012345678", "999999999999999999",
 		"1234567890123456789", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "1.5", "1e3", "-", "", "12a"} {
 		want, err := strconv.ParseInt(s, 10, 64)
 		got, ok := parseInt([]byte(s))
 		if ok != (err == nil) || ok && got != want {
 			t.Errorf("parseInt(%q) = %d, %v; strconv says %d, %v", s, got, ok, want, err)
+		}
+		// scanInt reads the same number out of an object, where it ends.
+		if skipNumber([]byte(s), 0) != len(s) {
+			continue // not a JSON number: scanMessage never gets that far
+		}
+		for _, after := range []string{"}", `,"x":"12345678"}`, ""} {
+			got, end, ok := scanInt([]byte(s+after), 0)
+			if ok != (err == nil) || ok && (got != want || end != len(s)) {
+				t.Errorf("scanInt(%q) = %d, %d, %v; want %d, %d (strconv: %v)", s+after, got, end, ok, want, len(s), err)
+			}
 		}
 	}
 }
