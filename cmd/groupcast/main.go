@@ -437,7 +437,7 @@ func benchAt(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	p99s := map[string]map[float64][]float64{}
 	var order []string
 	for _, r := range runs {
-		for _, s := range r.Steps {
+		for i, s := range r.Steps {
 			m := s.SubscriberMeans
 			fmt.Fprintf(stdout, "%s round=%d n=%d offered=%.0f delivered=%.0f answers=%.0f batch=%.1f server_cpu=%.2f client_cpu=%.2f lost=%d late=%d skipped=%d p50=%s p90=%s p99=%s max=%s subscriber_means=%s/%s/%s/%s/%s\n",
 				r.Config, r.Round, r.Subscribers, s.Offered, s.DeliveredPerSec, s.AnswersPerSec, s.Batch, s.ServerCPU, s.ClientCPU, s.Lost,
@@ -447,7 +447,11 @@ func benchAt(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				p99s[r.Config] = map[float64][]float64{}
 				order = append(order, r.Config)
 			}
-			p99s[r.Config][s.Offered] = append(p99s[r.Config][s.Offered], s.Latency.P99)
+			// Step i ran at loads[i] (every load is run): keyed by the load
+			// asked for, not by the offered rate the step computed from it.
+			if i < len(loads) {
+				p99s[r.Config][loads[i]] = append(p99s[r.Config][loads[i]], s.Latency.P99)
+			}
 		}
 	}
 	slices.Sort(loads)
