@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -78,15 +79,9 @@ func At(ctx context.Context, cfg AtConfig) ([]AtRun, error) {
 	}
 	var cases []fanoutCase
 	for _, bin := range cfg.Groupcastd {
-		cases = append(cases, fanoutCase{target: "groupcast", variant: bin, start: func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error) {
-			node, g, err := s.startGroupcastBin(ctx, name, bin, cfg.Args...)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			return g, func() ([]int, error) { return []int{node.PID()}, nil }, node.Stop, nil
-		}})
+		cases = append(cases, s.groupcastCase(bin, bin, cfg.Args...))
 	}
-	cases = append(cases, s.fanoutCases()[1:]...) // the Nchan configurations, if any
+	cases = append(cases, s.nchanCases()...)
 	rounds := cfg.Rounds
 	if rounds == 0 {
 		rounds = 2
@@ -105,4 +100,43 @@ func At(ctx context.Context, cfg AtConfig) ([]AtRun, error) {
 		}
 	}
 	return out, nil
+}
+
+// AtMedian is one configuration's p99s at one load, over its runs, and
+// their median.
+type AtMedian struct {
+	Config string
+	Load   float64 // as asked for (AtConfig.Loads)
+	P99s   []float64
+	Median float64
+}
+
+// Medians are the median p99 of each configuration at each load, in the
+// order the configurations first ran and of the loads (a load given twice
+// pools its steps). Step i of a run ran at loads[i].
+func Medians(runs []AtRun, loads []float64) []AtMedian {
+	p99s := map[string]map[float64][]float64{}
+	var order []string
+	for _, r := range runs {
+		if p99s[r.Config] == nil {
+			p99s[r.Config] = map[float64][]float64{}
+			order = append(order, r.Config)
+		}
+		for i, st := range r.Steps {
+			if i < len(loads) {
+				p99s[r.Config][loads[i]] = append(p99s[r.Config][loads[i]], st.Latency.P99)
+			}
+		}
+	}
+	distinct := slices.Compact(slices.Sorted(slices.Values(loads)))
+	var out []AtMedian
+	for _, c := range order {
+		for _, l := range distinct {
+			if xs := p99s[c][l]; len(xs) > 0 {
+				slices.Sort(xs)
+				out = append(out, AtMedian{Config: c, Load: l, P99s: xs, Median: median(xs)})
+			}
+		}
+	}
+	return out
 }

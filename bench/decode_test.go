@@ -204,24 +204,26 @@ func duplicateKeys(body []byte) bool {
 	}
 }
 
-// TestParseIntAgreesWithStrconv: the scanner's integer reader gives what
-// strconv.ParseInt gives, on each side of its 18-digit fast path.
-func TestParseIntAgreesWithStrconv(t *testing.T) {
+// TestScanIntAgreesWithStrconv: the scanner's integer reader ends where
+// skipNumber ends and reads what strconv.ParseInt reads there, on each side
+// of its 18-digit fast path and its 8-digit words, alone or inside an
+// object.
+func TestScanIntAgreesWithStrconv(t *testing.T) {
 	for _, s := range []string{"0", "-0", "7", "-7", "12345678", "-87654321", "1733238400000042", "-1733238400000042", "90000000000000001", "123456789012345678", "-123456789012345678", "999999999999999999",
-		"1234567890123456789", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "1.5", "1e3", "-", "", "12a"} {
-		want, err := strconv.ParseInt(s, 10, 64)
-		got, ok := parseInt([]byte(s))
-		if ok != (err == nil) || ok && got != want {
-			t.Errorf("parseInt(%q) = %d, %v; strconv says %d, %v", s, got, ok, want, err)
-		}
-		// scanInt reads the same number out of an object, where it ends.
-		if skipNumber([]byte(s), 0) != len(s) {
-			continue // not a JSON number: scanMessage never gets that far
-		}
+		"1234567890123456789", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "1.5", "1e3", "-", "", "12a", "0123"} {
 		for _, after := range []string{"}", `,"x":"12345678"}`, ""} {
-			got, end, ok := scanInt([]byte(s+after), 0)
-			if ok != (err == nil) || ok && (got != want || end != len(s)) {
-				t.Errorf("scanInt(%q) = %d, %d, %v; want %d, %d (strconv: %v)", s+after, got, end, ok, want, len(s), err)
+			b := []byte(s + after)
+			end := skipNumber(b, 0)
+			got, gotEnd, ok := scanInt(b, 0)
+			if end < 0 {
+				if ok {
+					t.Errorf("scanInt(%q) = %d, %d, true; skipNumber finds no number there", b, got, gotEnd)
+				}
+				continue
+			}
+			want, err := strconv.ParseInt(string(b[:end]), 10, 64)
+			if ok != (err == nil) || ok && (got != want || gotEnd != end) {
+				t.Errorf("scanInt(%q) = %d, %d, %v; want %d, %d (strconv: %v)", b, got, gotEnd, ok, want, end, err)
 			}
 		}
 	}

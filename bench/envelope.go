@@ -235,7 +235,7 @@ func hasByte(w uint64, b byte) bool {
 // scanInt reads the JSON integer at body[i:] and returns it and where it
 // ends. An integer of 1 to 18 digits without a leading zero, followed by
 // neither a fraction nor an exponent, is summed in one pass; anything else
-// is left to skipNumber and parseInt (strconv), which read it as before.
+// is left to skipNumber and strconv, which read it as before.
 func scanInt(body []byte, i int) (v int64, end int, ok bool) {
 	j := i
 	if j < len(body) && body[j] == '-' {
@@ -271,8 +271,8 @@ func scanInt(body []byte, i int) (v int64, end int, ok bool) {
 	if end = skipNumber(body, i); end < 0 {
 		return 0, 0, false
 	}
-	v, ok = parseInt(body[i:end])
-	return v, end, ok
+	v, err := strconv.ParseInt(string(body[i:end]), 10, 64)
+	return v, end, err == nil
 }
 
 // eightDigits is the value of the 8 ASCII digits in w, the first in its
@@ -282,30 +282,4 @@ func eightDigits(w uint64) uint64 {
 	w = (w & 0x0F0F0F0F0F0F0F0F) * 2561 >> 8
 	w = (w & 0x00FF00FF00FF00FF) * 6553601 >> 16
 	return (w & 0x0000FFFF0000FFFF) * 42949672960001 >> 32
-}
-
-// parseInt is strconv.ParseInt(string(b), 10, 64) for what skipNumber
-// accepted: an integer of up to 18 digits is summed here, anything else
-// (a fraction, an exponent, 19 digits and more) goes to strconv.
-func parseInt(b []byte) (int64, bool) {
-	digits := b
-	if len(digits) > 0 && digits[0] == '-' {
-		digits = digits[1:]
-	}
-	if len(digits) == 0 || len(digits) > 18 {
-		v, err := strconv.ParseInt(string(b), 10, 64)
-		return v, err == nil
-	}
-	var v int64
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			v, err := strconv.ParseInt(string(b), 10, 64)
-			return v, err == nil
-		}
-		v = v*10 + int64(c-'0')
-	}
-	if len(digits) < len(b) {
-		v = -v
-	}
-	return v, true
 }

@@ -68,15 +68,10 @@ func (s *suite) isolate(res *Results) (undo func() error, err error) {
 	return undo, nil
 }
 
-// startGroupcast starts one groupcastd on its embedded default (bbolt
-// store, in-process log), as Nchan runs on one nginx without Redis.
-func (s *suite) startGroupcast(ctx context.Context, name string) (*Proc, *Groupcast, error) {
-	return s.startGroupcastBin(ctx, name, s.cfg.Groupcastd)
-}
-
-// startGroupcastBin is startGroupcast with the binary given and extra
-// flags after the suite's own.
-func (s *suite) startGroupcastBin(ctx context.Context, name, groupcastd string, extra ...string) (*Proc, *Groupcast, error) {
+// startGroupcast starts one groupcastd (the binary groupcastd, extra
+// flags after the suite's own) on its embedded default (bbolt store,
+// in-process log), as Nchan runs on one nginx without Redis.
+func (s *suite) startGroupcast(ctx context.Context, name, groupcastd string, extra ...string) (*Proc, *Groupcast, error) {
 	const listen = "127.0.0.1:18090"
 	// --cassandra= and --redis= empty: the node reads GROUPCAST_CASSANDRA
 	// and GROUPCAST_REDIS from the environment (which make bench sets for
@@ -114,17 +109,30 @@ type fanoutCase struct {
 	start           func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error)
 }
 
+// fanoutCases are the suite's configurations: its groupcastd, then
+// Nchan's if it has the module.
 func (s *suite) fanoutCases() []fanoutCase {
-	cases := []fanoutCase{{target: "groupcast", variant: "1 node", start: func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error) {
-		node, g, err := s.startGroupcast(ctx, name)
+	return append([]fanoutCase{s.groupcastCase("1 node", s.cfg.Groupcastd)}, s.nchanCases()...)
+}
+
+// groupcastCase runs the binary groupcastd with extra flags, as variant.
+func (s *suite) groupcastCase(variant, groupcastd string, extra ...string) fanoutCase {
+	return fanoutCase{target: "groupcast", variant: variant, start: func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error) {
+		node, g, err := s.startGroupcast(ctx, name, groupcastd, extra...)
 		if err != nil {
 			return nil, nil, nil, err
 		}
 		return g, func() ([]int, error) { return []int{node.PID()}, nil }, node.Stop, nil
-	}}}
+	}}
+}
+
+// nchanCases are Nchan's configurations (nchanVariants); none without the
+// module.
+func (s *suite) nchanCases() []fanoutCase {
 	if s.cfg.NchanModule == "" {
-		return cases
+		return nil
 	}
+	var cases []fanoutCase
 	for _, o := range s.nchanVariants() {
 		cases = append(cases, fanoutCase{target: "nchan", variant: o.Variant(), start: func(ctx context.Context, name string) (Target, func() ([]int, error), func() error, error) {
 			n, err := s.startNchan(ctx, name, o)

@@ -50,7 +50,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -434,43 +433,21 @@ func benchAt(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	runs, err := bench.At(ctx, bench.AtConfig{Groupcastd: bins, Args: strings.Fields(*extra), NchanModule: *nchan,
 		Subscribers: *subs, Channels: *channels, Loads: loads, Step: *step, Rounds: *rounds, NoPin: *noPin, Log: stderr})
 	ms := func(us float64) string { return strconv.FormatFloat(us/1e3, 'f', 2, 64) + "ms" }
-	p99s := map[string]map[float64][]float64{}
-	var order []string
 	for _, r := range runs {
-		for i, s := range r.Steps {
+		for _, s := range r.Steps {
 			m := s.SubscriberMeans
 			fmt.Fprintf(stdout, "%s round=%d n=%d offered=%.0f delivered=%.0f answers=%.0f batch=%.1f server_cpu=%.2f client_cpu=%.2f lost=%d late=%d skipped=%d p50=%s p90=%s p99=%s max=%s subscriber_means=%s/%s/%s/%s/%s\n",
 				r.Config, r.Round, r.Subscribers, s.Offered, s.DeliveredPerSec, s.AnswersPerSec, s.Batch, s.ServerCPU, s.ClientCPU, s.Lost,
 				s.Slots.Late, s.Slots.Skipped, ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max),
 				ms(m.Min), ms(m.P10), ms(m.P50), ms(m.P90), ms(m.Max))
-			if p99s[r.Config] == nil {
-				p99s[r.Config] = map[float64][]float64{}
-				order = append(order, r.Config)
-			}
-			// Step i ran at loads[i] (every load is run): keyed by the load
-			// asked for, not by the offered rate the step computed from it.
-			if i < len(loads) {
-				p99s[r.Config][loads[i]] = append(p99s[r.Config][loads[i]], s.Latency.P99)
-			}
 		}
 	}
-	slices.Sort(loads)
-	loads = slices.Compact(loads) // a load given twice is one row: its steps are pooled
-	for _, c := range order {
-		for _, l := range loads {
-			if xs := p99s[c][l]; len(xs) > 0 {
-				slices.Sort(xs)
-				var all []string
-				for _, x := range xs {
-					all = append(all, ms(x))
-				}
-				med := xs[len(xs)/2]
-				if len(xs)%2 == 0 {
-					med = (xs[len(xs)/2-1] + med) / 2
-				}
-				fmt.Fprintf(stdout, "median p99 %s at %.0f/s: %s of %d (%s)\n", c, l, ms(med), len(xs), strings.Join(all, " "))
-			}
+	for _, m := range bench.Medians(runs, loads) {
+		var all []string
+		for _, x := range m.P99s {
+			all = append(all, ms(x))
 		}
+		fmt.Fprintf(stdout, "median p99 %s at %.0f/s: %s of %d (%s)\n", m.Config, m.Load, ms(m.Median), len(m.P99s), strings.Join(all, " "))
 	}
 	return err
 }
