@@ -11,14 +11,14 @@ import (
 )
 
 // TestDecoders checks that both formats' samples decode to the same
-// messages.
+// messages, also into a buffer that held an earlier answer's.
 func TestDecoders(t *testing.T) {
 	for _, n := range decodeBatches {
-		g, tt, err := decodeSubscribe(sampleSubscribe(n))
+		g, tt, err := decodeSubscribe(sampleSubscribe(n), []int64{-1, -2, -3})
 		if err != nil || tt == "" {
 			t.Fatalf("groupcast %d: %v, timetoken %q", n, err, tt)
 		}
-		r, err := parseRawMessages(sampleRaw(n))
+		r, err := parseRawMessages(sampleRaw(n), []int64{-1, -2, -3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -26,7 +26,7 @@ func TestDecoders(t *testing.T) {
 			t.Fatalf("%d messages: groupcast %v, nchan %v", n, g, r)
 		}
 	}
-	if _, _, err := decodeSubscribe([]byte(`{"t":{"t":"1"},"m":[{"d":"text"}]}`)); err == nil {
+	if _, _, err := decodeSubscribe([]byte(`{"t":{"t":"1"},"m":[{"d":"text"}]}`), nil); err == nil {
 		t.Error("a message that is not an integer: no error")
 	}
 }
@@ -37,7 +37,7 @@ func TestDecoders(t *testing.T) {
 func TestScanSubscribe(t *testing.T) {
 	for _, n := range append([]int{0}, decodeBatches...) {
 		body := sampleSubscribe(n)
-		got, tt, ok := scanSubscribe(body)
+		got, tt, ok := scanSubscribe(body, nil)
 		want, wantT, err := decodeSubscribeJSON(body)
 		if !ok || err != nil || fmt.Sprint(got) != fmt.Sprint(want) || tt != wantT {
 			t.Fatalf("sample of %d: fast %v %q %v, reference %v %q %v", n, got, tt, ok, want, wantT, err)
@@ -45,7 +45,7 @@ func TestScanSubscribe(t *testing.T) {
 	}
 	read := `{"t":{"t":"17","r":2},"m":[{"b":"g","a":"1","f":0,"i":"u\"1","p":{"t":"16","r":1},"k":"k","c":"c\\","u":{"d":"x","n":[1,{"d":2}]},"d":-7},` +
 		`{"e":1,"d":0,"x":[true,false,null,1.5e-3,"]}"]}]}`
-	if got, tt, ok := scanSubscribe([]byte(read)); !ok || fmt.Sprint(got) != "[-7 0]" || tt != "17" {
+	if got, tt, ok := scanSubscribe([]byte(read), []int64{5, 5, 5}); !ok || fmt.Sprint(got) != "[-7 0]" || tt != "17" {
 		t.Errorf("%s: %v %q %v", read, got, tt, ok)
 	}
 	for _, s := range []string{
@@ -63,7 +63,7 @@ func TestScanSubscribe(t *testing.T) {
 		`{"t":{"t":"1","r":1},"m":[{"d":1,"x":tru}]}`,
 		`{"m":[],"t":{"t":"1","r":1}}`, // valid, laid out otherwise
 	} {
-		if got, tt, ok := scanSubscribe([]byte(s)); ok {
+		if got, tt, ok := scanSubscribe([]byte(s), nil); ok {
 			t.Errorf("%s: fast path read %v %q", s, got, tt)
 		}
 	}
@@ -78,10 +78,13 @@ func BenchmarkDecode(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%d", d.format, n), func(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(len(body)))
+				var buf []int64
 				for b.Loop() {
-					if _, err := d.decode(body); err != nil {
+					got, err := d.decode(body, buf)
+					if err != nil {
 						b.Fatal(err)
 					}
+					buf = got
 				}
 			})
 		}
@@ -133,7 +136,7 @@ func FuzzDecodeSubscribe(f *testing.F) {
 			return // encoding/json reads a bad byte as U+FFFD, fastjson keeps it; a node writes UTF-8
 		}
 		want, wantT, wantErr := decodeSubscribeJSON(body)
-		got, gotT, err := decodeSubscribe(body)
+		got, gotT, err := decodeSubscribe(body, nil)
 		if wantErr != nil || !json.Valid(body) {
 			if err == nil && json.Valid(body) {
 				t.Fatalf("fast decoder accepted %q (%v %q), the reference refuses it: %v", body, got, gotT, wantErr)

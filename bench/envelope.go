@@ -15,7 +15,7 @@ import (
 // server, the bottleneck of the latency measured (DecodeCost reports what
 // each format costs). Anything else, a valid answer laid out otherwise
 // included, reports ok false, and decodeSubscribe reads it with fastjson.
-func scanSubscribe(body []byte) (msgs []int64, tt string, ok bool) {
+func scanSubscribe(body []byte, into []int64) (msgs []int64, tt string, ok bool) { // msgs reuses into's array
 	const head = `{"t":{"t":"`
 	if !bytes.HasPrefix(body, []byte(head)) {
 		return nil, "", false
@@ -40,7 +40,7 @@ func scanSubscribe(body []byte) (msgs []int64, tt string, ok bool) {
 		return nil, "", false
 	}
 	i += len(`},"m":[`)
-	msgs = make([]int64, 0, len(body)/100) // a node's envelope of an integer is over 100 bytes
+	msgs = into[:0]
 	if i < len(body) && body[i] == ']' {
 		i++
 	} else {

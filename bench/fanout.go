@@ -426,8 +426,11 @@ func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) 
 				defer subs.Done()
 				channel := channelName(prefix, i%channels, channels)
 				cur := starts[i%channels]
+				var msgs []int64 // reused: the subscriber's answers are decoded into it
 				for subCtx.Err() == nil {
-					msgs, next, err := t.Poll(subCtx, hc, channel, cur)
+					var next Cursor
+					var err error
+					msgs, next, err = t.Poll(subCtx, hc, channel, cur, msgs[:0])
 					if err != nil {
 						failures.Add(1)
 						<-time.After(10 * time.Millisecond)

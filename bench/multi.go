@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
@@ -35,8 +36,18 @@ func (g *GroupcastGroup) Handshake(ctx context.Context, c *fasthttp.HostClient, 
 }
 
 // Poll long-polls the group.
-func (g *GroupcastGroup) Poll(ctx context.Context, c *fasthttp.HostClient, _ string, cur Cursor) ([]int64, Cursor, error) {
-	return g.poll(c, fmt.Sprintf("%s/v2/subscribe/%s/,/0?channel-group=%s&tt=%s%s", g.Origin, g.Account, g.Group, cur.A, g.query("&")), cur)
+func (g *GroupcastGroup) Poll(ctx context.Context, c *fasthttp.HostClient, _ string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	u := req.URI()
+	u.SetScheme("http")
+	u.SetHost(hostOf(g.Origin))
+	u.SetPath(g.subscribePath(","))
+	q := u.QueryArgs()
+	q.Add("channel-group", g.Group)
+	q.Add("tt", cur.A)
+	g.addAuth(q)
+	return g.poll(c, req, cur, msgs)
 }
 
 // Publish sends msg to the next member.
@@ -51,6 +62,9 @@ type NchanMulti struct {
 	*Nchan
 	Members []string
 	next    atomic.Uint64
+
+	pathOnce sync.Once
+	path     string // /msub/ and the escaped members, made once
 }
 
 // Handshake returns the empty cursor: the first poll waits for the next
@@ -60,12 +74,15 @@ func (n *NchanMulti) Handshake(ctx context.Context, c *fasthttp.HostClient, _ st
 }
 
 // Poll long-polls every member at once.
-func (n *NchanMulti) Poll(ctx context.Context, c *fasthttp.HostClient, _ string, cur Cursor) ([]int64, Cursor, error) {
-	escaped := make([]string, len(n.Members))
-	for i, m := range n.Members {
-		escaped[i] = url.PathEscape(m)
-	}
-	return n.poll(ctx, c, "/msub/"+strings.Join(escaped, ","), "multi", cur)
+func (n *NchanMulti) Poll(ctx context.Context, c *fasthttp.HostClient, _ string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	n.pathOnce.Do(func() {
+		escaped := make([]string, len(n.Members))
+		for i, m := range n.Members {
+			escaped[i] = url.PathEscape(m)
+		}
+		n.path = "/msub/" + strings.Join(escaped, ",")
+	})
+	return n.poll(ctx, c, n.path, "multi", cur, msgs)
 }
 
 // Publish sends msg to the next member.

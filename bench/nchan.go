@@ -407,12 +407,14 @@ func parseNchanID(id string) (sec int64, tag string, ok bool) {
 // answers at once with every buffered message after it (raw multipart), else
 // it waits for the next message; an empty cursor waits for the next message
 // published. A poll Nchan times out (408) returns no messages and cur.
-func (n *Nchan) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error) {
-	return n.poll(ctx, c, "/sub/"+url.PathEscape(channel), channel, cur)
+func (n *Nchan) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	return n.poll(ctx, c, "/sub/"+url.PathEscape(channel), channel, cur, msgs)
 }
 
-// poll long-polls path (of channel, for errors).
-func (n *Nchan) poll(ctx context.Context, c *fasthttp.HostClient, path, channel string, cur Cursor) ([]int64, Cursor, error) {
+// poll long-polls path (of channel, for errors); the messages are appended
+// to msgs.
+func (n *Nchan) poll(ctx context.Context, c *fasthttp.HostClient, path, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	msgs = msgs[:0]
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -422,30 +424,30 @@ func (n *Nchan) poll(ctx context.Context, c *fasthttp.HostClient, path, channel 
 		req.Header.Set("If-None-Match", cur.B)
 	}
 	if err := doNchan(ctx, c, req, resp); err != nil {
-		return nil, cur, fmt.Errorf("nchan poll %s: %w", channel, err)
+		return msgs, cur, fmt.Errorf("nchan poll %s: %w", channel, err)
 	}
 	switch resp.StatusCode() {
 	case http.StatusOK:
 	case http.StatusNotModified, http.StatusRequestTimeout:
-		return nil, cur, nil
+		return msgs, cur, nil
 	default:
-		return nil, cur, fmt.Errorf("nchan poll %s: %d %s", channel, resp.StatusCode(), resp.Body())
+		return msgs, cur, fmt.Errorf("nchan poll %s: %d %s", channel, resp.StatusCode(), resp.Body())
 	}
 	next := Cursor{A: string(resp.Header.Peek("Last-Modified")), B: string(resp.Header.Peek("Etag"))}
 	if next.A == "" || next.B == "" {
-		return nil, cur, fmt.Errorf("nchan poll %s: answer without Last-Modified or Etag", channel)
+		return msgs, cur, fmt.Errorf("nchan poll %s: answer without Last-Modified or Etag", channel)
 	}
-	msgs, err := parseRawMessages(resp.Body())
+	msgs, err := parseRawMessages(resp.Body(), msgs)
 	if err != nil {
-		return nil, cur, fmt.Errorf("nchan poll %s: %w", channel, err)
+		return msgs, cur, fmt.Errorf("nchan poll %s: %w", channel, err)
 	}
 	return msgs, next, nil
 }
 
 // parseRawMessages reads a raw multipart long-poll answer: messages one a
-// line, oldest first.
-func parseRawMessages(body []byte) ([]int64, error) {
-	out := make([]int64, 0, bytes.Count(body, []byte{'\n'})+1)
+// line, oldest first, decoded into out's array.
+func parseRawMessages(body []byte, out []int64) ([]int64, error) {
+	out = out[:0]
 	for line := range bytes.SplitSeq(body, []byte{'\n'}) {
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {

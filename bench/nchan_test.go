@@ -68,7 +68,7 @@ func TestNchan(t *testing.T) {
 		}
 	}
 	// A subscriber behind by several messages gets them all in one poll.
-	if all, _, err := n.Poll(ctx, hc, channel, start); err != nil || !slices.Equal(all, want) {
+	if all, _, err := n.Poll(ctx, hc, channel, start, nil); err != nil || !slices.Equal(all, want) {
 		t.Errorf("one poll from the handshake got %v, %v; want %v", all, err, want)
 	}
 
@@ -102,7 +102,7 @@ func pollUntil(ctx context.Context, n *Nchan, channel string, cur Cursor, want i
 	defer c.CloseIdleConnections()
 	var got []int64
 	for len(got) < want {
-		msgs, next, err := n.Poll(ctx, c, channel, cur)
+		msgs, next, err := n.Poll(ctx, c, channel, cur, nil)
 		if err != nil {
 			return got, err
 		}

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,9 +33,11 @@ type Target interface {
 	Addr() string
 	// Handshake returns the cursor a new subscriber of channel starts after.
 	Handshake(ctx context.Context, c *fasthttp.HostClient, channel string) (Cursor, error)
-	// Poll long-polls channel after cursor and returns the messages and the
-	// next cursor.
-	Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error)
+	// Poll long-polls channel after cursor and returns the messages and
+	// the next cursor. The messages are decoded into msgs's array, whose
+	// contents are overwritten: a subscriber passes its last answer's, so
+	// that the client allocates nothing per answer for them.
+	Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error)
 	// Publish sends one message to channel.
 	Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error
 	// Parked is how many long-polls the server holds now.
@@ -58,6 +62,8 @@ type Groupcast struct {
 
 	authOnce  sync.Once
 	authQuery string // "auth=" and the escaped token, made once
+	pathsMu   sync.RWMutex
+	paths     map[pathKey]string // subscribePath's and publishPath's
 }
 
 // query is the auth parameter the requests carry, after sep ('?' or '&'):
@@ -89,25 +95,69 @@ func (g *Groupcast) Handshake(ctx context.Context, c *fasthttp.HostClient, chann
 	return Cursor{A: a.T.T}, err
 }
 
-func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor) ([]int64, Cursor, error) {
-	return g.poll(c, fmt.Sprintf("%s/v2/subscribe/%s/%s/0?tt=%s%s", g.Origin, g.Account, channel, cur.A, g.query("&")), cur)
+func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	u := req.URI()
+	u.SetScheme("http")
+	u.SetHost(hostOf(g.Origin))
+	u.SetPath(g.subscribePath(channel))
+	q := u.QueryArgs()
+	q.Add("tt", cur.A)
+	g.addAuth(q)
+	return g.poll(c, req, cur, msgs)
 }
 
-// poll runs one subscribe long-poll u.
-func (g *Groupcast) poll(c *fasthttp.HostClient, u string, cur Cursor) ([]int64, Cursor, error) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
+// pathKey names one of a channel's paths.
+type pathKey struct {
+	channel string
+	publish bool
+}
+
+// path returns k's path, made by mk once per channel: the load generator
+// builds a re-poll's or a publish's request with no allocation.
+func (g *Groupcast) path(k pathKey, mk func() string) string {
+	g.pathsMu.RLock()
+	p, ok := g.paths[k]
+	g.pathsMu.RUnlock()
+	if ok {
+		return p
+	}
+	g.pathsMu.Lock()
+	defer g.pathsMu.Unlock()
+	if g.paths == nil {
+		g.paths = map[pathKey]string{}
+	}
+	p = mk()
+	g.paths[k] = p
+	return p
+}
+
+// subscribePath is channel's subscribe path.
+func (g *Groupcast) subscribePath(channel string) string {
+	return g.path(pathKey{channel, false}, func() string { return "/v2/subscribe/" + g.Account + "/" + channel + "/0" })
+}
+
+// addAuth adds the token to q when the target has one.
+func (g *Groupcast) addAuth(q *fasthttp.Args) {
+	if g.Auth != "" {
+		q.Add("auth", g.Auth)
+	}
+}
+
+// poll runs one subscribe long-poll req.
+func (g *Groupcast) poll(c *fasthttp.HostClient, req *fasthttp.Request, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(u)
 	if err := c.Do(req, resp); err != nil {
-		return nil, cur, err
+		return msgs[:0], cur, err
 	}
 	if resp.StatusCode() != 200 {
-		return nil, cur, fmt.Errorf("%s: %d %s", u, resp.StatusCode(), resp.Body())
+		return msgs[:0], cur, fmt.Errorf("%s: %d %s", req.URI(), resp.StatusCode(), resp.Body())
 	}
-	msgs, tt, err := decodeSubscribe(resp.Body())
+	msgs, tt, err := decodeSubscribe(resp.Body(), msgs)
 	if err != nil {
-		return nil, cur, err
+		return msgs[:0], cur, err
 	}
 	return msgs, Cursor{A: tt}, nil
 }
@@ -122,9 +172,9 @@ var subscribeParsers fastjson.ParserPool
 
 // decodeSubscribe reads a groupcast (PubNub v2) subscribe answer whose
 // messages are each one integer: the messages and the next timetoken.
-func decodeSubscribe(body []byte) ([]int64, string, error) {
-	if msgs, tt, ok := scanSubscribe(body); ok {
-		return msgs, tt, nil
+func decodeSubscribe(body []byte, msgs []int64) ([]int64, string, error) {
+	if out, tt, ok := scanSubscribe(body, msgs); ok {
+		return out, tt, nil
 	}
 	p := subscribeParsers.Get()
 	defer subscribeParsers.Put(p)
@@ -140,7 +190,7 @@ func decodeSubscribe(body []byte) ([]int64, string, error) {
 		return nil, "", fmt.Errorf("subscribe answer whose m is not an array: %.200s", body)
 	}
 	ms := v.GetArray("m")
-	out := make([]int64, 0, len(ms))
+	out := msgs[:0]
 	for _, m := range ms {
 		d := m.Get("d")
 		if d == nil || d.Type() != fastjson.TypeNumber {
@@ -155,13 +205,35 @@ func decodeSubscribe(body []byte) ([]int64, string, error) {
 	return out, string(tt), nil
 }
 
+// Publish sends msg and checks the node acknowledged it ([1,"Sent",…]).
+// The request is built in the pooled request's buffers and the answer read
+// without unmarshalling: the publishers share the load generator's core
+// with the subscribers, and the same checks cost Nchan's publishes (a
+// status code) less.
 func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error {
-	var r []any
-	pub := g.PublishKey
-	if pub == "" {
-		pub = "bench"
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	u := req.URI()
+	u.SetScheme("http")
+	u.SetHost(hostOf(g.Origin))
+	var path [128]byte
+	u.SetPathBytes(strconv.AppendInt(append(path[:0], g.publishPath(channel)...), msg, 10))
+	g.addAuth(u.QueryArgs())
+	if err := c.Do(req, resp); err != nil {
+		return err
 	}
-	return fastGet(c, fmt.Sprintf("%s/publish/%s/%s/0/%s/0/%d%s", g.Origin, pub, g.Account, channel, msg, g.query("?")), &r)
+	if resp.StatusCode() != 200 || !bytes.HasPrefix(resp.Body(), []byte(`[1,"Sent",`)) {
+		return fmt.Errorf("%s: %d %s", req.URI(), resp.StatusCode(), resp.Body())
+	}
+	return nil
+}
+
+// publishPath is channel's publish path up to the message.
+func (g *Groupcast) publishPath(channel string) string {
+	return g.path(pathKey{channel, true}, func() string {
+		return "/publish/" + cmp.Or(g.PublishKey, "bench") + "/" + g.Account + "/0/" + channel + "/0/"
+	})
 }
 
 func (g *Groupcast) Parked(ctx context.Context) (int, error) {
