@@ -329,7 +329,8 @@ var ErrNotFresh = fmt.Errorf("subscriber: this node has not caught up with the t
 // timetoken. With a token, the node first waits until it has applied
 // everything the token covers, so the message sorts after those edits —
 // in other regions' logs too: the message carries the token's positions
-// there as its dependencies (see replicate.go).
+// there as its dependencies (see replicate.go). Publish keeps neither m
+// nor what it points to once it returns (m.Deps aside, which it sets).
 func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token) (channelgroups.Timetoken, error) {
 	shard := channelgroups.ShardOf(m.Account, len(n.shards))
 	if tok != nil {
@@ -349,7 +350,9 @@ func (n *Node) Publish(ctx context.Context, m *Message, tok *channelgroups.Token
 			}
 		}
 	}
-	pos, err := n.ann.appendRecord(ctx, shard, encodeMessage(m))
+	e := messageEncoders.Get().(*messageEncoder)
+	pos, err := n.ann.appendRecord(ctx, shard, e.encode(m)) // the log keeps a copy (Log.Append)
+	e.release()
 	if err != nil {
 		return 0, err
 	}
@@ -869,15 +872,18 @@ type PollResult struct {
 // deliveriesPool holds the arrays of answers' deliveries: under load most
 // polls answer at once with tens of messages, and growing a fresh slice for
 // each was most of the bytes the node allocated (so most of its GC work).
-var deliveriesPool sync.Pool // *[]Delivery
+// The pool holds the arrays themselves (*[pooledDeliveries]Delivery, which
+// a slice of that capacity converts to without allocating), not slices: a
+// *[]Delivery put back would be a new allocation per answer.
+var deliveriesPool sync.Pool // *[pooledDeliveries]Delivery
 
-// pooledDeliveries is the capacity the pool's arrays start with and the
-// largest it keeps: a full answer (MaxDeliveries) and then some.
+// pooledDeliveries is the capacity of the pool's arrays, the only one it
+// keeps: a full answer (MaxDeliveries) and then some.
 const pooledDeliveries = 128
 
 func getDeliveries() []Delivery {
-	if p, ok := deliveriesPool.Get().(*[]Delivery); ok {
-		return (*p)[:0]
+	if p, ok := deliveriesPool.Get().(*[pooledDeliveries]Delivery); ok {
+		return p[:0]
 	}
 	return make([]Delivery, 0, pooledDeliveries)
 }
@@ -887,12 +893,12 @@ func getDeliveries() []Delivery {
 // Releasing is optional (an answer never released is garbage like any
 // other) but must happen at most once per answer.
 func ReleaseDeliveries(ds []Delivery) {
-	if c := cap(ds); c == 0 || c > 2*pooledDeliveries {
-		return
+	if cap(ds) != pooledDeliveries {
+		return // not one of the pool's (a grown or a test's array)
 	}
-	ds = ds[:cap(ds)]
-	clear(ds) // keep no message alive from the pool
-	deliveriesPool.Put(&ds)
+	a := (*[pooledDeliveries]Delivery)(ds[:pooledDeliveries])
+	clear(a[:]) // keep no message alive from the pool
+	deliveriesPool.Put(a)
 }
 
 // MaxDeliveries is the most messages one answer carries (PubNub SDKs report

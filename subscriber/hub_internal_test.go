@@ -76,7 +76,8 @@ func TestLastOps(t *testing.T) {
 
 // TestReleasedDeliveriesAreReusedCleared: an answer's deliveries given back
 // are reused by a later answer, and the array keeps no message alive
-// meanwhile; arrays past twice the pooled size are not kept.
+// meanwhile; arrays of another size are not kept; taking and giving back
+// an array allocates nothing.
 func TestReleasedDeliveriesAreReusedCleared(t *testing.T) {
 	reused := 0
 	for range 100 {
@@ -103,11 +104,16 @@ func TestReleasedDeliveriesAreReusedCleared(t *testing.T) {
 	if reused == 0 {
 		t.Fatal("released deliveries were never reused")
 	}
-	big := make([]Delivery, 0, 4*pooledDeliveries)
-	ReleaseDeliveries(big)
+	for _, c := range []int{pooledDeliveries / 2, pooledDeliveries + 1, 4 * pooledDeliveries} {
+		ReleaseDeliveries(make([]Delivery, 0, c))
+	}
 	for range 10 {
-		if ds := getDeliveries(); cap(ds) > 2*pooledDeliveries {
+		if ds := getDeliveries(); cap(ds) != pooledDeliveries {
 			t.Fatalf("the pool kept an array of %d deliveries", cap(ds))
 		}
+	}
+	ReleaseDeliveries(getDeliveries())
+	if n := testing.AllocsPerRun(100, func() { ReleaseDeliveries(getDeliveries()) }); n != 0 {
+		t.Errorf("taking and giving back an answer's array: %.0f allocations, want 0", n)
 	}
 }

@@ -19,7 +19,8 @@ import (
 // a log reports every entry lost after a cursor and never one that was not.
 type Log interface {
 	// Append adds rec to shard's log and returns its position, greater than
-	// every earlier position of that shard.
+	// every earlier position of that shard. It keeps no reference to rec
+	// once it returns: a publish encodes into a buffer it reuses.
 	Append(ctx context.Context, shard int, rec []byte) (channelgroups.Position, error)
 	// Read returns up to max entries after each cursor's position in its
 	// shard's log, for the shards the cursors name (a node follows only the

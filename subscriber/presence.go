@@ -650,8 +650,13 @@ func (n *Node) pollView(ctx context.Context, a channelgroups.Account, g channelg
 }
 
 // presentOn returns the channels a subscribe makes its user present on:
-// those it names and those of its groups (not of presence twins).
+// those it names and those of its groups (not of presence twins). Without
+// groups it is req.Channels itself (read only, as the request is): most
+// polls name channels alone, and copying them was an allocation per poll.
 func presentOn(req PollRequest, views []*channelgroups.View) []channelgroups.Channel {
+	if len(req.Groups) == 0 {
+		return req.Channels
+	}
 	out := slices.Clone(req.Channels)
 	for i, g := range req.Groups {
 		if _, ok := presenceGroup(g); !ok && views[i] != nil {

@@ -1,9 +1,11 @@
 package subscriber
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,10 +168,52 @@ func PositionOf(t channelgroups.Timetoken) channelgroups.Position {
 }
 
 func encodeMessage(m *Message) []byte {
-	b, _ := json.Marshal(record{Kind: "m", Account: m.Account, Channel: m.Channel, Payload: m.Payload, Publisher: m.Publisher,
+	e := messageEncoders.Get().(*messageEncoder)
+	defer e.release()
+	return slices.Clone(e.encode(m))
+}
+
+// messageEncoder encodes published messages into a buffer it keeps: a
+// publish's record is copied into the log and then garbage, so encoding it
+// into a fresh slice (json.Marshal's copy, and the record boxed to reach
+// it) was most of what a publish allocated.
+type messageEncoder struct {
+	rec record
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var messageEncoders = sync.Pool{New: func() any {
+	e := new(messageEncoder)
+	e.enc = json.NewEncoder(&e.buf) // escapes HTML as json.Marshal does: the same bytes
+	return e
+}}
+
+// encode returns m's record, valid until e is released; json.Marshal of the
+// record gives the same bytes (TestMessageEncoderMatchesMarshal).
+func (e *messageEncoder) encode(m *Message) []byte {
+	e.rec = record{Kind: "m", Account: m.Account, Channel: m.Channel, Payload: m.Payload, Publisher: m.Publisher,
 		Meta: m.Meta, CustomType: m.CustomType, Signal: m.Signal, NoStore: m.NoStore, Key: m.Key, Deps: encodeDeps(m.Deps),
-		TTL: encodeTTL(m.TTL)})
-	return b
+		TTL: encodeTTL(m.TTL)}
+	e.buf.Reset()
+	if err := e.enc.Encode(&e.rec); err != nil {
+		// Only a payload or meta that is not JSON fails, and both were
+		// checked when published; json.Marshal's result was ignored alike.
+		return nil
+	}
+	b := e.buf.Bytes()
+	return b[:len(b)-1] // Encode ends the value with a newline
+}
+
+// release gives e back, keeping nothing of the message; a buffer grown past
+// a large message's size is let go.
+func (e *messageEncoder) release() {
+	e.rec = record{}
+	if e.buf.Cap() > 64<<10 {
+		e.buf = bytes.Buffer{}
+		e.enc = json.NewEncoder(&e.buf)
+	}
+	messageEncoders.Put(e)
 }
 
 // encodeTTL renders a message's TTL in whole seconds (at least one),

@@ -1,8 +1,10 @@
 package subscriber
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,12 +39,58 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("%q: a gap record without its origin", b)
 		}
 		if d.msg != nil {
+			if got, want := encodeMessage(d.msg), marshalMessage(d.msg); string(got) != string(want) {
+				t.Fatalf("%q: encoded as %q, json.Marshal gives %q", b, got, want)
+			}
 			again, err := decodeRecord(encodeMessage(d.msg), 0)
 			if err != nil || !slices.Equal(again.msg.Deps, d.msg.Deps) {
 				t.Fatalf("%q: dependencies %v do not survive encoding: %v %v", b, d.msg.Deps, again.msg, err)
 			}
 		}
 	})
+}
+
+// marshalMessage is how a message's record was encoded before the pooled
+// encoder: json.Marshal of the record.
+func marshalMessage(m *Message) []byte {
+	b, _ := json.Marshal(record{Kind: "m", Account: m.Account, Channel: m.Channel, Payload: m.Payload, Publisher: m.Publisher,
+		Meta: m.Meta, CustomType: m.CustomType, Signal: m.Signal, NoStore: m.NoStore, Key: m.Key, Deps: encodeDeps(m.Deps),
+		TTL: encodeTTL(m.TTL)})
+	return b
+}
+
+// TestMessageEncoderMatchesMarshal: the pooled encoder writes the bytes
+// json.Marshal wrote (HTML escaped, payload compacted, fields omitted when
+// empty), one message after another in the same encoder, and allocates
+// nothing once warm.
+func TestMessageEncoderMatchesMarshal(t *testing.T) {
+	msgs := []*Message{
+		{Account: "acct", Channel: "ch", Payload: json.RawMessage(`123`)},
+		{Account: "acct", Channel: "c<h>&", Payload: json.RawMessage(` { "a" : "<b>&\u2028" , "n": [1, 2] } `), Publisher: "u\u00e9",
+			Meta: json.RawMessage(`{"x": "</script>"}`), CustomType: "t", Signal: true, NoStore: true, Key: "k", TTL: 3 * time.Hour,
+			Deps: []channelgroups.RegionPosition{{Region: 2, Pos: channelgroups.Position{Ms: 9, Seq: 1}}}},
+		{Account: "acct", Channel: "ch", Payload: json.RawMessage(`"héllo\n"`), TTL: -1},
+		{Account: "acct", Channel: "ch", Payload: json.RawMessage(`"` + strings.Repeat("x", 100<<10) + `"`)}, // grows the buffer past what is kept
+		{Account: "acct", Channel: "ch", Payload: json.RawMessage(`null`)},
+	}
+	e := messageEncoders.Get().(*messageEncoder)
+	for i, m := range msgs {
+		if got, want := e.encode(m), marshalMessage(m); string(got) != string(want) {
+			t.Errorf("message %d: encoded as %.200q, json.Marshal gives %.200q", i, got, want)
+		}
+		if got, want := encodeMessage(m), marshalMessage(m); string(got) != string(want) {
+			t.Errorf("message %d: encodeMessage gives %.200q, json.Marshal %.200q", i, got, want)
+		}
+	}
+	e.release()
+	m := msgs[0]
+	if n := testing.AllocsPerRun(100, func() {
+		e := messageEncoders.Get().(*messageEncoder)
+		e.encode(m)
+		e.release()
+	}); n != 0 {
+		t.Errorf("encoding a message: %.0f allocations, want 0", n)
+	}
 }
 
 func TestDepsRoundTrip(t *testing.T) {

@@ -178,6 +178,8 @@ func New(cfg Config) (*API, error) {
 
 // Pubsub is the messaging side of a node; *subscriber.Node is one.
 type Pubsub interface {
+	// Publish keeps neither m nor anything m points to once it returns:
+	// the API reuses m, and m's Payload and Meta are the request's bytes.
 	Publish(ctx context.Context, m *subscriber.Message, tok *channelgroups.Token) (channelgroups.Timetoken, error)
 	StartPoll(ctx context.Context, req subscriber.PollRequest, done func(subscriber.PollResult, error)) *subscriber.Parked
 	// HistoryPage returns a page of a channel's history and whether its

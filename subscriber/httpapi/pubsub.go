@@ -10,6 +10,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -85,6 +86,11 @@ func (a *API) publishError(ctx *fasthttp.RequestCtx, status int, reason string) 
 	ctx.SetBody(b)
 }
 
+// publishedMessages holds the Messages publishes are decoded into (one
+// per publish, up to tens of thousands a second, otherwise each garbage
+// as soon as it is in the log).
+var publishedMessages = sync.Pool{New: func() any { return new(subscriber.Message) }}
+
 // parts: publish|signal {pub} {sub} 0 {channel} 0 [{message}]
 func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 	if _, err := channelgroups.ParseAccount(parts[1]); err != nil {
@@ -130,8 +136,16 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	m := &subscriber.Message{
-		Account: acct, Channel: ch, Payload: json.RawMessage(bytes.Clone(payload)),
+	// m and the request's bytes it points into (payload, meta) live until
+	// this handler returns: Publish encodes the message into the log and
+	// keeps neither (Pubsub.Publish).
+	m := publishedMessages.Get().(*subscriber.Message)
+	defer func() {
+		*m = subscriber.Message{}
+		publishedMessages.Put(m)
+	}()
+	*m = subscriber.Message{
+		Account: acct, Channel: ch, Payload: json.RawMessage(payload),
 		Publisher:  uuid,
 		CustomType: string(args.Peek("custom_message_type")),
 		Signal:     parts[0] == "signal",
@@ -159,7 +173,7 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 			a.publishError(ctx, fasthttp.StatusBadRequest, "Invalid meta: want JSON")
 			return
 		}
-		m.Meta = json.RawMessage(bytes.Clone(meta))
+		m.Meta = json.RawMessage(meta)
 	}
 	if m.Key != "" {
 		if err := checkIdempotencyKey(m.Key); err != nil {
@@ -188,9 +202,10 @@ func (a *API) servePublish(ctx *fasthttp.RequestCtx, parts []string) {
 	tt, err := a.cfg.Pubsub.Publish(c, m, tok)
 	switch {
 	case err == nil:
-		b, _ := json.Marshal([]any{1, "Sent", tt.String()})
+		var buf [40]byte
+		b := strconv.AppendInt(append(buf[:0], `[1,"Sent","`...), int64(tt), 10)
 		ctx.SetStatusCode(fasthttp.StatusOK)
-		ctx.SetBody(b)
+		ctx.SetBody(append(b, `"]`...))
 	case errors.Is(err, channelgroups.ErrInvalidToken):
 		a.publishError(ctx, fasthttp.StatusBadRequest, err.Error())
 	case errors.Is(err, channelgroups.ErrUnavailable):

@@ -52,7 +52,8 @@ type Log struct {
 	seq     uint64
 	bytes   int64
 	count   int
-	changed chan struct{} // closed and replaced on every append
+	changed chan struct{} // closed and replaced on an append once a reader waits on it
+	watched bool          // a reader took changed since it was made
 }
 
 // New returns an empty log.
@@ -117,8 +118,10 @@ func (l *Log) appendLocked(shard int, rec []byte) channelgroups.Position {
 	for l.bytes > l.cfg.MaxBytes && l.count > 1 {
 		l.drop(l.byAge[0])
 	}
-	close(l.changed)
-	l.changed = make(chan struct{})
+	if l.watched { // otherwise nobody waits: no channel per append
+		close(l.changed)
+		l.changed, l.watched = make(chan struct{}), false
+	}
 	return p
 }
 
@@ -141,10 +144,11 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 			return nil, errShard
 		}
 	}
-	var timer *time.Timer // made only when the read has to wait
+	var timer *time.Timer // taken only when the read has to wait
 	defer func() {
 		if timer != nil {
-			timer.Stop()
+			timer.Stop() // its channel is then empty (Go 1.23 timers): reusable
+			readTimers.Put(timer)
 		}
 	}()
 	for {
@@ -156,13 +160,16 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 		for _, c := range cursors {
 			out, recs = l.shards[c.Shard].after(out, recs, c.Shard, c.After, max)
 		}
-		changed := l.changed
+		var changed chan struct{}
+		if len(out) == 0 {
+			changed, l.watched = l.changed, true
+		}
 		l.mu.Unlock()
 		if len(out) > 0 {
 			return out, nil
 		}
 		if timer == nil {
-			timer = time.NewTimer(block)
+			timer = readTimer(block)
 		}
 		select {
 		case <-changed:
@@ -172,6 +179,18 @@ func (l *Log) Read(ctx context.Context, cursors []subscriber.Cursor, max int, bl
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// readTimers holds stopped timers for reads that wait: the log's readers
+// (a node's consume loop, its archiver) wait thousands of times a second.
+var readTimers sync.Pool // *time.Timer
+
+func readTimer(d time.Duration) *time.Timer {
+	if t, ok := readTimers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
 }
 
 // Last implements subscriber.Log.

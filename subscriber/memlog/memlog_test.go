@@ -200,3 +200,60 @@ func TestRecordsStayPut(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingReadsWakeOnAppend: a read waiting on an empty shard returns
+// the entry appended meanwhile, round after round (a waiting read is what
+// makes an append signal; appends nobody waits for allocate nothing), and a
+// read given up by its block returns nothing.
+func TestWaitingReadsWakeOnAppend(t *testing.T) {
+	l, err := memlog.New(memlog.Config{Shards: 2, MaxLen: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	var after channelgroups.Position
+	for round := range 50 {
+		got := make(chan []subscriber.LogEntry, 1)
+		go func() {
+			es, err := l.Read(ctx, []subscriber.Cursor{{Shard: 1, After: after}}, 10, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- es
+		}()
+		if round%2 == 1 { // an append to the other shard wakes it for nothing
+			if _, err := l.Append(ctx, 0, []byte("other")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pos, err := l.Append(ctx, 1, []byte{byte(round)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case es := <-got:
+			if len(es) == 0 {
+				t.Fatalf("round %d: the read returned nothing", round)
+			}
+			after = es[len(es)-1].Pos
+			if after != pos {
+				// the read may have run before the append: then it returned
+				// it after waiting, or found it at once; either way it is the one
+				t.Fatalf("round %d: read up to %v, appended %v", round, after, pos)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the waiting read did not wake on the append", round)
+		}
+	}
+	if es, err := l.Read(ctx, []subscriber.Cursor{{Shard: 1, After: after}}, 10, time.Millisecond); err != nil || len(es) != 0 {
+		t.Fatalf("a read past the end with a 1 ms block: %v, %v", es, err)
+	}
+	rec := make([]byte, 100)
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := l.Append(ctx, 0, rec); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("an append nobody waits for: %.0f allocations, want 0", n)
+	}
+}
