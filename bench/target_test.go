@@ -9,6 +9,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/groupcast/groupcast/internal/testenv"
 )
 
 // fakeNode answers subscribes with answer and publishes with ack, over an
@@ -79,11 +81,12 @@ func TestGroupcastRequests(t *testing.T) {
 	}
 }
 
-// TestGroupcastPollAllocations: a re-poll allocates the next cursor's
+// TestGroupcastPollAllocs: a re-poll allocates the next cursor's
 // string and nothing per message (the load generator's core decodes about
 // a million messages a second; its collections were a third of Nchan's
 // client's before the buffers were reused, and charged to groupcast).
-func TestGroupcastPollAllocations(t *testing.T) {
+func TestGroupcastPollAllocs(t *testing.T) {
+	testenv.CountAllocs(t)
 	ctx := context.Background()
 	f := &fakeNode{answer: sampleSubscribe(50), ack: []byte(`[1,"Sent","1"]`), quiet: true}
 	hc := f.serve(t)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/internal/testenv"
 )
 
 // TestHeldAt: how a message at a log position is judged by its group's
@@ -76,8 +77,7 @@ func TestLastOps(t *testing.T) {
 
 // TestReleasedDeliveriesAreReusedCleared: an answer's deliveries given back
 // are reused by a later answer, and the array keeps no message alive
-// meanwhile; arrays of another size are not kept; taking and giving back
-// an array allocates nothing.
+// meanwhile; arrays of another size are not kept.
 func TestReleasedDeliveriesAreReusedCleared(t *testing.T) {
 	reused := 0
 	for range 100 {
@@ -112,6 +112,12 @@ func TestReleasedDeliveriesAreReusedCleared(t *testing.T) {
 			t.Fatalf("the pool kept an array of %d deliveries", cap(ds))
 		}
 	}
+}
+
+// TestDeliveriesAllocs: taking an answer's array and giving it back
+// allocates nothing.
+func TestDeliveriesAllocs(t *testing.T) {
+	testenv.CountAllocs(t)
 	ReleaseDeliveries(getDeliveries())
 	if n := testing.AllocsPerRun(100, func() { ReleaseDeliveries(getDeliveries()) }); n != 0 {
 		t.Errorf("taking and giving back an answer's array: %.0f allocations, want 0", n)

@@ -94,3 +94,13 @@ func Keyspace(t testing.TB) string {
 	})
 	return ks
 }
+
+// CountAllocs skips a test that counts allocations under the race
+// detector, which drops pooled items at random and allocates itself: such a
+// test is named ...Allocs, and scripts/test runs those again without it.
+func CountAllocs(t testing.TB) {
+	t.Helper()
+	if Race {
+		t.Skip("allocations are not counted under the race detector: scripts/test runs the ...Allocs tests without it")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/groupcast/groupcast/channelgroups"
+	"github.com/groupcast/groupcast/internal/testenv"
 	"github.com/groupcast/groupcast/subscriber"
 	"github.com/groupcast/groupcast/subscriber/logtest"
 	"github.com/groupcast/groupcast/subscriber/memlog"
@@ -203,8 +204,8 @@ func TestRecordsStayPut(t *testing.T) {
 
 // TestWaitingReadsWakeOnAppend: a read waiting on an empty shard returns
 // the entry appended meanwhile, round after round (a waiting read is what
-// makes an append signal; appends nobody waits for allocate nothing), and a
-// read given up by its block returns nothing.
+// makes an append signal), and a read given up by its block returns
+// nothing.
 func TestWaitingReadsWakeOnAppend(t *testing.T) {
 	l, err := memlog.New(memlog.Config{Shards: 2, MaxLen: 1000})
 	if err != nil {
@@ -248,6 +249,17 @@ func TestWaitingReadsWakeOnAppend(t *testing.T) {
 	if es, err := l.Read(ctx, []subscriber.Cursor{{Shard: 1, After: after}}, 10, time.Millisecond); err != nil || len(es) != 0 {
 		t.Fatalf("a read past the end with a 1 ms block: %v, %v", es, err)
 	}
+}
+
+// TestUnwatchedAppendAllocs: an append nobody waits for allocates nothing
+// (no wake-up channel).
+func TestUnwatchedAppendAllocs(t *testing.T) {
+	testenv.CountAllocs(t)
+	l, err := memlog.New(memlog.Config{Shards: 2, MaxLen: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
 	rec := make([]byte, 100)
 	if n := testing.AllocsPerRun(1000, func() {
 		if _, err := l.Append(ctx, 0, rec); err != nil {
