@@ -426,11 +426,13 @@ func Fanout(ctx context.Context, t Target, cfg FanoutConfig) (FanoutRun, error) 
 				defer subs.Done()
 				channel := channelName(prefix, i%channels, channels)
 				cur := starts[i%channels]
+				sc := NewSubConn(t.Addr())
+				defer sc.Close()
 				var msgs []int64 // reused: the subscriber's answers are decoded into it
 				for subCtx.Err() == nil {
 					var next Cursor
 					var err error
-					msgs, next, err = t.Poll(subCtx, hc, channel, cur, msgs[:0])
+					msgs, next, err = t.Poll(subCtx, sc, channel, cur, msgs[:0])
 					if err != nil {
 						failures.Add(1)
 						<-time.After(10 * time.Millisecond)

@@ -36,18 +36,14 @@ func (g *GroupcastGroup) Handshake(ctx context.Context, c *fasthttp.HostClient, 
 }
 
 // Poll long-polls the group.
-func (g *GroupcastGroup) Poll(ctx context.Context, c *fasthttp.HostClient, _ string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
-	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
-	u := req.URI()
-	u.SetScheme("http")
-	u.SetHost(hostOf(g.Origin))
-	u.SetPath(g.subscribePath(","))
-	q := u.QueryArgs()
-	q.Add("channel-group", g.Group)
-	q.Add("tt", cur.A)
-	g.addAuth(q)
-	return g.poll(c, req, cur, msgs)
+func (g *GroupcastGroup) Poll(ctx context.Context, sc *SubConn, _ string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	var buf [256]byte
+	t := append(buf[:0], g.subscribePath(",")...)
+	t = append(t, "?channel-group="...)
+	t = append(t, g.Group...)
+	t = append(t, "&tt="...)
+	t = append(t, cur.A...)
+	return g.poll(sc, g.appendAuth(t, '&'), cur, msgs)
 }
 
 // Publish sends msg to the next member.
@@ -74,7 +70,7 @@ func (n *NchanMulti) Handshake(ctx context.Context, c *fasthttp.HostClient, _ st
 }
 
 // Poll long-polls every member at once.
-func (n *NchanMulti) Poll(ctx context.Context, c *fasthttp.HostClient, _ string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+func (n *NchanMulti) Poll(ctx context.Context, sc *SubConn, _ string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
 	n.pathOnce.Do(func() {
 		escaped := make([]string, len(n.Members))
 		for i, m := range n.Members {
@@ -82,7 +78,7 @@ func (n *NchanMulti) Poll(ctx context.Context, c *fasthttp.HostClient, _ string,
 		}
 		n.path = "/msub/" + strings.Join(escaped, ",")
 	})
-	return n.poll(ctx, c, n.path, "multi", cur, msgs)
+	return n.poll(ctx, sc, n.path, "multi", cur, msgs)
 }
 
 // Publish sends msg to the next member.

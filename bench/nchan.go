@@ -116,6 +116,7 @@ type Nchan struct {
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the master process has exited
 	status *fasthttp.HostClient
+	paths  pathCache // Poll's paths
 }
 
 // NchanModule returns the Nchan module's path, or an error saying how to
@@ -407,37 +408,43 @@ func parseNchanID(id string) (sec int64, tag string, ok bool) {
 // answers at once with every buffered message after it (raw multipart), else
 // it waits for the next message; an empty cursor waits for the next message
 // published. A poll Nchan times out (408) returns no messages and cur.
-func (n *Nchan) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
-	return n.poll(ctx, c, "/sub/"+url.PathEscape(channel), channel, cur, msgs)
+func (n *Nchan) Poll(ctx context.Context, sc *SubConn, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	path := n.paths.get(pathKey{channel: channel}, func() string { return "/sub/" + url.PathEscape(channel) })
+	return n.poll(ctx, sc, path, channel, cur, msgs)
 }
 
-// poll long-polls path (of channel, for errors); the messages are appended
-// to msgs.
-func (n *Nchan) poll(ctx context.Context, c *fasthttp.HostClient, path, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+// poll long-polls path (of channel, for errors) over sc; the messages are
+// decoded into msgs's array.
+func (n *Nchan) poll(ctx context.Context, sc *SubConn, path, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
 	msgs = msgs[:0]
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + n.addr + path)
-	if cur.A != "" {
-		req.Header.Set("If-Modified-Since", cur.A)
-		req.Header.Set("If-None-Match", cur.B)
+	if err := ctx.Err(); err != nil {
+		return msgs, cur, err
 	}
-	if err := doNchan(ctx, c, req, resp); err != nil {
+	var buf [256]byte
+	extra := buf[:0]
+	if cur.A != "" {
+		extra = append(extra, "If-Modified-Since: "...)
+		extra = append(extra, cur.A...)
+		extra = append(extra, "\r\nIf-None-Match: "...)
+		extra = append(extra, cur.B...)
+		extra = append(extra, "\r\n"...)
+	}
+	status, body, err := sc.Get([]byte(path), extra)
+	if err != nil {
 		return msgs, cur, fmt.Errorf("nchan poll %s: %w", channel, err)
 	}
-	switch resp.StatusCode() {
+	switch status {
 	case http.StatusOK:
 	case http.StatusNotModified, http.StatusRequestTimeout:
 		return msgs, cur, nil
 	default:
-		return msgs, cur, fmt.Errorf("nchan poll %s: %d %s", channel, resp.StatusCode(), resp.Body())
+		return msgs, cur, fmt.Errorf("nchan poll %s: %d %.200s", channel, status, body)
 	}
-	next := Cursor{A: string(resp.Header.Peek("Last-Modified")), B: string(resp.Header.Peek("Etag"))}
+	next := Cursor{A: string(sc.LastModified), B: string(sc.Etag)}
 	if next.A == "" || next.B == "" {
 		return msgs, cur, fmt.Errorf("nchan poll %s: answer without Last-Modified or Etag", channel)
 	}
-	msgs, err := parseRawMessages(resp.Body(), msgs)
+	msgs, err = parseRawMessages(body, msgs)
 	if err != nil {
 		return msgs, cur, fmt.Errorf("nchan poll %s: %w", channel, err)
 	}

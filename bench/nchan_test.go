@@ -68,7 +68,9 @@ func TestNchan(t *testing.T) {
 		}
 	}
 	// A subscriber behind by several messages gets them all in one poll.
-	if all, _, err := n.Poll(ctx, hc, channel, start, nil); err != nil || !slices.Equal(all, want) {
+	sc := NewSubConn(n.Addr())
+	defer sc.Close()
+	if all, _, err := n.Poll(ctx, sc, channel, start, nil); err != nil || !slices.Equal(all, want) {
 		t.Errorf("one poll from the handshake got %v, %v; want %v", all, err, want)
 	}
 
@@ -98,11 +100,11 @@ func TestNchan(t *testing.T) {
 // pollUntil polls channel from cur, on a connection of its own, until it
 // has want messages or ctx ends.
 func pollUntil(ctx context.Context, n *Nchan, channel string, cur Cursor, want int) ([]int64, error) {
-	c := newHostClient(n.Addr(), 1)
-	defer c.CloseIdleConnections()
+	sc := NewSubConn(n.Addr())
+	defer sc.Close()
 	var got []int64
 	for len(got) < want {
-		msgs, next, err := n.Poll(ctx, c, channel, cur, nil)
+		msgs, next, err := n.Poll(ctx, sc, channel, cur, nil)
 		if err != nil {
 			return got, err
 		}

@@ -37,7 +37,8 @@ type Target interface {
 	// the next cursor. The messages are decoded into msgs's array, whose
 	// contents are overwritten: a subscriber passes its last answer's, so
 	// that the client allocates nothing per answer for them.
-	Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error)
+	// The poll goes over sc, the subscriber's own connection.
+	Poll(ctx context.Context, sc *SubConn, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error)
 	// Publish sends one message to channel.
 	Publish(ctx context.Context, c *fasthttp.HostClient, channel string, msg int64) error
 	// Parked is how many long-polls the server holds now.
@@ -61,9 +62,8 @@ type Groupcast struct {
 	PIDs []int // the node's processes, for Memory; empty means scrape /metrics (RSS)
 
 	authOnce  sync.Once
-	authQuery string // "auth=" and the escaped token, made once
-	pathsMu   sync.RWMutex
-	paths     map[pathKey]string // subscribePath's and publishPath's
+	authQuery string    // "auth=" and the escaped token, made once
+	paths     pathCache // subscribePath's and publishPath's
 }
 
 // query is the auth parameter the requests carry, after sep ('?' or '&'):
@@ -95,17 +95,12 @@ func (g *Groupcast) Handshake(ctx context.Context, c *fasthttp.HostClient, chann
 	return Cursor{A: a.T.T}, err
 }
 
-func (g *Groupcast) Poll(ctx context.Context, c *fasthttp.HostClient, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
-	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
-	u := req.URI()
-	u.SetScheme("http")
-	u.SetHost(hostOf(g.Origin))
-	u.SetPath(g.subscribePath(channel))
-	q := u.QueryArgs()
-	q.Add("tt", cur.A)
-	g.addAuth(q)
-	return g.poll(c, req, cur, msgs)
+func (g *Groupcast) Poll(ctx context.Context, sc *SubConn, channel string, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	var buf [256]byte
+	t := append(buf[:0], g.subscribePath(channel)...)
+	t = append(t, "?tt="...)
+	t = append(t, cur.A...)
+	return g.poll(sc, g.appendAuth(t, '&'), cur, msgs)
 }
 
 // pathKey names one of a channel's paths.
@@ -114,28 +109,43 @@ type pathKey struct {
 	publish bool
 }
 
-// path returns k's path, made by mk once per channel: the load generator
-// builds a re-poll's or a publish's request with no allocation.
-func (g *Groupcast) path(k pathKey, mk func() string) string {
-	g.pathsMu.RLock()
-	p, ok := g.paths[k]
-	g.pathsMu.RUnlock()
+// pathCache keeps the paths the load generator sends, made once per
+// channel: a re-poll's or a publish's request is built with no allocation.
+type pathCache struct {
+	mu sync.RWMutex
+	m  map[pathKey]string
+}
+
+// get returns k's path, made by mk the first time.
+func (c *pathCache) get(k pathKey, mk func() string) string {
+	c.mu.RLock()
+	p, ok := c.m[k]
+	c.mu.RUnlock()
 	if ok {
 		return p
 	}
-	g.pathsMu.Lock()
-	defer g.pathsMu.Unlock()
-	if g.paths == nil {
-		g.paths = map[pathKey]string{}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[pathKey]string{}
 	}
 	p = mk()
-	g.paths[k] = p
+	c.m[k] = p
 	return p
 }
 
 // subscribePath is channel's subscribe path.
 func (g *Groupcast) subscribePath(channel string) string {
-	return g.path(pathKey{channel, false}, func() string { return "/v2/subscribe/" + g.Account + "/" + channel + "/0" })
+	return g.paths.get(pathKey{channel, false}, func() string { return "/v2/subscribe/" + g.Account + "/" + channel + "/0" })
+}
+
+// appendAuth appends sep and the token's query argument to t when the
+// target has a token.
+func (g *Groupcast) appendAuth(t []byte, sep byte) []byte {
+	if g.Auth == "" {
+		return t
+	}
+	return append(append(t, sep), g.query("")...)
 }
 
 // addAuth adds the token to q when the target has one.
@@ -145,17 +155,16 @@ func (g *Groupcast) addAuth(q *fasthttp.Args) {
 	}
 }
 
-// poll runs one subscribe long-poll req.
-func (g *Groupcast) poll(c *fasthttp.HostClient, req *fasthttp.Request, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(resp)
-	if err := c.Do(req, resp); err != nil {
+// poll runs one subscribe long-poll of target over sc.
+func (g *Groupcast) poll(sc *SubConn, target []byte, cur Cursor, msgs []int64) ([]int64, Cursor, error) {
+	status, body, err := sc.Get(target, nil)
+	if err != nil {
 		return msgs[:0], cur, err
 	}
-	if resp.StatusCode() != 200 {
-		return msgs[:0], cur, fmt.Errorf("%s: %d %s", req.URI(), resp.StatusCode(), resp.Body())
+	if status != 200 {
+		return msgs[:0], cur, fmt.Errorf("%s: %d %.200s", string(target), status, body) // a copy: target stays on the caller's stack
 	}
-	msgs, tt, err := decodeSubscribe(resp.Body(), msgs)
+	msgs, tt, err := decodeSubscribe(body, msgs)
 	if err != nil {
 		return msgs[:0], cur, err
 	}
@@ -231,7 +240,7 @@ func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel
 
 // publishPath is channel's publish path up to the message.
 func (g *Groupcast) publishPath(channel string) string {
-	return g.path(pathKey{channel, true}, func() string {
+	return g.paths.get(pathKey{channel, true}, func() string {
 		return "/publish/" + cmp.Or(g.PublishKey, "bench") + "/" + g.Account + "/0/" + channel + "/0/"
 	})
 }

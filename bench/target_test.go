@@ -1,20 +1,22 @@
 package bench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/groupcast/groupcast/internal/testenv"
 )
 
-// fakeNode answers subscribes with answer and publishes with ack, over an
-// in-memory listener, and remembers the request URIs.
+// fakeNode answers subscribes with answer and publishes with ack, on a
+// loopback port, and remembers the request URIs.
 type fakeNode struct {
 	answer, ack []byte
 	quiet       bool // remember no URI (an allocation per request)
@@ -22,9 +24,12 @@ type fakeNode struct {
 	uris        []string
 }
 
-func (f *fakeNode) serve(t *testing.T) *fasthttp.HostClient {
+func (f *fakeNode) serve(t *testing.T) (*fasthttp.HostClient, string) {
 	t.Helper()
-	ln := fasthttputil.NewInmemoryListener()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		f.mu.Lock()
 		if !f.quiet {
@@ -39,7 +44,8 @@ func (f *fakeNode) serve(t *testing.T) *fasthttp.HostClient {
 	}}
 	go srv.Serve(ln) //nolint:errcheck // ends when the listener closes
 	t.Cleanup(func() { _ = ln.Close() })
-	return &fasthttp.HostClient{Addr: "node", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return &fasthttp.HostClient{Addr: ln.Addr().String()}, ln.Addr().String()
 }
 
 // TestGroupcastRequests checks the requests the load generator sends a node,
@@ -48,10 +54,12 @@ func (f *fakeNode) serve(t *testing.T) *fasthttp.HostClient {
 func TestGroupcastRequests(t *testing.T) {
 	ctx := context.Background()
 	f := &fakeNode{answer: sampleSubscribe(3), ack: []byte(`[1,"Sent","17000000000000000"]`)}
-	hc := f.serve(t)
-	g := &Groupcast{Origin: "http://node", Account: "acct", Auth: "tok+/="}
+	hc, addr := f.serve(t)
+	g := &Groupcast{Origin: "http://" + addr, Account: "acct", Auth: "tok+/="}
+	sc := NewSubConn(addr)
+	defer sc.Close()
 	buf := make([]int64, 0, 8)
-	msgs, next, err := g.Poll(ctx, hc, "ch-1", Cursor{A: "123"}, append(buf, -1, -2, -3, -4))
+	msgs, next, err := g.Poll(ctx, sc, "ch-1", Cursor{A: "123"}, append(buf, -1, -2, -3, -4))
 	want, tt, _ := decodeSubscribe(sampleSubscribe(3), nil)
 	if err != nil || !slices.Equal(msgs, want) || next.A != tt {
 		t.Fatalf("poll: %v, %v, %v; want %v, %s", msgs, next, err, want, tt)
@@ -62,8 +70,8 @@ func TestGroupcastRequests(t *testing.T) {
 	if err := g.Publish(ctx, hc, "ch-1", 42); err != nil {
 		t.Fatal(err)
 	}
-	gg := &GroupcastGroup{Groupcast: &Groupcast{Origin: "http://node", Account: "acct"}, Group: "grp"}
-	if _, _, err := gg.Poll(ctx, hc, "", Cursor{A: "7"}, nil); err != nil {
+	gg := &GroupcastGroup{Groupcast: &Groupcast{Origin: "http://" + addr, Account: "acct"}, Group: "grp"}
+	if _, _, err := gg.Poll(ctx, sc, "", Cursor{A: "7"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	wantURIs := []string{
@@ -89,19 +97,110 @@ func TestGroupcastPollAllocs(t *testing.T) {
 	testenv.CountAllocs(t)
 	ctx := context.Background()
 	f := &fakeNode{answer: sampleSubscribe(50), ack: []byte(`[1,"Sent","1"]`), quiet: true}
-	hc := f.serve(t)
-	g := &Groupcast{Origin: "http://node", Account: "acct"}
+	_, addr := f.serve(t)
+	g := &Groupcast{Origin: "http://" + addr, Account: "acct"}
+	sc := NewSubConn(addr)
+	defer sc.Close()
 	var msgs []int64
 	cur := Cursor{A: "1"}
 	poll := func() {
 		var err error
-		if msgs, _, err = g.Poll(ctx, hc, "ch-1", cur, msgs); err != nil || len(msgs) != 50 {
+		if msgs, _, err = g.Poll(ctx, sc, "ch-1", cur, msgs); err != nil || len(msgs) != 50 {
 			t.Fatalf("poll: %d messages, %v", len(msgs), err)
 		}
 	}
 	n := testing.AllocsPerRun(200, poll)
-	t.Logf("%.1f allocations per re-poll, the in-memory server's included", n)
+	t.Logf("%.1f allocations per re-poll, the loopback server's included", n)
 	if n > 1 {
 		t.Errorf("%.1f allocations per re-poll (the server's included), want at most 1", n)
 	}
+}
+
+// TestSubConnReadsWhatServersAnswer: a subscriber's connection reads a
+// Content-Length body, a chunked one, a 304 without a body, the headers a
+// cursor needs, and dials again after the server closed the connection.
+func TestSubConnReadsWhatServersAnswer(t *testing.T) {
+	var mu sync.Mutex
+	var requests []string
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		requests = append(requests, string(ctx.RequestURI())+" ims="+string(ctx.Request.Header.Peek("If-Modified-Since"))+" inm="+string(ctx.Request.Header.Peek("If-None-Match")))
+		mu.Unlock()
+		switch string(ctx.Path()) {
+		case "/fixed":
+			ctx.Response.Header.Set("Last-Modified", "Tue, 01 Dec 2026 18:00:00 GMT")
+			ctx.Response.Header.Set("Etag", "7")
+			ctx.SetBodyString("1\n2\n")
+		case "/chunked":
+			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+				w.WriteString("10\n")     //nolint:errcheck
+				w.Flush()                 //nolint:errcheck
+				w.WriteString("20\n30\n") //nolint:errcheck
+			})
+		case "/none":
+			ctx.SetStatusCode(fasthttp.StatusNotModified)
+		case "/close":
+			ctx.SetConnectionClose()
+			ctx.SetBodyString("bye")
+		}
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln) //nolint:errcheck // ends at Shutdown
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	sc := NewSubConn(ln.Addr().String())
+	defer sc.Close()
+	for _, c := range []struct {
+		target, extra, body string
+		status              int
+		lm, etag            string
+	}{
+		{"/fixed", "", "1\n2\n", 200, "Tue, 01 Dec 2026 18:00:00 GMT", "7"},
+		{"/chunked", "If-Modified-Since: a\r\nIf-None-Match: b\r\n", "10\n20\n30\n", 200, "", ""},
+		{"/none", "", "", 304, "", ""},
+		{"/close", "", "bye", 200, "", ""},
+		{"/fixed?x=1", "", "1\n2\n", 200, "Tue, 01 Dec 2026 18:00:00 GMT", "7"}, // on a new connection
+	} {
+		status, body, err := sc.Get([]byte(c.target), []byte(c.extra))
+		if err != nil || status != c.status || string(body) != c.body || string(sc.LastModified) != c.lm || string(sc.Etag) != c.etag {
+			t.Errorf("%s: %d %q (Last-Modified %q, Etag %q), %v; want %d %q (%q, %q)",
+				c.target, status, body, sc.LastModified, sc.Etag, err, c.status, c.body, c.lm, c.etag)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(requests) != 5 || requests[1] != "/chunked ims=a inm=b" || requests[4] != "/fixed?x=1 ims= inm=" {
+		t.Errorf("the server got %q", requests)
+	}
+}
+
+// FuzzSubConnRead: whatever a server answers, reading it returns an answer
+// or an error, never a panic, and a body read by its Content-Length has
+// that length.
+func FuzzSubConnRead(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nEtag: 1\r\n\r\n1\n2\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n10\n\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 304 Not Modified\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffff\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffff\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		s := &SubConn{br: bufio.NewReader(bytes.NewReader(answer))}
+		status, body, err := s.read()
+		if err != nil {
+			return
+		}
+		if status < 0 || status > 999 {
+			t.Fatalf("status %d", status)
+		}
+		if i := bytes.Index(bytes.ToLower(answer), []byte("\ncontent-length:")); i >= 0 && !bytes.Contains(bytes.ToLower(answer), []byte("chunked")) {
+			line, _, _ := bytes.Cut(answer[i+len("\ncontent-length:"):], []byte("\n"))
+			if n, err := strconv.Atoi(string(bytes.TrimSpace(line))); err == nil && n != len(body) {
+				t.Fatalf("Content-Length %d, body of %d bytes", n, len(body))
+			}
+		}
+	})
 }
