@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -183,6 +184,7 @@ func FuzzSubConnRead(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nEtag: 1\r\n\r\n1\n2\n"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n10\n\r\n0\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 304 Not Modified\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\n\r\nended by closing"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffff\r\n"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffff\r\n"))
@@ -203,4 +205,14 @@ func FuzzSubConnRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSubConnReadsABodyEndedByClosing: an answer with neither
+// Content-Length nor chunked ends with the connection, which is then closed.
+func TestSubConnReadsABodyEndedByClosing(t *testing.T) {
+	s := &SubConn{br: bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nEtag: 3\r\n\r\n1\n2\n"))}
+	status, body, err := s.read()
+	if err != nil || status != 200 || string(body) != "1\n2\n" || string(s.Etag) != "3" {
+		t.Fatalf("%d %q %q, %v", status, body, s.Etag, err)
+	}
 }
