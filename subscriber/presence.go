@@ -366,9 +366,15 @@ func (n *Node) WhereNow(ctx context.Context, a channelgroups.Account, uuid strin
 // State returns uuid's state on each of chs where it is present with one;
 // ErrNotServing when this node does not serve the account's shard (yet).
 func (n *Node) State(ctx context.Context, a channelgroups.Account, chs []channelgroups.Channel, uuid string) (PresenceState, error) {
-	if !n.serve(ctx, channelgroups.ShardOf(a, len(n.shards))) {
+	shard := channelgroups.ShardOf(a, len(n.shards))
+	if !n.serve(ctx, shard) {
 		return nil, ErrNotServing
 	}
+	// A state set through this node is announced in the log and recorded
+	// when the node applies it: wait for what the node appended (as a
+	// history read does), so that a get after a set reads it. Without the
+	// wait the Python SDK's set-then-get through a group read {} once.
+	n.awaitOwnAppends(ctx, shard)
 	p := n.pres
 	p.mu.Lock()
 	defer p.mu.Unlock()
