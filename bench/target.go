@@ -139,20 +139,16 @@ func (g *Groupcast) subscribePath(channel string) string {
 	return g.paths.get(pathKey{channel, false}, func() string { return "/v2/subscribe/" + g.Account + "/" + channel + "/0" })
 }
 
-// appendAuth appends sep and the token's query argument to t when the
-// target has a token.
+// appendAuth appends sep (none when 0) and the token's query argument to t
+// when the target has a token.
 func (g *Groupcast) appendAuth(t []byte, sep byte) []byte {
 	if g.Auth == "" {
 		return t
 	}
-	return append(append(t, sep), g.query("")...)
-}
-
-// addAuth adds the token to q when the target has one.
-func (g *Groupcast) addAuth(q *fasthttp.Args) {
-	if g.Auth != "" {
-		q.Add("auth", g.Auth)
+	if sep != 0 {
+		t = append(t, sep)
 	}
+	return append(t, g.query("")...)
 }
 
 // poll runs one subscribe long-poll of target over sc.
@@ -226,9 +222,12 @@ func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel
 	u := req.URI()
 	u.SetScheme("http")
 	u.SetHost(hostOf(g.Origin))
-	var path [128]byte
-	u.SetPathBytes(strconv.AppendInt(append(path[:0], g.publishPath(channel)...), msg, 10))
-	g.addAuth(u.QueryArgs())
+	var buf [256]byte
+	t := strconv.AppendInt(append(buf[:0], g.publishPath(channel)...), msg, 10)
+	u.SetPathBytes(t)
+	if t = g.appendAuth(t[:0], 0); len(t) > 0 { // the same token argument as a poll's
+		u.SetQueryStringBytes(t)
+	}
 	if err := c.Do(req, resp); err != nil {
 		return err
 	}
