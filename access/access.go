@@ -27,6 +27,13 @@ type Keyset struct {
 	Created time.Time `json:"created"`
 }
 
+// equal reports whether k and o are the same keyset (Created compared as
+// instants).
+func (k Keyset) equal(o Keyset) bool {
+	return k.SubscribeKey == o.SubscribeKey && k.PublishKey == o.PublishKey && k.SecretKey == o.SecretKey &&
+		k.PAM == o.PAM && k.Created.Equal(o.Created)
+}
+
 // Revocation records a revoked token until it would have expired anyway.
 type Revocation struct {
 	SubscribeKey string    `json:"subscribe_key"`

@@ -215,8 +215,9 @@ func (g *Guard) Check(r *Request) (Keyset, *Denied) {
 // re-poll, which differs only in its cursor) is allowed by comparing bytes
 // instead of checking again. The decision is recalled only while nothing
 // it rests on changed: the same keysets and revocations (the registry's
-// snapshot, replaced at every change and every full reload, at least every
-// few seconds), the token not yet expired, and the same request parts. Its
+// snapshot, replaced when a load finds anything different; a full reload
+// that finds the same keysets and revocations keeps it), the token not yet
+// expired, and the same request parts. Its
 // zero value remembers nothing. A Memo is not safe for concurrent use:
 // requests on one connection come one at a time.
 type Memo struct {

@@ -73,6 +73,15 @@ func TestMemo(t *testing.T) {
 		}
 	}
 
+	// A reload that finds what the registry has (every Reload, and after
+	// any admin call) leaves the decision in place.
+	if err := reg.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Recall(&m, path, nil, auth, uuid) {
+		t.Fatal("a reload that changed nothing voided the memo")
+	}
+
 	// A change to the keysets or revocations: checked again.
 	if err := g.Revoke(ctx, k, ts); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -210,8 +211,13 @@ func (r *Registry) reload(ctx context.Context) error {
 	if err != nil {
 		return r.failed(ctx, "revocations", err)
 	}
-	s := r.build(v, ks, rs, start)
-	r.snap.Store(s)
+	// A reload that finds what the node already has keeps its snapshot:
+	// a new one would void every connection's Memo (Guard.Recall), and
+	// every Reload all parked subscribers would check their tokens again
+	// at once.
+	if s := r.build(v, ks, rs, start); !s.same(r.snap.Load()) {
+		r.snap.Store(s)
+	}
 	r.lastFull = start
 	r.reloads.WithLabelValues("ok").Inc()
 	return nil
@@ -224,6 +230,13 @@ func (r *Registry) failed(ctx context.Context, what string, err error) error {
 		r.cfg.Logger.Warn("access: loading "+what+" failed; keeping the last keysets and revocations", "err", err)
 	}
 	return err
+}
+
+// same reports whether s holds what o holds (o may be nil).
+func (s *snapshot) same(o *snapshot) bool {
+	return o != nil && s.version == o.version &&
+		maps.EqualFunc(s.bySub, o.bySub, Keyset.equal) &&
+		maps.EqualFunc(s.revoked, o.revoked, time.Time.Equal)
 }
 
 func (r *Registry) build(version string, ks []Keyset, rs []Revocation, now time.Time) *snapshot {

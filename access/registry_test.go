@@ -247,6 +247,56 @@ func TestRegistryPollFollowsVersion(t *testing.T) {
 	}
 }
 
+// TestRegistryReloadKeepsAnUnchangedSnapshot: a full reload that finds
+// what the registry has keeps its snapshot (connections' memos stay
+// valid); one that finds any difference, even without a version change,
+// or a revocation aged out, publishes a new one.
+func TestRegistryReloadKeepsAnUnchangedSnapshot(t *testing.T) {
+	f := newFakeStore()
+	f.put(keyset(1))
+	c := &clock{now: time.Unix(1_700_000_000, 0)}
+	f.revoke(Revocation{SubscribeKey: "sub-1", TokenID: "t", Until: c.Now().Add(time.Minute)})
+	r := newRegistry(t, f, RegistryConfig{Reload: 5 * time.Second, Now: c.Now})
+	ctx := t.Context()
+	r.poll(ctx)
+	first := r.snap.Load()
+
+	reload := func(what string) *snapshot {
+		t.Helper()
+		loads := f.loadCount()
+		c.advance(5 * time.Second)
+		r.poll(ctx)
+		if f.loadCount() != loads+1 {
+			t.Fatalf("%s: the poll after Reload did not load", what)
+		}
+		return r.snap.Load()
+	}
+	if s := reload("nothing changed"); s != first {
+		t.Fatal("a reload that found nothing new replaced the snapshot")
+	}
+
+	// A row changed without a version change (the late row of another
+	// datacenter): a new snapshot with it.
+	changed := keyset(1)
+	changed.PAM = !changed.PAM
+	f.mu.Lock()
+	f.keysets["sub-1"] = changed
+	f.mu.Unlock()
+	second := reload("a changed row")
+	if second == first {
+		t.Fatal("a reload that found a changed keyset kept the old snapshot")
+	}
+	if k, _ := r.Keyset("sub-1"); k.PAM != changed.PAM {
+		t.Fatalf("keyset PAM = %v after the reload, want %v", k.PAM, changed.PAM)
+	}
+
+	// The revocation ages out: a new snapshot without it.
+	c.advance(time.Minute)
+	if s := reload("a revocation aged out"); s == second || len(s.revoked) != 0 {
+		t.Fatalf("after the revocation's Until: same snapshot %v, %d revocations; want a new one with none", s == second, len(s.revoked))
+	}
+}
+
 // TestRegistryErrorsKeepLastState: a failing store leaves the last good
 // snapshot in place; failures are counted; the next good poll catches up.
 func TestRegistryErrorsKeepLastState(t *testing.T) {
