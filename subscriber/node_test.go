@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -65,7 +67,13 @@ func TestConvergence(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	cfg := subscriber.Config{Shards: 4, FreshWait: 10 * time.Second}
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if v := os.Getenv("GROUPCAST_CONVERGENCE_SEED"); v != "" { // replays a failure's trials
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("GROUPCAST_CONVERGENCE_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (GROUPCAST_CONVERGENCE_SEED replays it)", seed)
 	r := rand.New(rand.NewPCG(seed, 1))
 	for trial := range 100 {
 		nodeA, logA := node(t, st, cfg)
