@@ -28,7 +28,8 @@ type Keyset struct {
 }
 
 // equal reports whether k and o are the same keyset (Created compared as
-// instants).
+// instants). A field added to Keyset must be compared here too
+// (TestKeysetEqualComparesEveryField).
 func (k Keyset) equal(o Keyset) bool {
 	return k.SubscribeKey == o.SubscribeKey && k.PublishKey == o.PublishKey && k.SecretKey == o.SecretKey &&
 		k.PAM == o.PAM && k.Created.Equal(o.Created)

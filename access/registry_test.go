@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -294,6 +295,38 @@ func TestRegistryReloadKeepsAnUnchangedSnapshot(t *testing.T) {
 	c.advance(time.Minute)
 	if s := reload("a revocation aged out"); s == second || len(s.revoked) != 0 {
 		t.Fatalf("after the revocation's Until: same snapshot %v, %d revocations; want a new one with none", s == second, len(s.revoked))
+	}
+}
+
+// TestKeysetEqualComparesEveryField: changing any one field of a keyset
+// makes it unequal, so a reload never keeps a snapshot that differs from
+// the store in a field equal does not look at.
+func TestKeysetEqualComparesEveryField(t *testing.T) {
+	base := Keyset{SubscribeKey: "sub", PublishKey: "pub", SecretKey: "sec", PAM: true, Created: time.Unix(1_700_000_000, 0)}
+	if !base.equal(base) {
+		t.Fatal("a keyset is not equal to itself")
+	}
+	if !base.equal(Keyset{SubscribeKey: "sub", PublishKey: "pub", SecretKey: "sec", PAM: true, Created: base.Created.UTC()}) {
+		t.Fatal("the same instant in another location is unequal")
+	}
+	typ := reflect.TypeFor[Keyset]()
+	for i := range typ.NumField() {
+		k := base
+		f := reflect.ValueOf(&k).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(f.String() + "x")
+		case reflect.Bool:
+			f.SetBool(!f.Bool())
+		default:
+			if f.Type() != reflect.TypeFor[time.Time]() {
+				t.Fatalf("field %s of kind %s: teach this test (and Keyset.equal) about it", typ.Field(i).Name, f.Kind())
+			}
+			f.Set(reflect.ValueOf(base.Created.Add(time.Second)))
+		}
+		if base.equal(k) {
+			t.Errorf("a keyset differing in %s is equal", typ.Field(i).Name)
+		}
 	}
 }
 
