@@ -139,16 +139,13 @@ func (g *Groupcast) subscribePath(channel string) string {
 	return g.paths.get(pathKey{channel, false}, func() string { return "/v2/subscribe/" + g.Account + "/" + channel + "/0" })
 }
 
-// appendAuth appends sep (none when 0) and the token's query argument to t
-// when the target has a token.
+// appendAuth appends sep and the token's query argument to t when the
+// target has a token.
 func (g *Groupcast) appendAuth(t []byte, sep byte) []byte {
 	if g.Auth == "" {
 		return t
 	}
-	if sep != 0 {
-		t = append(t, sep)
-	}
-	return append(t, g.query("")...)
+	return append(append(t, sep), g.query("")...)
 }
 
 // poll runs one subscribe long-poll of target over sc.
@@ -225,8 +222,8 @@ func (g *Groupcast) Publish(ctx context.Context, c *fasthttp.HostClient, channel
 	var buf [256]byte
 	t := strconv.AppendInt(append(buf[:0], g.publishPath(channel)...), msg, 10)
 	u.SetPathBytes(t)
-	if t = g.appendAuth(t[:0], 0); len(t) > 0 { // the same token argument as a poll's
-		u.SetQueryStringBytes(t)
+	if q := g.query(""); q != "" { // the same token argument as a poll's
+		u.SetQueryString(q)
 	}
 	if err := c.Do(req, resp); err != nil {
 		return err

@@ -3,6 +3,7 @@ package subscriber_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -193,6 +194,26 @@ func TestHereNowWhereNow(t *testing.T) {
 
 // TestStateRefused: a state that is not a JSON object, or too long, is a
 // bad request; past the node's state budget, unavailable; nothing is
+
+// TestStateReadsItsOwnSet: a get of state right after a set through the
+// same node reads it, though the node records the set only when its
+// consumer applies the log entry the set appended (State waits for the
+// node's own appends).
+func TestStateReadsItsOwnSet(t *testing.T) {
+	n, _ := node(t, openBolt(t), subscriber.Config{})
+	const a = channelgroups.Account("acct")
+	for i := range 200 {
+		want := fmt.Sprintf(`{"room":{"i":%d}}`, i)
+		if err := n.SetState(a, chs{"room"}, "u1", 0, subscriber.PresenceState{"room": json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := n.State(t.Context(), a, chs{"room"}, "u1")
+		if err != nil || jsonOf(t, got) != want {
+			t.Fatalf("set %d: State = %s, %v; want %s", i, jsonOf(t, got), err, want)
+		}
+	}
+}
+
 // recorded either way.
 func TestStateRefused(t *testing.T) {
 	reg := prometheus.NewRegistry()
