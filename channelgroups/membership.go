@@ -1,6 +1,7 @@
 package channelgroups
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 )
@@ -171,6 +172,45 @@ func (s *Snapshot) Apply(e Edit) {
 			s.Entries[i] = n
 		}
 	}
+}
+
+// Restate returns the edits an outbox record of the group stands for, given
+// s, the group as storage holds it, read after the record was written (a
+// store writes the record with the edit's rows, at once). The record alone
+// can be wrong: edits of one group at one timetoken share a record in the
+// Cassandra outbox, which keeps the union of their channels under the larger
+// op (an add at t merged with a remove at t reads as a remove of both
+// edits' channels). So each channel the record names is restated as s holds
+// it, at the timetoken of that write, grouped into one edit per op and
+// timetoken (oldest first): every one of them is a write storage holds, the
+// record's own or a newer one, so announcing them can neither undo an edit
+// nor lose the record's. A channel s does not hold (its remove expired) is
+// left out. A delete of the group (OpClear) is returned as it is: at its
+// timetoken it shadows every write of the group, so nothing else its record
+// could hold was kept.
+func (s Snapshot) Restate(e Edit) []Edit {
+	if e.Op == OpClear {
+		return []Edit{e}
+	}
+	var out []Edit
+	for _, c := range e.Channels {
+		st, ok := s.Lookup(c)
+		if !ok {
+			continue
+		}
+		op := OpAdd
+		if st.State == Removed {
+			op = OpRemove
+		}
+		i := slices.IndexFunc(out, func(x Edit) bool { return x.Op == op && x.At == st.At })
+		if i < 0 {
+			out = append(out, Edit{Account: e.Account, Group: e.Group, Shard: e.Shard, Op: op, At: st.At})
+			i = len(out) - 1
+		}
+		out[i].Channels = append(out[i].Channels, c)
+	}
+	slices.SortFunc(out, func(a, b Edit) int { return cmp.Or(cmp.Compare(a.At, b.At), cmp.Compare(a.Op, b.Op)) })
+	return out
 }
 
 // MergeSnapshots combines two snapshots of the same group read from

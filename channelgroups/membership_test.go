@@ -115,3 +115,62 @@ func TestMergeSnapshots(t *testing.T) {
 		}
 	}
 }
+
+// TestRestate: an outbox record is announced as storage holds its channels.
+// The first case is the record Cassandra keeps for an add and a remove of
+// one group at one timetoken (their channels under the larger op, remove):
+// restated, it is the two edits that were made. Announcing what Restate
+// returns never changes the snapshot it was restated from.
+func TestRestate(t *testing.T) {
+	snap := func(es ...channelgroups.Entry) channelgroups.Snapshot {
+		s := channelgroups.Snapshot{}
+		for _, e := range es {
+			op := channelgroups.OpAdd
+			if e.State == channelgroups.Removed {
+				op = channelgroups.OpRemove
+			}
+			s.Apply(channelgroups.Edit{Account: "a", Group: "g", Op: op, Channels: []channelgroups.Channel{e.Channel}, At: e.At})
+		}
+		return s
+	}
+	add := func(c channelgroups.Channel, at channelgroups.Timetoken) channelgroups.Entry {
+		return channelgroups.Entry{Channel: c, State: channelgroups.Added, At: at}
+	}
+	rm := func(c channelgroups.Channel, at channelgroups.Timetoken) channelgroups.Entry {
+		return channelgroups.Entry{Channel: c, State: channelgroups.Removed, At: at}
+	}
+	edit := func(op channelgroups.Op, at channelgroups.Timetoken, chs ...channelgroups.Channel) channelgroups.Edit {
+		return channelgroups.Edit{Account: "a", Group: "g", Shard: 3, Op: op, Channels: chs, At: at}
+	}
+	for _, tc := range []struct {
+		name   string
+		snap   channelgroups.Snapshot
+		record channelgroups.Edit
+		want   []channelgroups.Edit
+	}{
+		{"an add and a remove at one timetoken, merged", snap(add("a", 10), add("d", 10), rm("b", 10)),
+			edit(channelgroups.OpRemove, 10, "a", "d", "b"),
+			[]channelgroups.Edit{edit(channelgroups.OpAdd, 10, "a", "d"), edit(channelgroups.OpRemove, 10, "b")}},
+		{"the record as it was made", snap(add("a", 10), add("b", 10)),
+			edit(channelgroups.OpAdd, 10, "a", "b"), []channelgroups.Edit{edit(channelgroups.OpAdd, 10, "a", "b")}},
+		{"a newer write of a channel", snap(rm("a", 20), add("b", 10)),
+			edit(channelgroups.OpAdd, 10, "a", "b"),
+			[]channelgroups.Edit{edit(channelgroups.OpAdd, 10, "b"), edit(channelgroups.OpRemove, 20, "a")}},
+		{"a remove storage no longer holds", snap(add("b", 5)), edit(channelgroups.OpRemove, 10, "x"), nil},
+		{"a delete of the group", channelgroups.Snapshot{Version: 20, Cleared: 10, Entries: []channelgroups.Entry{add("b", 20)}}, edit(channelgroups.OpClear, 10),
+			[]channelgroups.Edit{edit(channelgroups.OpClear, 10)}},
+	} {
+		got := tc.snap.Restate(tc.record)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: Restate(%+v) = %+v, want %+v", tc.name, tc.record, got, tc.want)
+		}
+		after := tc.snap
+		after.Entries = append([]channelgroups.Entry(nil), tc.snap.Entries...)
+		for _, e := range got {
+			after.Apply(e)
+		}
+		if !reflect.DeepEqual(after, tc.snap) {
+			t.Errorf("%s: announcing %+v changes the snapshot %+v into %+v", tc.name, got, tc.snap, after)
+		}
+	}
+}

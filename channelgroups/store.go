@@ -25,7 +25,13 @@ type Store interface {
 // Outbox holds the durable edits that may not have been announced in their
 // shard's log yet. Every Store.Write records one; it is removed once the
 // edit's log append succeeded. A node that failed to append, or that takes
-// over after a crash, announces what is pending, oldest first.
+// over after a crash, announces what is pending, oldest first, as storage
+// holds the channels a record names (Snapshot.Restate): a record is keyed by
+// shard, timetoken and group, so edits of one group at one timetoken share
+// one (Cassandra merges their channels under the larger op, bbolt keeps the
+// last). A region's edits of a shard are made by its primary, whose clock
+// never repeats a timetoken, so only a hand-over or a writer bypassing the
+// service can make two such edits.
 type Outbox interface {
 	// Pending returns up to limit outbox records of shard, oldest first.
 	Pending(ctx context.Context, shard, limit int) ([]Edit, error)

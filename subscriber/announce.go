@@ -205,13 +205,21 @@ func (a *announcer) drain(ctx context.Context, shard int, minAge time.Duration) 
 			return
 		}
 		progressed := false
+		snaps := map[channelgroups.GroupKey]channelgroups.Snapshot{} // read after pending: each holds its records' rows
 		for _, e := range pending {
 			if minAge > 0 && !s.blocked && e.At > cutoff {
 				break // young: its own node is announcing it right now
 			}
-			if _, err := n.log.Append(ctx, shard, EncodeEdit(e)); err != nil {
-				s.blocked = true
+			edits, err := a.restate(ctx, e, snaps)
+			if err != nil {
+				n.cfg.Logger.Warn("reading a group to announce its outbox record failed", "shard", shard, "err", err)
 				return
+			}
+			for _, re := range edits {
+				if _, err := n.log.Append(ctx, shard, EncodeEdit(re)); err != nil {
+					s.blocked = true
+					return
+				}
 			}
 			n.m.announced.WithLabelValues("outbox").Inc()
 			a.markAnnounced(e)
@@ -225,6 +233,26 @@ func (a *announcer) drain(ctx context.Context, shard int, minAge time.Duration) 
 			return
 		}
 	}
+}
+
+// restate returns the edits an outbox record stands for, as storage holds
+// them (channelgroups.Snapshot.Restate: a record can merge two edits of a
+// group made at one timetoken, and would be announced as an edit nobody
+// made). snaps keeps the groups read in one drain pass.
+func (a *announcer) restate(ctx context.Context, e channelgroups.Edit, snaps map[channelgroups.GroupKey]channelgroups.Snapshot) ([]channelgroups.Edit, error) {
+	if e.Op == channelgroups.OpClear {
+		return []channelgroups.Edit{e}, nil
+	}
+	key := channelgroups.GroupKey{Account: e.Account, Group: e.Group}
+	snap, ok := snaps[key]
+	if !ok {
+		var err error
+		if snap, err = a.store.Read(ctx, e.Account, e.Group); err != nil {
+			return nil, err
+		}
+		snaps[key] = snap
+	}
+	return snap.Restate(e), nil
 }
 
 // announcedThrough tells whether every edit of the shard up to t is known to

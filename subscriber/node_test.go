@@ -134,6 +134,61 @@ func TestConvergence(t *testing.T) {
 	}
 }
 
+// TestOutboxRecordOfEditsAtOneTimetoken: two edits of one group at one
+// timetoken (an add and a remove), acknowledged but never announced, share
+// one record in Cassandra's outbox, which reads as a remove of both edits'
+// channels. A node that takes over the shard announces the record as
+// storage holds its channels, so its view has the added channels; announced
+// as the record reads, the remove would win the tie over the adds and the
+// view would lack them for as long as the overlay kept its entries.
+func TestOutboxRecordOfEditsAtOneTimetoken(t *testing.T) {
+	st, err := cassandra.New(t.Context(), cassandra.Config{Hosts: testenv.CassandraHosts(t), Keyspace: testenv.Keyspace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	const shards = 4
+	a := channelgroups.Account(fmt.Sprint("outbox", time.Now().UnixNano()))
+	key := channelgroups.GroupKey{Account: a, Group: "g"}
+	shard := channelgroups.ShardOf(a, shards)
+	at := channelgroups.TimetokenOf(time.Now())
+	for _, e := range []channelgroups.Edit{
+		{Account: a, Group: "g", Shard: shard, Op: channelgroups.OpAdd, Channels: []channelgroups.Channel{"a", "d"}, At: at},
+		{Account: a, Group: "g", Shard: shard, Op: channelgroups.OpRemove, Channels: []channelgroups.Channel{"b"}, At: at},
+	} {
+		if err := st.Write(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec, err := st.Pending(t.Context(), shard, 10); err != nil || len(rec) != 1 {
+		t.Fatalf("outbox = %+v, %v; want the two edits' one record", rec, err)
+	}
+	n, lg := node(t, st, subscriber.Config{Shards: shards, FreshWait: 10 * time.Second})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rec, err := st.Pending(t.Context(), shard, 1)
+		if err == nil && len(rec) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not announce the outbox record: %+v, %v", rec, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	last, err := lg.Last(t.Context(), shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := channelgroups.Token{Shard: shard, Positions: []channelgroups.RegionPosition{{Region: 1, Pos: last}}}
+	v, err := n.View(t.Context(), key, &tok, subscriber.AtLeastAsFresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []channelgroups.Channel{"a", "d"}; !slices.Equal(v.Channels, want) {
+		t.Fatalf("view %v, want %v (storage holds a and d added, b removed, all at %d)", v.Channels, want, at)
+	}
+}
+
 // BenchmarkViewHit reads a cached 100-channel group view; BenchmarkMapRead
 // reads the same channels from a plain map, the reference.
 func BenchmarkViewHit(b *testing.B) {

@@ -16,7 +16,11 @@
 //	outbox_by_region ((region, shard), at, account, grp) → op tinyint, channels list<text>
 //	    every edit, in the same logged batch, under the region that wrote it
 //	    (Config.Region); only that region's nodes read it (Pending) and
-//	    delete it once announced in their log (Announced)
+//	    delete it once announced in their log (Announced). Two edits of a
+//	    group at one timetoken share a row: the larger op and both lists'
+//	    channels (an add and a remove read as a remove of all); the node
+//	    announces a row as the members rows hold its channels
+//	    (channelgroups.Snapshot.Restate)
 //	replays ((account, key)) → fingerprint text, answer blob, with a TTL
 //	    answers to edits sent with an Idempotency-Key
 //
