@@ -178,8 +178,8 @@ func fanoutReport(b *strings.Builder, r *Results) {
 		}
 	}
 	if len(r.PeerAtHalf) > 0 {
-		fmt.Fprintf(b, "\n## latency at the same load\n\nEvery configuration again, each run on a fresh process, at the load of the half-the-max step of groupcast's typical run, in alternating rounds (each Nchan configuration; then groupcast and each Nchan configuration, as many rounds as the sweeps repeat). The typical run's half step is groupcast's first sample. The p99s are compared at the same offered load, median against median.\n\n%s", stepHeader)
-		same := slices.Concat(r.HalfAgain, r.PeerAtHalf)
+		fmt.Fprintf(b, "\n## latency at the same load\n\nEvery configuration again, each run on a fresh process, at the load of the half-the-max step of groupcast's typical run, in alternating rounds (each Nchan configuration; then groupcast and each Nchan configuration, as many rounds as the sweeps repeat). The typical run's half step is groupcast's first sample. The p99s are compared at the same offered load, median against median. Beside them, not compared: groupcast with Message Persistence off (`%s`), which keeps messages in memory only, in the channel's ring of the same 100 messages, as Nchan does, run first in each round; the comparison holds groupcast's default, every message stored (fsynced) for history.\n\n%s", memoryOnlyVariant, stepHeader)
+		same := slices.Concat(r.HalfAgain, r.HalfMemoryOnly, r.PeerAtHalf)
 		slices.SortStableFunc(same, func(a, b FanoutRun) int { return a.Subscribers - b.Subscribers })
 		for _, f := range same {
 			for _, s := range f.Steps {

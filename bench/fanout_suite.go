@@ -203,7 +203,11 @@ func (s *suite) fanoutScenarios(ctx context.Context, p plan, res *Results, fail 
 		// side's p99 is the median of as many runs as the sweeps repeat.
 		// The typical run's own half step is groupcast's first sample.
 		if load, ok := halfLoad(res.Fanout, n); ok {
+			memoryOnly := s.groupcastCase(memoryOnlyVariant, s.cfg.Groupcastd, "--history=false")
 			for r := range max(1, repeats) {
+				name := fmt.Sprintf("samehalf-memory-%d-%d", n, r)
+				fail(fmt.Sprintf("groupcast (%s) n=%d at its half load, round %d", memoryOnly.variant, n, r+1),
+					s.runCase(ctx, memoryOnly, name, FanoutConfig{Subscribers: n, Step: p.step, Loads: []float64{load}, AllLoads: true}, nil, &res.HalfMemoryOnly))
 				for i, fc := range cases {
 					into := &res.PeerAtHalf
 					if fc.target == "groupcast" {
@@ -259,6 +263,9 @@ func (s *suite) fanoutScenarios(ctx context.Context, p plan, res *Results, fail 
 	}
 	return ctx.Err()
 }
+
+// memoryOnlyVariant names groupcast run with Message Persistence off.
+const memoryOnlyVariant = "1 node, --history=false"
 
 // halfLoad is the offered load of the half-the-max step of groupcast's
 // typical run with n subscribers.

@@ -313,6 +313,15 @@ func halfVsPeer(r *Results, n int, half FanoutStep, ok bool) Check {
 	if kept[variant] < len(peer) {
 		fig += fmt.Sprintf(" (Nchan kept up in %d of %d)", kept[variant], len(peer))
 	}
+	var memoryOnly []float64
+	for _, f := range r.HalfMemoryOnly {
+		if f.Subscribers == n && len(f.Steps) > 0 {
+			memoryOnly = append(memoryOnly, stepP99(f.Steps[0]))
+		}
+	}
+	if len(memoryOnly) > 0 {
+		fig += fmt.Sprintf("; not compared: groupcast with --history=false (memory only, as Nchan) %s", spreadMS(memoryOnly))
+	}
 	return Check{what, fig, "≤ Nchan's", median(own) <= median(peer)}
 }
 

@@ -86,9 +86,15 @@ type Results struct {
 	// groupcast run again at that load, one time fewer (the typical run's
 	// half step is its first sample): the latency comparison at the same
 	// load, median against median.
-	PeerAtHalf []FanoutRun  `json:",omitempty"`
-	HalfAgain  []FanoutRun  `json:",omitempty"`
-	Decode     []DecodeCost `json:",omitempty"`
+	PeerAtHalf []FanoutRun `json:",omitempty"`
+	HalfAgain  []FanoutRun `json:",omitempty"`
+	// HalfMemoryOnly is groupcast with Message Persistence off
+	// (--history=false: messages kept in memory only, in the channel's
+	// ring, as Nchan keeps them) at the same load, as many times as
+	// PeerAtHalf: beside the comparison, not in it, which holds groupcast's
+	// default (every message stored).
+	HalfMemoryOnly []FanoutRun  `json:",omitempty"`
+	Decode         []DecodeCost `json:",omitempty"`
 	// Isolation says how the fan-out scenarios ran: pinning, paused servers.
 	Isolation []string       `json:",omitempty"`
 	Access    *AccessResult  `json:",omitempty"`
