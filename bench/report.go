@@ -313,13 +313,7 @@ func halfVsPeer(r *Results, n int, half FanoutStep, ok bool) Check {
 	if kept[variant] < len(peer) {
 		fig += fmt.Sprintf(" (Nchan kept up in %d of %d)", kept[variant], len(peer))
 	}
-	var memoryOnly []float64
-	for _, f := range r.HalfMemoryOnly {
-		if f.Subscribers == n && len(f.Steps) > 0 {
-			memoryOnly = append(memoryOnly, stepP99(f.Steps[0]))
-		}
-	}
-	if len(memoryOnly) > 0 {
+	if memoryOnly := runP99s(r.HalfMemoryOnly, n); len(memoryOnly) > 0 {
 		fig += fmt.Sprintf("; not compared: groupcast with --history=false (memory only, as Nchan) %s", spreadMS(memoryOnly))
 	}
 	return Check{what, fig, "≤ Nchan's", median(own) <= median(peer)}
@@ -328,8 +322,13 @@ func halfVsPeer(r *Results, n int, half FanoutStep, ok bool) Check {
 // halfP99s is groupcast's p99s at the load of its typical run's half step
 // with n subscribers: that step's and those of the runs again at that load.
 func halfP99s(r *Results, n int, half FanoutStep) []float64 {
-	p99s := []float64{stepP99(half)}
-	for _, f := range r.HalfAgain {
+	return append([]float64{stepP99(half)}, runP99s(r.HalfAgain, n)...)
+}
+
+// runP99s is the p99 of the one step of each run with n subscribers.
+func runP99s(runs []FanoutRun, n int) []float64 {
+	var p99s []float64
+	for _, f := range runs {
 		if f.Subscribers == n && len(f.Steps) > 0 {
 			p99s = append(p99s, stepP99(f.Steps[0]))
 		}

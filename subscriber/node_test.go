@@ -164,17 +164,10 @@ func TestOutboxRecordOfEditsAtOneTimetoken(t *testing.T) {
 		t.Fatalf("outbox = %+v, %v; want the two edits' one record", rec, err)
 	}
 	n, lg := node(t, st, subscriber.Config{Shards: shards, FreshWait: 10 * time.Second})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	eventually(t, "the node announces the outbox record", func() bool {
 		rec, err := st.Pending(t.Context(), shard, 1)
-		if err == nil && len(rec) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not announce the outbox record: %+v, %v", rec, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && len(rec) == 0
+	})
 	last, err := lg.Last(t.Context(), shard)
 	if err != nil {
 		t.Fatal(err)
